@@ -1,1 +1,420 @@
-//! Placeholder.
+//! Daemon configuration: the TOML file an AV team edits, parsed into a raw struct and validated
+//! once into [`Config`], a type that cannot hold a wrong value.
+//!
+//! Every field has an embedded default, so an empty file (or `--config` omitted) runs the daemon on
+//! the simulated board. Errors name the file, the key and what was expected, because the person
+//! reading them is usually on a ladder in a lecture hall with a laptop, not a developer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What went wrong while loading the configuration; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML itself is malformed or a key has the wrong type or is unknown.
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A key parsed but its value is out of range or inconsistent.
+    #[error("config {path}: key `{key}`: expected {expected}, found {found}")]
+    Invalid { path: PathBuf, key: String, expected: String, found: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw config: mirrors the TOML, every field optional, unknown keys rejected.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    board: RawBoard,
+    #[serde(default)]
+    capture: RawCapture,
+    #[serde(default)]
+    journal: RawJournal,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    recorder: RawRecorder,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoard {
+    backend: Option<String>,
+    pinmap: Option<String>,
+    sim_socket: Option<PathBuf>,
+    debounce_ms: Option<u64>,
+    long_press_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    video: Option<String>,
+    video_device: Option<PathBuf>,
+    video_pattern: Option<String>,
+    audio: Option<String>,
+    audio_device: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    framerate: Option<u32>,
+    video_bitrate_kbps: Option<u32>,
+    audio_bitrate_kbps: Option<u32>,
+    encoder: Option<String>,
+    x264_preset: Option<String>,
+    x264_tune: Option<String>,
+    retry_initial_s: Option<u64>,
+    retry_max_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    media_dir: Option<PathBuf>,
+    segment_seconds: Option<f64>,
+    fsync_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    ics: Option<PathBuf>,
+    reload_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecorder {
+    adhoc_max_minutes: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated config.
+// ---------------------------------------------------------------------------------------------
+
+/// Which GPIO backend drives the button, LED and power-fail line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardBackend {
+    Sim,
+    Rppal,
+    Gpiocdev,
+    Auto,
+}
+
+/// Where video comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoInput {
+    /// Live `videotestsrc` with a moving pattern.
+    Test { pattern: String },
+    /// A V4L2 camera.
+    V4l2 { device: PathBuf },
+}
+
+/// Where audio comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioInput {
+    None,
+    /// Live `audiotestsrc` sine tone.
+    Test,
+    /// An ALSA capture device name such as `hw:1,0` or `default`.
+    Alsa { device: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BoardConfig {
+    pub backend: BoardBackend,
+    pub pinmap: String,
+    pub sim_socket: PathBuf,
+    pub debounce: Duration,
+    pub long_press: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub video: VideoInput,
+    pub audio: AudioInput,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub video_bitrate_kbps: u32,
+    pub audio_bitrate_kbps: u32,
+    /// `None` probes the registry for the best encoder.
+    pub encoder: Option<String>,
+    pub x264_preset: String,
+    pub x264_tune: Option<String>,
+    /// First delay before retrying a failed capture device; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub media_dir: PathBuf,
+    pub segment: Duration,
+    pub fsync_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub ics: Option<PathBuf>,
+    pub reload: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// An ad-hoc recording nobody stops ends by itself after this long (a forgotten button press
+    /// must not fill the SD card).
+    pub adhoc_max: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, `None` for embedded defaults.
+    pub source: Option<PathBuf>,
+    pub agent_name: String,
+    pub board: BoardConfig,
+    pub capture: CaptureConfig,
+    pub journal: JournalConfig,
+    pub schedule: ScheduleConfig,
+    pub control_socket: PathBuf,
+    pub recorder: RecorderConfig,
+}
+
+/// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// The embedded defaults: the simulated board, media under `/var/lib/lectern`.
+    pub fn defaults() -> Config {
+        Self::parse("", None).expect("the empty config is valid")
+    }
+
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let shown = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<embedded>"));
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: shown.clone(), message: e.to_string().trim_end().to_owned() })?;
+        let v = Validator { path: &shown, base: path.and_then(Path::parent) };
+        v.validate(raw, path.map(Path::to_owned))
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    /// Relative paths in the file are taken relative to the file's directory, so a bundled config
+    /// works from any working directory.
+    base: Option<&'a Path>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, expected: &str, found: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+            found: found.to_string(),
+        }
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        match self.base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        }
+    }
+
+    fn range<T: PartialOrd + fmt::Display + Copy>(&self, key: &str, v: Option<T>, default: T, lo: T, hi: T) -> Result<T, ConfigError> {
+        let v = v.unwrap_or(default);
+        if v < lo || v > hi {
+            return Err(self.invalid(key, &format!("a number from {lo} to {hi}"), v));
+        }
+        Ok(v)
+    }
+
+    fn validate(&self, raw: Raw, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let agent_name = raw.agent.name.unwrap_or_else(|| "lectern".to_owned());
+        if agent_name.is_empty()
+            || agent_name.len() > 64
+            || !agent_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(self.invalid("agent.name", "1-64 characters of A-Z a-z 0-9 . _ -", format!("{agent_name:?}")));
+        }
+
+        let b = raw.board;
+        let backend = match b.backend.as_deref().unwrap_or("sim") {
+            "sim" => BoardBackend::Sim,
+            "rppal" => BoardBackend::Rppal,
+            "gpiocdev" => BoardBackend::Gpiocdev,
+            "auto" => BoardBackend::Auto,
+            other => return Err(self.invalid("board.backend", "one of \"sim\", \"rppal\", \"gpiocdev\", \"auto\"", format!("{other:?}"))),
+        };
+        let board = BoardConfig {
+            backend,
+            pinmap: b.pinmap.unwrap_or_else(|| "rpi4".to_owned()),
+            sim_socket: self.path(b.sim_socket.unwrap_or_else(|| PathBuf::from("/run/lectern/sim.sock"))),
+            debounce: Duration::from_millis(self.range("board.debounce_ms", b.debounce_ms, 30, 1, 1000)?),
+            long_press: Duration::from_millis(self.range("board.long_press_ms", b.long_press_ms, 2000, 200, 30_000)?),
+        };
+
+        let c = raw.capture;
+        let video = match c.video.as_deref().unwrap_or("test") {
+            "test" => VideoInput::Test { pattern: c.video_pattern.unwrap_or_else(|| "ball".to_owned()) },
+            "v4l2" => VideoInput::V4l2 { device: c.video_device.unwrap_or_else(|| PathBuf::from("/dev/video0")) },
+            other => return Err(self.invalid("capture.video", "\"test\" or \"v4l2\"", format!("{other:?}"))),
+        };
+        let audio = match c.audio.as_deref().unwrap_or("test") {
+            "none" => AudioInput::None,
+            "test" => AudioInput::Test,
+            "alsa" => AudioInput::Alsa { device: c.audio_device.unwrap_or_else(|| "default".to_owned()) },
+            other => return Err(self.invalid("capture.audio", "\"none\", \"test\" or \"alsa\"", format!("{other:?}"))),
+        };
+        let width = self.range("capture.width", c.width, 1280, 160, 3840)?;
+        let height = self.range("capture.height", c.height, 720, 120, 2160)?;
+        if width % 2 != 0 || height % 2 != 0 {
+            return Err(self.invalid("capture.width/height", "even numbers (H.264 4:2:0)", format!("{width}x{height}")));
+        }
+        let retry_initial_s = self.range("capture.retry_initial_s", c.retry_initial_s, 2, 1, 3600)?;
+        let retry_max_s = self.range("capture.retry_max_s", c.retry_max_s, 60, 1, 3600)?;
+        if retry_max_s < retry_initial_s {
+            return Err(self.invalid("capture.retry_max_s", &format!("at least capture.retry_initial_s ({retry_initial_s})"), retry_max_s));
+        }
+        let capture = CaptureConfig {
+            video,
+            audio,
+            width,
+            height,
+            framerate: self.range("capture.framerate", c.framerate, 30, 1, 120)?,
+            video_bitrate_kbps: self.range("capture.video_bitrate_kbps", c.video_bitrate_kbps, 4000, 100, 50_000)?,
+            audio_bitrate_kbps: self.range("capture.audio_bitrate_kbps", c.audio_bitrate_kbps, 128, 16, 512)?,
+            encoder: c.encoder.filter(|e| e != "auto"),
+            x264_preset: c.x264_preset.unwrap_or_else(|| "veryfast".to_owned()),
+            x264_tune: c.x264_tune.filter(|t| !t.is_empty()),
+            retry_initial: Duration::from_secs(retry_initial_s),
+            retry_max: Duration::from_secs(retry_max_s),
+        };
+
+        let j = raw.journal;
+        let segment_seconds = j.segment_seconds.unwrap_or(2.0);
+        if !(0.5..=60.0).contains(&segment_seconds) {
+            return Err(self.invalid("journal.segment_seconds", "a number of seconds from 0.5 to 60", segment_seconds));
+        }
+        let journal = JournalConfig {
+            media_dir: self.path(j.media_dir.unwrap_or_else(|| PathBuf::from("/var/lib/lectern"))),
+            segment: Duration::from_secs_f64(segment_seconds),
+            fsync_interval: Duration::from_millis(self.range("journal.fsync_interval_ms", j.fsync_interval_ms, 1000, 50, 10_000)?),
+        };
+
+        let schedule = ScheduleConfig {
+            ics: raw.schedule.ics.map(|p| self.path(p)),
+            reload: Duration::from_secs(self.range("schedule.reload_s", raw.schedule.reload_s, 60, 1, 86_400)?),
+        };
+        let recorder = RecorderConfig {
+            adhoc_max: Duration::from_secs(60 * self.range("recorder.adhoc_max_minutes", raw.recorder.adhoc_max_minutes, 240, 1, 24 * 60)?),
+        };
+
+        Ok(Config {
+            source,
+            agent_name,
+            board,
+            capture,
+            journal,
+            schedule,
+            control_socket: self.path(raw.control.socket.unwrap_or_else(|| PathBuf::from("/run/lectern/control.sock"))),
+            recorder,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Some(Path::new("/etc/lectern/lectern.toml"))).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_are_the_sim_board() {
+        let c = Config::defaults();
+        assert_eq!(c.board.backend, BoardBackend::Sim);
+        assert_eq!((c.capture.width, c.capture.height, c.capture.framerate), (1280, 720, 30));
+        assert_eq!(c.capture.video_bitrate_kbps, 4000);
+        assert_eq!(c.journal.segment, Duration::from_secs(2));
+        assert_eq!(c.journal.fsync_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_shipped_default_file_equals_the_embedded_defaults() {
+        let c = Config::parse(DEFAULT_CONFIG, None).unwrap();
+        let d = Config::defaults();
+        assert_eq!(format!("{:?}", c.capture), format!("{:?}", d.capture));
+        assert_eq!(format!("{:?}", c.journal), format!("{:?}", d.journal));
+        assert_eq!(format!("{:?}", c.board), format!("{:?}", d.board));
+    }
+
+    #[test]
+    fn bad_values_name_file_key_and_expectation() {
+        let cases = [
+            ("[capture]\nwidth = 12", "key `capture.width`: expected a number from 160 to 3840, found 12"),
+            ("[capture]\nvideo = \"hdmi\"", "key `capture.video`: expected \"test\" or \"v4l2\", found \"hdmi\""),
+            ("[board]\nbackend = \"pigpio\"", "key `board.backend`"),
+            ("[journal]\nsegment_seconds = 0.1", "key `journal.segment_seconds`"),
+            ("[capture]\nwidth = 1281", "even numbers"),
+            ("[agent]\nname = \"room 101\"", "key `agent.name`"),
+            ("[capture]\nretry_initial_s = 10\nretry_max_s = 5", "key `capture.retry_max_s`"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.starts_with("config /etc/lectern/lectern.toml: "), "{e}");
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_name_the_file_and_key() {
+        let e = err("[capture]\nwidht = 640");
+        assert!(e.contains("/etc/lectern/lectern.toml") && e.contains("widht"), "{e}");
+        let e = err("[capture]\nwidth = \"wide\"");
+        assert!(e.contains("width") && e.contains("expected u32"), "{e}");
+        let e = err("[capture\n");
+        assert!(e.contains("/etc/lectern/lectern.toml"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let c = Config::parse("[journal]\nmedia_dir = \"media\"\n[schedule]\nics = \"/abs/s.ics\"", Some(Path::new("/opt/demo/lectern.toml"))).unwrap();
+        assert_eq!(c.journal.media_dir, PathBuf::from("/opt/demo/media"));
+        assert_eq!(c.schedule.ics, Some(PathBuf::from("/abs/s.ics")));
+    }
+}
