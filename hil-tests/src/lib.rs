@@ -1,1 +1,323 @@
-//! Placeholder.
+//! Hardware-in-the-loop scenarios: the real `lecternd` binary on the simulated board, driven
+//! through its control socket and the sim board's socket exactly as `lectern` and a lab rig would.
+//!
+//! On CI the board is `sim`; in the lab the same scenarios run with `LECTERN_HIL_CONFIG` pointing
+//! at a real board's config (see hil-tests/README.md). This module is the harness: it writes a
+//! config into a temporary directory, starts the daemon, waits for its sockets, and offers
+//! helpers to query the journal's SQLite database read-only and to check media with GStreamer's
+//! discoverer.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// The directory holding `lecternd` and `lectern`: the test binary lives in `target/<profile>/deps`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("deps dir").parent().expect("profile dir").to_owned();
+    assert!(dir.join("lecternd").exists(), "{} has no lecternd: run `cargo build --workspace --bins` first", dir.display());
+    dir
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// A running daemon in its own temporary directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A small, fast capture for scenarios that do not measure media quality.
+pub const SMALL: &str = "[capture]\nwidth = 320\nheight = 240\nvideo_bitrate_kbps = 500\n";
+
+impl Daemon {
+    /// Writes `extra` TOML after the harness's own keys and starts the daemon.
+    pub fn start(extra: &str) -> Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts (or restarts) a daemon whose config lives in `dir` (the media survives restarts).
+    pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Result<Daemon> {
+        let config = dir.path().join("lectern.toml");
+        if !config.exists() {
+            let base = "[board]\nbackend = \"sim\"\nsim_socket = \"run/sim.sock\"\ndebounce_ms = 10\nlong_press_ms = 800\n\
+                        [control]\nsocket = \"run/control.sock\"\n\
+                        [journal]\nmedia_dir = \"media\"\n";
+            std::fs::write(&config, merge(base, extra))?;
+        }
+        let log = dir.path().join("lecternd.log");
+        let mut d = Daemon { dir, config, child: None, log };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(bin_dir().join("lecternd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("LECTERN_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn lecternd")?;
+        self.child = Some(child);
+        let sock = self.control_socket();
+        let log = self.log.clone();
+        wait_until("the control socket", Duration::from_secs(20), || {
+            lectern_control::request(&sock, &lectern_control::Request::Status, Duration::from_secs(2)).is_ok()
+        })
+        .with_context(|| format!("daemon log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()))?;
+        Ok(())
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("run/control.sock")
+    }
+
+    pub fn sim_socket(&self) -> PathBuf {
+        self.dir.path().join("run/sim.sock")
+    }
+
+    pub fn media(&self) -> PathBuf {
+        self.dir.path().join("media")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a control request; `Err` carries the daemon's refusal.
+    pub fn ctl(&self, req: lectern_control::Request) -> Result<Value> {
+        Ok(lectern_control::request(&self.control_socket(), &req, Duration::from_secs(30))?)
+    }
+
+    pub fn status(&self) -> Value {
+        self.ctl(lectern_control::Request::Status).expect("status")
+    }
+
+    /// Runs the real `lectern` CLI against this daemon and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin_dir().join("lectern")).arg("--config").arg(&self.config).args(args).output()?;
+        if !out.status.success() {
+            bail!("lectern {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        unsafe_kill(child.id(), 15);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                bail!("lecternd did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the process dies with no chance to flush or commit anything.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the daemon again on the same directory and media.
+    pub fn restart(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
+    /// Opens the journal database read-only.
+    pub fn db(&self) -> Result<rusqlite::Connection> {
+        Ok(rusqlite::Connection::open_with_flags(self.media().join("lectern.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // std has no kill(2) with a signal number; the `kill` tool is on every Debian machine.
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Appends `extra` to `base`, letting sections in `extra` override same-named keys in `base`
+/// (a tiny merge: TOML forbids repeating a table, so the tables are merged textually by key).
+fn merge(base: &str, extra: &str) -> String {
+    let parse = |s: &str| -> toml_lite::Doc { toml_lite::parse(s) };
+    let mut doc = parse(base);
+    for (table, key, line) in parse(extra).entries {
+        doc.entries.retain(|(t, k, _)| !(t == &table && k == &key));
+        doc.entries.push((table, key, line));
+    }
+    doc.render()
+}
+
+/// Just enough TOML structure to merge flat `[table] key = value` configs.
+mod toml_lite {
+    pub struct Doc {
+        pub entries: Vec<(String, String, String)>,
+    }
+
+    pub fn parse(s: &str) -> Doc {
+        let mut table = String::new();
+        let mut entries = Vec::new();
+        for line in s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = t.to_owned();
+            } else if let Some((k, _)) = line.split_once('=') {
+                entries.push((table.clone(), k.trim().to_owned(), line.to_owned()));
+            }
+        }
+        Doc { entries }
+    }
+
+    impl Doc {
+        pub fn render(&self) -> String {
+            let mut tables: Vec<&str> = Vec::new();
+            for (t, _, _) in &self.entries {
+                if !tables.contains(&t.as_str()) {
+                    tables.push(t);
+                }
+            }
+            let mut out = String::new();
+            for t in tables {
+                out.push_str(&format!("[{t}]\n"));
+                for (_, _, line) in self.entries.iter().filter(|(tt, _, _)| tt == t) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What GStreamer's discoverer says about a media file.
+#[derive(Debug)]
+pub struct Discovered {
+    pub duration: Duration,
+    pub has_video: bool,
+    pub has_audio: bool,
+}
+
+/// Runs `gst-discoverer-1.0` on a file; an error means it did not decode.
+pub fn discover(path: &Path) -> Result<Discovered> {
+    let out = Command::new("gst-discoverer-1.0").arg(path).output().context("gst-discoverer-1.0 (apt: gstreamer1.0-plugins-base-apps)")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() || !text.contains("Done discovering") || text.contains("An error was encountered") {
+        bail!("{} does not decode:\n{text}", path.display());
+    }
+    let duration = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Duration: "))
+        .and_then(parse_hms)
+        .with_context(|| format!("no duration for {}:\n{text}", path.display()))?;
+    Ok(Discovered { duration, has_video: text.contains("video: H.264"), has_audio: text.contains("audio: MPEG-4 AAC") })
+}
+
+fn parse_hms(s: &str) -> Option<Duration> {
+    let mut parts = s.trim().split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(h * 3600.0 + m * 60.0 + sec))
+}
+
+/// One committed segment row, as the tests read it straight from SQLite.
+#[derive(Debug)]
+pub struct Seg {
+    pub seq: i64,
+    pub path: PathBuf,
+    pub bytes: i64,
+    pub sha256: String,
+    pub duration_ns: i64,
+    pub recovered: bool,
+    pub state: String,
+}
+
+pub fn segments(db: &rusqlite::Connection, media: &Path, recording_id: &str) -> Result<Vec<Seg>> {
+    let mut st = db.prepare("SELECT seq, path, bytes, sha256, duration_ns, recovered, state FROM segments WHERE recording_id = ?1 ORDER BY seq")?;
+    let rows = st.query_map([recording_id], |r| {
+        Ok(Seg {
+            seq: r.get(0)?,
+            path: media.join(r.get::<_, String>(1)?),
+            bytes: r.get(2)?,
+            sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            duration_ns: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            recovered: r.get::<_, i64>(5)? != 0,
+            state: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Concatenates segment files (MPEG-TS concatenates byte-wise) into `out`.
+pub fn concat(segs: &[Seg], out: &Path) -> Result<()> {
+    let mut f = std::fs::File::create(out)?;
+    for s in segs {
+        std::io::copy(&mut std::fs::File::open(&s.path)?, &mut f)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn merge_overrides_keys_and_keeps_the_rest() {
+        let m = super::merge("[a]\nx = 1\ny = 2\n[b]\nz = 3\n", "[a]\nx = 9\n[c]\nw = 4\n");
+        assert_eq!(m, "[a]\ny = 2\nx = 9\n[b]\nz = 3\n[c]\nw = 4\n");
+    }
+
+    #[test]
+    fn hms_parses() {
+        assert_eq!(super::parse_hms("0:01:02.500000000"), Some(std::time::Duration::from_millis(62_500)));
+    }
+}

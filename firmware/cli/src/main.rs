@@ -1,1 +1,188 @@
-fn main() {}
+//! `lectern`: the operator CLI. It talks to `lecternd` over the control socket (and to the
+//! simulated board's socket for `lectern sim ...`); it never opens the journal itself, so it cannot
+//! race the daemon. `--json` prints the daemon's response shapes unchanged (docs/control-api.md).
+//!
+//! Exit codes: 0 success, 1 the daemon refused or could not be reached, 2 bad usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lectern_config::Config;
+use lectern_control::Request;
+use serde_json::Value;
+
+const USAGE: &str = "\
+usage: lectern [--config FILE | --socket PATH] [--json] COMMAND
+commands:
+  status                      what the box is doing
+  record start [--title T]    start an ad-hoc recording
+  record stop                 stop the current recording
+  recordings                  recordings with durations, parts, segments, bytes
+  segments ID                 the segments of one recording
+  schedule parse FILE         the events the agent would store from an .ics file, as JSON
+  sim button [press|long|down|up]   press the simulated board's button
+  sim powerfail on|off        assert or clear the simulated power-fail line
+  sim led | sim state         the simulated board's LED and inputs
+The config defaults to $LECTERN_CONFIG, else the embedded defaults.";
+
+struct Opts {
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    json: bool,
+    rest: Vec<String>,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut opts = Opts { config: std::env::var_os("LECTERN_CONFIG").map(PathBuf::from), socket: None, json: false, rest: Vec::new() };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => opts.config = Some(args.next().ok_or("--config needs a file")?.into()),
+            "--socket" => opts.socket = Some(args.next().ok_or("--socket needs a path")?.into()),
+            "--json" => opts.json = true,
+            "--help" | "-h" => return Err(String::new()),
+            _ => opts.rest.push(a),
+        }
+    }
+    Ok(opts)
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("lectern: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lectern: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config(opts: &Opts) -> anyhow::Result<Config> {
+    Ok(match &opts.config {
+        Some(p) => Config::load(p)?,
+        None => Config::defaults(),
+    })
+}
+
+fn ask(opts: &Opts, req: Request) -> anyhow::Result<Value> {
+    let socket = match &opts.socket {
+        Some(s) => s.clone(),
+        None => config(opts)?.control_socket,
+    };
+    Ok(lectern_control::request(&socket, &req, Duration::from_secs(40))?)
+}
+
+fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
+    let words: Vec<&str> = opts.rest.iter().map(String::as_str).collect();
+    let value = match words.as_slice() {
+        ["status"] => ask(opts, Request::Status)?,
+        ["record", "start"] => ask(opts, Request::RecordStart { title: None })?,
+        ["record", "start", "--title", t] => ask(opts, Request::RecordStart { title: Some((*t).to_owned()) })?,
+        ["record", "stop"] => ask(opts, Request::RecordStop)?,
+        ["recordings"] => ask(opts, Request::Recordings)?,
+        ["segments", id] => ask(opts, Request::Segments { recording_id: (*id).to_owned() })?,
+        ["schedule", "parse", file] => return schedule_parse(Path::new(file)),
+        ["sim", rest @ ..] => return sim(opts, rest),
+        _ => {
+            eprintln!("{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_human(&words, &value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schedule_parse(file: &Path) -> anyhow::Result<ExitCode> {
+    let events = lectern_schedule::load_file(file).with_context(|| format!("{}", file.display()))?;
+    println!("{}", serde_json::to_string_pretty(&events)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim(opts: &Opts, words: &[&str]) -> anyhow::Result<ExitCode> {
+    let line = match words {
+        ["button"] => "button press".to_owned(),
+        ["button", how @ ("press" | "long" | "down" | "up")] => format!("button {how}"),
+        ["powerfail", how @ ("on" | "off")] => format!("powerfail {how}"),
+        ["led"] => "led".to_owned(),
+        ["state"] => "state".to_owned(),
+        _ => bail!("unknown sim command {:?}\n{USAGE}", words.join(" ")),
+    };
+    let socket = config(opts)?.board.sim_socket;
+    let reply = lectern_board::sim_request(&socket, &line)?;
+    println!("{reply}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_human(words: &[&str], v: &Value) {
+    match words.first().copied() {
+        Some("recordings") => {
+            let empty = Vec::new();
+            let list = v["recordings"].as_array().unwrap_or(&empty);
+            println!("{:<36} {:<11} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "kind", "duration", "parts", "segs", "bytes");
+            for r in list {
+                let dur = r["media_duration_ns"].as_f64().unwrap_or(0.0) / 1e9;
+                println!(
+                    "{:<36} {:<11} {:<9} {:>8.1}s {:>5} {:>5} {:>12}  {}",
+                    s(&r["id"]),
+                    s(&r["state"]),
+                    s(&r["kind"]),
+                    dur,
+                    s(&r["parts"]),
+                    s(&r["segments"]),
+                    s(&r["bytes"]),
+                    s(&r["title"])
+                );
+            }
+            if list.is_empty() {
+                println!("(no recordings)");
+            }
+        }
+        Some("segments") => {
+            let empty = Vec::new();
+            for seg in v["segments"].as_array().unwrap_or(&empty) {
+                println!("{}", serde_json::to_string(seg).unwrap_or_default());
+            }
+        }
+        _ => {
+            println!("state:     {}", s(&v["state"]));
+            if let Some(r) = v.get("recording").filter(|r| !r.is_null()) {
+                println!("recording: {} ({}) \"{}\" since {}, until {}", s(&r["id"]), s(&r["kind"]), s(&r["title"]), s(&r["started_at"]), s(&r["planned_end"]));
+                if !r["last_error"].is_null() {
+                    println!("error:     {} (retry at {})", s(&r["last_error"]), s(&v["retry_at"]));
+                }
+            }
+            if let Some(st) = v.get("stopped").filter(|r| !r.is_null()) {
+                println!("stopped:   {} {} ({} segments, {} bytes)", s(&st["id"]), s(&st["state"]), s(&st["segments"]), s(&st["bytes"]));
+            }
+            if v.get("led").is_some() {
+                println!("led:       {}", s(&v["led"]));
+                println!("encoder:   {}", s(&v["encoder"]["element"]));
+                println!("media:     {}", s(&v["media_dir"]));
+            }
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The daemon's supervisor: wires the crates together and runs the main loop. It decides nothing
+//! itself — the recorder decides, the journal stores, capture captures, the board blinks.
+//!
+//! Start-up order matters and is the invariant "nothing touches media before the config is
+//! valid": config (validated by the binary) → logging → GStreamer and encoder probe → journal
+//! (recovery of whatever a crash left) → board → control socket → schedule → READY.
+//!
+//! The main loop consumes one closed [`Event`] enum from a channel fed by the button and
+//! power-fail monitors, the control socket, pipeline error reports and signals, and ticks at least
+//! once a second (and exactly at the recorder's next deadline) to drive time-based decisions and
+//! the systemd watchdog.
+
+mod clock;
+pub mod logging;
+mod session;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use lectern_board::{BoardIo, ButtonEvent, LedPattern};
+use lectern_capture::{AudioSource, CaptureSettings, CaptureStats, EncoderChoice, EncoderInfo, VideoSource};
+use lectern_config::{AudioInput, BoardBackend, Config, VideoInput};
+use lectern_control::Request;
+use lectern_journal::{Journal, JournalOptions, NewRecording, RecordingKind};
+use lectern_recorder::{Action, Kind, Led, Outcome, PartEnd, Recorder, Settings, Slot, State};
+use serde_json::{json, Value};
+
+pub use clock::{Clock, SystemClock};
+use session::Session;
+
+/// Everything that can wake the main loop.
+enum Event {
+    Recorder(lectern_recorder::Event),
+    Control(Request, SyncSender<Result<Value, String>>),
+    PowerFail(bool),
+    /// A pipeline or journal error from the session of that generation.
+    CaptureError { generation: u64, message: String },
+    Signal(i32),
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns an error only for start-up failures.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Daemon::start(config, clock)?.main_loop();
+    Ok(())
+}
+
+struct Daemon {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    recorder: Recorder,
+    journal: Journal,
+    board: BoardIo,
+    settings: CaptureSettings,
+    encoder: EncoderInfo,
+    session: Option<Session>,
+    generation: u64,
+    last_stats: Option<CaptureStats>,
+    power_fail: bool,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    started: Instant,
+    schedule_mtime: Option<SystemTime>,
+    schedule_checked: Instant,
+    schedule_error: Option<String>,
+    _control: lectern_control::Server,
+    stop_monitors: Arc<AtomicBool>,
+    watchdog: Option<Duration>,
+    last_watchdog: Instant,
+    status_line: String,
+}
+
+fn capture_settings(config: &Config) -> CaptureSettings {
+    let c = &config.capture;
+    CaptureSettings {
+        video: match &c.video {
+            VideoInput::Test { pattern } => VideoSource::Test { pattern: pattern.clone() },
+            VideoInput::V4l2 { device } => VideoSource::V4l2 { device: device.clone() },
+        },
+        audio: match &c.audio {
+            AudioInput::None => AudioSource::None,
+            AudioInput::Test => AudioSource::Test { freq_hz: 440.0 },
+            AudioInput::Alsa { device } => AudioSource::Alsa { device: device.clone() },
+        },
+        width: c.width,
+        height: c.height,
+        framerate: c.framerate,
+        video_bitrate_kbps: c.video_bitrate_kbps,
+        audio_bitrate_kbps: c.audio_bitrate_kbps,
+        encoder: c.encoder.clone().map_or(EncoderChoice::Auto, EncoderChoice::Named),
+        x264_preset: c.x264_preset.clone(),
+        x264_tune: c.x264_tune.clone(),
+        keyframe_interval: config.journal.segment,
+        ..CaptureSettings::default()
+    }
+}
+
+fn board_config(config: &Config) -> lectern_board::BoardConfig {
+    lectern_board::BoardConfig {
+        backend: match config.board.backend {
+            BoardBackend::Sim => lectern_board::Backend::Sim,
+            BoardBackend::Rppal => lectern_board::Backend::Rppal,
+            BoardBackend::Gpiocdev => lectern_board::Backend::Gpiocdev,
+            BoardBackend::Auto => lectern_board::Backend::Auto,
+        },
+        pinmap: config.board.pinmap.clone(),
+        sim_socket: Some(config.board.sim_socket.clone()),
+    }
+}
+
+fn led_pattern(led: Led) -> LedPattern {
+    match led {
+        Led::Off => LedPattern::Off,
+        Led::Idle => LedPattern::Idle,
+        Led::Recording => LedPattern::Recording,
+        Led::Error => LedPattern::Error,
+        Led::NotProvisioned => LedPattern::NotProvisioned,
+    }
+}
+
+fn rfc3339(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms).map_or(Value::Null, |t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+}
+
+impl Daemon {
+    fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
+        lectern_capture::init().context("GStreamer")?;
+        let settings = capture_settings(&config);
+        let encoder = lectern_capture::probe_encoder(&settings.encoder).context("no usable H.264 encoder")?;
+        log::info!(target: "lecternd", "encoder {}: {}", encoder.element, encoder.reason);
+
+        let opts = JournalOptions { segment_target: config.journal.segment, fsync_interval: config.journal.fsync_interval };
+        let (mut journal, report) = Journal::open(&config.journal.media_dir, opts, clock.now_ms())
+            .with_context(|| format!("journal in {}", config.journal.media_dir.display()))?;
+        for action in &report.actions {
+            log::warn!(target: "lecternd", "journal recovery: {action}");
+        }
+        if report.actions.is_empty() {
+            log::info!(target: "lecternd", "journal {} opened; nothing to recover", config.journal.media_dir.display());
+        }
+        let _ = journal.log_state(None, "daemon_start", &format!("lecternd {}", env!("CARGO_PKG_VERSION")), clock.now_ms());
+
+        let board = lectern_board::open(&board_config(&config)).context("board")?;
+        let (tx, rx) = channel();
+        let stop_monitors = Arc::new(AtomicBool::new(false));
+        Self::spawn_inputs(&config, &board, &tx, &stop_monitors)?;
+
+        let control_tx = Mutex::new(tx.clone());
+        let control = lectern_control::Server::spawn(
+            &config.control_socket,
+            Box::new(move |req| {
+                let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+                control_tx.lock().unwrap().send(Event::Control(req, reply_tx)).map_err(|_| "daemon is stopping".to_string())?;
+                // Stopping a recording waits for the pipeline to drain, which is bounded by the
+                // capture stop timeout; allow for it.
+                reply_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "daemon did not answer".to_string())?
+            }),
+        )?;
+
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]).context("signals")?;
+        let sig_tx = tx.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })?;
+
+        let c = &config;
+        let recorder = Recorder::new(Settings {
+            adhoc_max_ms: c.recorder.adhoc_max.as_millis() as i64,
+            retry_initial_ms: c.capture.retry_initial.as_millis() as i64,
+            retry_max_ms: c.capture.retry_max.as_millis() as i64,
+            ..Settings::default()
+        });
+        let mut usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let mut daemon = Daemon {
+            config,
+            clock,
+            recorder,
+            journal,
+            board,
+            settings,
+            encoder,
+            session: None,
+            generation: 0,
+            last_stats: None,
+            power_fail: false,
+            tx,
+            rx,
+            started: Instant::now(),
+            schedule_mtime: None,
+            schedule_checked: Instant::now(),
+            schedule_error: None,
+            _control: control,
+            stop_monitors,
+            watchdog,
+            last_watchdog: Instant::now(),
+            status_line: String::new(),
+        };
+        daemon.board.led.set_pattern(LedPattern::Idle);
+        daemon.reload_schedule(true);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        log::info!(
+            target: "lecternd",
+            "ready: agent {}, media {}, control {}, board {:?}",
+            daemon.config.agent_name,
+            daemon.config.journal.media_dir.display(),
+            daemon.config.control_socket.display(),
+            daemon.config.board.backend
+        );
+        daemon.publish_status();
+        Ok(daemon)
+    }
+
+    fn spawn_inputs(config: &Config, board: &BoardIo, tx: &Sender<Event>, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+        let btn_tx = tx.clone();
+        lectern_board::spawn_button_monitor(
+            board.take_button()?,
+            config.board.debounce,
+            config.board.long_press,
+            stop.clone(),
+            move |ev| {
+                let ev = match ev {
+                    ButtonEvent::Press => lectern_recorder::Event::ButtonPress,
+                    ButtonEvent::LongPress => lectern_recorder::Event::ButtonLongPress,
+                };
+                let _ = btn_tx.send(Event::Recorder(ev));
+            },
+        )?;
+        let pf_tx = tx.clone();
+        lectern_board::spawn_power_fail_monitor(board.take_power_fail()?, stop.clone(), move |asserted| {
+            let _ = pf_tx.send(Event::PowerFail(asserted));
+        })?;
+        Ok(())
+    }
+
+    fn main_loop(mut self) {
+        loop {
+            let now = self.clock.now_ms();
+            let mut wait = Duration::from_secs(1);
+            if let Some(deadline) = self.recorder.next_deadline(now) {
+                wait = wait.min(Duration::from_millis((deadline - now).max(0) as u64));
+            }
+            let event = match self.rx.recv_timeout(wait) {
+                Ok(ev) => Some(ev),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let stop = match event {
+                None => {
+                    self.reload_schedule(false);
+                    self.feed(lectern_recorder::Event::Tick);
+                    false
+                }
+                Some(ev) => self.on_event(ev),
+            };
+            self.publish_status();
+            if stop {
+                break;
+            }
+        }
+        self.stop_monitors.store(true, Ordering::SeqCst);
+        let _ = self.journal.log_state(None, "daemon_stop", "clean shutdown", self.clock.now_ms());
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        log::info!(target: "lecternd", "stopped");
+    }
+
+    /// Returns true when the daemon should exit.
+    fn on_event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Recorder(ev) => self.feed(ev).map(|_| false).unwrap_or(false),
+            Event::Control(req, reply) => {
+                let answer = self.control(req);
+                let _ = reply.send(answer);
+                false
+            }
+            Event::PowerFail(asserted) => {
+                self.power_fail = asserted;
+                // Acting on power loss is the failsafe issue's; for now it is read and reported.
+                if asserted {
+                    log::warn!(target: "lecternd", "power-fail line asserted");
+                } else {
+                    log::info!(target: "lecternd", "power-fail line cleared");
+                }
+                false
+            }
+            Event::CaptureError { generation, message } => {
+                if self.session.as_ref().is_some_and(|s| s.generation == generation) {
+                    log::error!(target: "lecternd", "recording {}: capture failed: {message}", self.session.as_ref().unwrap().recording_id);
+                    self.feed(lectern_recorder::Event::CaptureFailed { message });
+                } else {
+                    log::debug!(target: "lecternd", "stale error from session {generation}: {message}");
+                }
+                false
+            }
+            Event::Signal(sig) => {
+                log::info!(target: "lecternd", "signal {sig}: stopping");
+                self.feed(lectern_recorder::Event::Shutdown);
+                true
+            }
+        }
+    }
+
+    /// Feeds the recorder and carries out its actions. Returns the rejection, if any.
+    fn feed(&mut self, ev: lectern_recorder::Event) -> Result<(), String> {
+        let now = self.clock.now_ms();
+        let mut queue: std::collections::VecDeque<Action> = self.recorder.handle(ev, now).into();
+        let mut rejected = Ok(());
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::BeginRecording(spec) => {
+                    let rec = NewRecording {
+                        id: spec.id.clone(),
+                        title: spec.title.clone(),
+                        kind: match spec.kind {
+                            Kind::Adhoc => RecordingKind::Adhoc,
+                            Kind::Scheduled { .. } => RecordingKind::Scheduled,
+                        },
+                        event_uid: match &spec.kind {
+                            Kind::Scheduled { uid } => Some(uid.clone()),
+                            Kind::Adhoc => None,
+                        },
+                    };
+                    log::info!(target: "lecternd", "recording {}: begins ({:?}, {:?})", spec.id, spec.kind, spec.title);
+                    if let Err(e) = self.journal.start_recording(&rec, now) {
+                        log::error!(target: "lecternd", "recording {}: journal refused it: {e}", spec.id);
+                    }
+                }
+                Action::StartCapture { recording_id } => {
+                    self.generation += 1;
+                    let generation = self.generation;
+                    let tx = Mutex::new(self.tx.clone());
+                    let report = Arc::new(move |generation: u64, message: String| {
+                        let _ = tx.lock().unwrap().send(Event::CaptureError { generation, message });
+                    });
+                    let report = move |g, m| report(g, m);
+                    match Session::start(
+                        &mut self.journal,
+                        &recording_id,
+                        &self.settings,
+                        &self.encoder,
+                        generation,
+                        &self.clock,
+                        self.config.journal.fsync_interval,
+                        report,
+                    ) {
+                        Ok(s) => {
+                            log::info!(target: "lecternd", "recording {recording_id}: capturing with {}", s.encoder().element);
+                            self.session = Some(s);
+                        }
+                        Err(message) => {
+                            log::error!(target: "lecternd", "recording {recording_id}: capture did not start: {message}");
+                            // The failed part is already closed; the recorder decides the retry.
+                            queue.extend(self.recorder.handle(lectern_recorder::Event::CaptureFailed { message }, self.clock.now_ms()));
+                            // StopCapture for a session that never started is a no-op below.
+                        }
+                    }
+                }
+                Action::StopCapture { recording_id, end } => {
+                    if let Some(session) = self.session.take() {
+                        let end = match end {
+                            PartEnd::Closed => lectern_journal::PartEnd::Closed,
+                            PartEnd::Interrupted(r) => lectern_journal::PartEnd::Interrupted(r),
+                            PartEnd::Failed(r) => lectern_journal::PartEnd::Failed(r),
+                        };
+                        match session.stop(end, &*self.clock) {
+                            Ok((part, stats)) => {
+                                log::info!(target: "lecternd", "recording {recording_id}: part closed: {part:?}; capture {stats:?}");
+                                self.last_stats = Some(stats);
+                            }
+                            Err(e) => log::error!(target: "lecternd", "{e}"),
+                        }
+                    }
+                }
+                Action::FinishRecording { recording_id, outcome } => {
+                    let outcome = match outcome {
+                        Outcome::Completed => lectern_journal::Outcome::Completed,
+                        Outcome::Interrupted(r) => lectern_journal::Outcome::Interrupted(r),
+                    };
+                    match self.journal.finish_recording(&recording_id, outcome, self.clock.now_ms()) {
+                        Ok(()) => {
+                            if let Ok(Some(r)) = self.journal.recording(&recording_id) {
+                                log::info!(
+                                    target: "lecternd",
+                                    "recording {recording_id}: {} ({} segments, {} bytes, {:.1} s) in {}",
+                                    r.state,
+                                    r.segments,
+                                    r.bytes,
+                                    r.media_duration_ns as f64 / 1e9,
+                                    self.config.journal.media_dir.join("recordings").join(&recording_id).display()
+                                );
+                            }
+                        }
+                        Err(e) => log::error!(target: "lecternd", "recording {recording_id}: cannot finish: {e}"),
+                    }
+                }
+                Action::SetLed(led) => self.board.led.set_pattern(led_pattern(led)),
+                Action::Rejected(why) => {
+                    log::info!(target: "lecternd", "request rejected: {why}");
+                    rejected = Err(why);
+                }
+                Action::Note(note) => log::info!(target: "lecternd", "{note}"),
+            }
+        }
+        rejected
+    }
+
+    fn control(&mut self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::Status => Ok(self.status_json()),
+            Request::RecordStart { title } => {
+                self.feed(lectern_recorder::Event::CliStart { title })?;
+                Ok(self.status_json())
+            }
+            Request::RecordStop => {
+                let id = self.recorder.state().active().map(|a| a.spec.id.clone());
+                self.feed(lectern_recorder::Event::CliStop)?;
+                let rec = id.and_then(|id| self.journal.recording(&id).ok().flatten());
+                Ok(json!({ "stopped": rec }))
+            }
+            Request::Recordings => {
+                let list = self.journal.recordings().map_err(|e| e.to_string())?;
+                Ok(json!({ "recordings": list }))
+            }
+            Request::Segments { recording_id } => {
+                let segs = self.journal.segments(&recording_id).map_err(|e| e.to_string())?;
+                Ok(json!({ "recording_id": recording_id, "segments": segs }))
+            }
+        }
+    }
+
+    fn status_json(&self) -> Value {
+        let state = self.recorder.state();
+        let recording = state.active().map(|a| {
+            let (kind, uid) = match &a.spec.kind {
+                Kind::Adhoc => ("adhoc", None),
+                Kind::Scheduled { uid } => ("scheduled", Some(uid.clone())),
+            };
+            json!({
+                "id": a.spec.id,
+                "title": a.spec.title,
+                "kind": kind,
+                "event_uid": uid,
+                "started_at": rfc3339(a.spec.started_at_ms),
+                "planned_end": rfc3339(a.spec.planned_end_ms),
+                "failures": a.failures,
+                "last_error": a.last_error,
+            })
+        });
+        let retry_at = match state {
+            State::Retrying { retry_at_ms, .. } => rfc3339(*retry_at_ms),
+            _ => Value::Null,
+        };
+        let stats = self.session.as_ref().map(|s| s.stats()).or(self.last_stats.clone());
+        let now = self.clock.now_ms();
+        let next = self.recorder.schedule().iter().find(|s: &&Slot| s.end_ms > now).map(|s| {
+            json!({ "uid": s.uid, "title": s.title, "start": rfc3339(s.start_ms), "end": rfc3339(s.end_ms) })
+        });
+        json!({
+            "agent": self.config.agent_name,
+            "version": env!("CARGO_PKG_VERSION"),
+            "state": state.name(),
+            "recording": recording,
+            "retry_at": retry_at,
+            "led": self.board.led.pattern().to_string(),
+            "power_fail": self.power_fail,
+            "encoder": { "element": self.encoder.element, "reason": self.encoder.reason },
+            "capture": stats.map(|s| json!({
+                "frames_in": s.frames_in,
+                "frames_expected": s.frames_expected,
+                "frames_dropped": s.dropped,
+                "running_time_s": s.running_time.as_secs_f64(),
+            })),
+            "schedule": {
+                "source": self.config.schedule.ics.as_ref().map(|p| p.display().to_string()),
+                "events": self.recorder.schedule().len(),
+                "next": next,
+                "error": self.schedule_error,
+            },
+            "media_dir": self.config.journal.media_dir.display().to_string(),
+            "uptime_s": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Reloads the local `.ics` file when it changed. A file that fails to parse never replaces
+    /// the schedule the box already has.
+    fn reload_schedule(&mut self, force: bool) {
+        let Some(path) = self.config.schedule.ics.clone() else { return };
+        if !force && self.schedule_checked.elapsed() < self.config.schedule.reload {
+            return;
+        }
+        self.schedule_checked = Instant::now();
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if !force && mtime == self.schedule_mtime {
+            return;
+        }
+        match lectern_schedule::load_file(&path) {
+            Ok(events) => {
+                self.schedule_mtime = mtime;
+                self.schedule_error = None;
+                log::info!(target: "lecternd", "schedule {}: {} events", path.display(), events.len());
+                let slots = events
+                    .into_iter()
+                    .map(|e| Slot { uid: e.uid, title: e.title, start_ms: e.start.timestamp_millis(), end_ms: e.end.timestamp_millis() })
+                    .collect();
+                let _ = self.feed(lectern_recorder::Event::ScheduleLoaded(slots));
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", path.display());
+                if self.schedule_error.as_deref() != Some(&msg) {
+                    log::error!(target: "lecternd", "schedule not updated, keeping {} cached events: {msg}", self.recorder.schedule().len());
+                }
+                self.schedule_error = Some(msg);
+            }
+        }
+    }
+
+    /// systemd STATUS= on change, WATCHDOG=1 at half the watchdog interval.
+    fn publish_status(&mut self) {
+        let line = match self.recorder.state().active() {
+            Some(a) => format!("{} {}", self.recorder.state().name(), a.spec.id),
+            None => self.recorder.state().name().to_owned(),
+        };
+        if line != self.status_line {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
+            self.status_line = line;
+        }
+        if let Some(interval) = self.watchdog {
+            if self.last_watchdog.elapsed() >= interval {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                self.last_watchdog = Instant::now();
+            }
+        }
+    }
+}

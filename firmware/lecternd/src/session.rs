@@ -1,0 +1,168 @@
+//! One capture session: a GStreamer pipeline feeding one journal part through a writer thread.
+//!
+//! The pipeline's streaming thread must never wait on an fsync, so media goes through a bounded
+//! channel to a writer thread that owns the [`PartWriter`]. The channel is the only buffer between
+//! the camera and the SD card: when the card stalls longer than the channel holds, the pipeline's
+//! queues take the back-pressure rather than the daemon's memory growing without bound.
+//!
+//! Lock order / ownership: the main loop owns the `Session`; the writer thread owns the part until
+//! `stop` joins it and hands the part back, so exactly one place finishes a part.
+
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lectern_capture::{Capture, CaptureSettings, CaptureStats, CaptureStatus, EncoderInfo, MediaEvent};
+use lectern_journal::{Journal, PartEnd, PartSummary, PartWriter};
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+
+/// Chunks are ~188–1316 bytes; 4096 of them is a few seconds of 4 Mbit/s media.
+const CHANNEL_CHUNKS: usize = 4096;
+
+/// What the writer thread hands back: the part, and the first journal error if writing failed.
+type WriterResult = (PartWriter, Option<String>);
+
+pub struct Session {
+    pub recording_id: String,
+    pub generation: u64,
+    capture: Capture,
+    writer: JoinHandle<WriterResult>,
+    pub started: Instant,
+}
+
+/// Something the session reports to the main loop from another thread.
+pub trait Reporter: Fn(u64, String) + Send + Sync + 'static {}
+impl<T: Fn(u64, String) + Send + Sync + 'static> Reporter for T {}
+
+impl Session {
+    /// Opens a new part and starts the pipeline into it. On failure the part is finished as
+    /// failed (an empty part leaves no segment behind) and the error is returned.
+    pub fn start(
+        journal: &mut Journal,
+        recording_id: &str,
+        settings: &CaptureSettings,
+        encoder: &EncoderInfo,
+        generation: u64,
+        clock: &Arc<dyn Clock>,
+        fsync_interval: Duration,
+        report: impl Reporter + Clone,
+    ) -> Result<Session, String> {
+        let part = journal.open_part(recording_id, &encoder.element, clock.now_ms()).map_err(|e| format!("journal: {e}"))?;
+        let (tx, rx) = sync_channel(CHANNEL_CHUNKS);
+        let report_w = report.clone();
+        let clock_w = clock.clone();
+        let writer = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_loop(part, rx, fsync_interval, generation, clock_w, report_w))
+            .map_err(|e| format!("cannot start writer thread: {e}"))?;
+        let status = move |s: CaptureStatus| match s {
+            CaptureStatus::Error { element, message, debug, .. } => {
+                log::debug!(target: "lecternd", "pipeline error detail: {debug}");
+                report(generation, format!("{element}: {message}"));
+            }
+            CaptureStatus::Running | CaptureStatus::Eos => {}
+        };
+        match Capture::start(settings, tx, Box::new(status)) {
+            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, writer, started: Instant::now() }),
+            Err(e) => {
+                // The sender is gone with the failed capture, so the writer ends by itself.
+                let msg = e.to_string();
+                if let Ok((part, _)) = writer.join() {
+                    if let Err(e) = part.finish(PartEnd::Failed(msg.clone()), clock.now_ms()) {
+                        log::error!(target: "lecternd", "recording {recording_id}: cannot close failed part: {e}");
+                    }
+                }
+                Err(msg)
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        self.capture.stats()
+    }
+
+    pub fn encoder(&self) -> &EncoderInfo {
+        self.capture.encoder()
+    }
+
+    /// Stops the pipeline (EOS, so every buffered byte reaches the journal), joins the writer and
+    /// finishes the part. A journal error seen while writing turns `end` into a failure.
+    pub fn stop(self, end: PartEnd, clock: &dyn Clock) -> Result<(PartSummary, CaptureStats), String> {
+        let id = self.recording_id.clone();
+        let stats = match self.capture.stop(Duration::from_secs(5)) {
+            Ok(stats) => stats,
+            Err(e) => {
+                log::warn!(target: "lecternd", "recording {id}: pipeline did not stop cleanly: {e}");
+                CaptureStats::default()
+            }
+        };
+        let (part, write_error) = self.writer.join().map_err(|_| format!("recording {id}: writer thread panicked"))?;
+        let end = match write_error {
+            Some(e) => PartEnd::Failed(e),
+            None => end,
+        };
+        let summary = part.finish(end, clock.now_ms()).map_err(|e| format!("recording {id}: cannot close part: {e}"))?;
+        Ok((summary, stats))
+    }
+}
+
+/// The writer thread: media events into the part until the capture says `End`.
+fn write_loop(
+    mut part: PartWriter,
+    rx: Receiver<MediaEvent>,
+    fsync_interval: Duration,
+    generation: u64,
+    clock: Arc<dyn Clock>,
+    report: impl Reporter,
+) -> WriterResult {
+    let mut error: Option<String> = None;
+    // Wake at least twice per fsync interval so a stalled source still gets its data made durable.
+    let wake = fsync_interval / 2;
+    loop {
+        let ev = match rx.recv_timeout(wake) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => {
+                if error.is_none() {
+                    if let Err(e) = part.tick(Instant::now()) {
+                        error = Some(format!("journal: {e}"));
+                        report(generation, error.clone().unwrap());
+                    }
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // After a write error keep draining, so the pipeline is never blocked on a full channel
+        // while the main loop stops it.
+        if error.is_some() {
+            if matches!(ev, MediaEvent::End) {
+                break;
+            }
+            continue;
+        }
+        let result = match ev {
+            MediaEvent::Data { bytes, pts_ns, keyframe } => {
+                part.push_data(&bytes, pts_ns, keyframe, Instant::now(), clock.now_ms()).map(|committed| {
+                    if let Some(seg) = committed {
+                        log::debug!(target: "lecternd", "recording {}: committed segment {} ({} bytes)", part.recording_id(), seg.seq, seg.bytes);
+                    }
+                })
+            }
+            MediaEvent::Level { peak_db, rms_db, .. } => {
+                part.push_level(peak_db, rms_db);
+                Ok(())
+            }
+            MediaEvent::End => break,
+        };
+        if let Err(e) = result {
+            let msg = format!("journal: {e}");
+            log::error!(target: "lecternd", "recording {}: {msg}", part.recording_id());
+            report(generation, msg.clone());
+            error = Some(msg);
+        }
+    }
+    (part, error)
+}

@@ -1,0 +1,205 @@
+//! Foundation scenarios: a recording on the simulated board goes into a crash-safe journal.
+//! Each test names the promise it pins; all run the real daemon binary.
+
+use std::time::{Duration, Instant};
+
+use lectern_control::Request;
+use lectern_hil_tests::{concat, discover, segments, sha256_file, wait_until, Daemon, SMALL};
+use serde_json::Value;
+
+fn recording_state(d: &Daemon, id: &str) -> String {
+    d.db().unwrap().query_row("SELECT state FROM recordings WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+}
+
+/// Every committed segment's file exists with the recorded length and checksum.
+fn assert_checksums(d: &Daemon, id: &str) -> Vec<lectern_hil_tests::Seg> {
+    let segs = segments(&d.db().unwrap(), &d.media(), id).unwrap();
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(s.state, "committed", "{s:?}");
+        assert_eq!(s.seq, i as i64 + 1, "sequence has a hole: {segs:?}");
+        let meta = std::fs::metadata(&s.path).unwrap_or_else(|e| panic!("{}: {e}", s.path.display()));
+        assert_eq!(meta.len() as i64, s.bytes, "{s:?}");
+        assert_eq!(sha256_file(&s.path).unwrap(), s.sha256, "{s:?}");
+    }
+    segs
+}
+
+#[test]
+fn a_60_second_recording_commits_decodable_segments_with_matching_checksums() {
+    // Default capture settings: 1280x720@30, 4 Mbit/s, x264, 2 s segments.
+    let mut d = Daemon::start("").unwrap();
+    let started = d.ctl(Request::RecordStart { title: Some("Sixty seconds".into()) }).unwrap();
+    let id = started["recording"]["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(61));
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(stopped["stopped"]["state"], "completed", "{stopped}");
+
+    let segs = assert_checksums(&d, &id);
+    assert!(segs.len() >= 25, "only {} segments", segs.len());
+    for s in &segs {
+        let info = discover(&s.path).unwrap();
+        assert!(info.has_video && info.has_audio, "{}: {info:?}", s.path.display());
+    }
+    let all = d.dir.path().join("all.ts");
+    concat(&segs, &all).unwrap();
+    let total = discover(&all).unwrap().duration;
+    assert!(total >= Duration::from_secs(59), "concatenation lasts {total:?}");
+
+    // Audio levels are stored per segment: the sim tone is neither silent nor clipped.
+    let (peak, rms): (f64, f64) = d
+        .db()
+        .unwrap()
+        .query_row("SELECT max(audio_peak_db), max(audio_rms_db) FROM segments WHERE recording_id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert!((-40.0..0.0).contains(&peak) && (-50.0..0.0).contains(&rms), "peak {peak} rms {rms}");
+
+    // No frames dropped at 720p30 on the sim board.
+    let status = d.status();
+    let dropped = status["capture"]["frames_dropped"].as_u64().unwrap();
+    assert!(dropped <= 3, "{status}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn a_button_press_starts_an_adhoc_recording_and_a_second_stops_it_and_the_led_follows() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    assert_eq!(d.status()["led"], "idle");
+    d.cli(&["sim", "button", "press"]).unwrap();
+    wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
+    let status = d.status();
+    assert_eq!(status["led"], "recording");
+    assert_eq!(status["recording"]["kind"], "adhoc");
+    let id = status["recording"]["id"].as_str().unwrap().to_owned();
+    assert!(d.cli(&["sim", "led"]).unwrap().contains("recording"));
+    std::thread::sleep(Duration::from_secs(5));
+    d.cli(&["sim", "button", "press"]).unwrap();
+    wait_until("idle", Duration::from_secs(15), || d.status()["state"] == "idle").unwrap();
+    assert_eq!(d.status()["led"], "idle");
+    assert_eq!(recording_state(&d, &id), "completed");
+    let segs = assert_checksums(&d, &id);
+    assert!(segs.len() >= 2, "{segs:?}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn sigkill_mid_recording_then_restart_keeps_every_committed_segment_and_repairs_the_tail() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(7_300));
+    let captured = t0.elapsed();
+    d.kill().unwrap();
+
+    d.restart().unwrap();
+    let log = d.log_text();
+    assert!(log.contains("journal recovery"), "recovery not logged:\n{log}");
+    let db = d.db().unwrap();
+    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    assert_eq!(recording_state(&d, &id), "interrupted");
+    let open: i64 = db.query_row("SELECT count(*) FROM segments WHERE state != 'committed'", [], |r| r.get(0)).unwrap();
+    assert_eq!(open, 0, "a segment was left open");
+    let segs = assert_checksums(&d, &id);
+    assert!(segs.last().unwrap().recovered, "the torn tail was not repaired: {segs:?}");
+
+    // At most about a second of media before the kill is missing (plus pipeline start-up).
+    let all = d.dir.path().join("all.ts");
+    concat(&segs, &all).unwrap();
+    let media = discover(&all).unwrap().duration;
+    assert!(media + Duration::from_millis(1_500) >= captured, "captured {captured:?}, kept {media:?}");
+
+    // And a new recording can start.
+    d.ctl(Request::RecordStart { title: None }).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(stopped["stopped"]["state"], "completed", "{stopped}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn sigterm_closes_and_commits_the_open_segment() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(5_000));
+    assert!(d.terminate().unwrap().success());
+    assert_eq!(recording_state(&d, &id), "interrupted");
+    let segs = assert_checksums(&d, &id);
+    assert!(segs.iter().all(|s| !s.recovered), "a clean stop needed recovery: {segs:?}");
+    let all = d.dir.path().join("all.ts");
+    concat(&segs, &all).unwrap();
+    assert!(discover(&all).unwrap().duration >= Duration::from_millis(4_000));
+}
+
+#[test]
+fn an_invalid_config_names_file_and_key_and_exits_before_touching_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[journal]\nmedia_dir = \"media\"\n[capture]\nframerate = 0\n").unwrap();
+    let out = std::process::Command::new(lectern_hil_tests::bin_dir().join("lecternd")).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&config.display().to_string()) && err.contains("capture.framerate") && err.contains("expected"), "{err}");
+    assert!(!dir.path().join("media").exists(), "media dir was touched");
+}
+
+#[test]
+fn a_missing_camera_gives_an_error_led_and_a_retry_loop_and_no_good_recording() {
+    let mut d = Daemon::start(&format!("{SMALL}video = \"v4l2\"\nvideo_device = \"/dev/video-lectern-missing\"\nretry_initial_s = 1\nretry_max_s = 2\n")).unwrap();
+    let r = d.ctl(Request::RecordStart { title: None }).unwrap();
+    let id = r["recording"]["id"].as_str().unwrap().to_owned();
+    wait_until("error led", Duration::from_secs(10), || d.status()["led"] == "error").unwrap();
+    let status = d.status();
+    assert!(status["recording"]["last_error"].as_str().unwrap().contains("video-lectern-missing"), "{status}");
+    // It retries: the failure count grows while the daemon stays up.
+    wait_until("a retry", Duration::from_secs(15), || d.status()["recording"]["failures"].as_u64().unwrap_or(0) >= 2).unwrap();
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(stopped["stopped"]["state"], "failed", "{stopped}");
+    assert_eq!(d.status()["state"], "idle");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn a_scheduled_lecture_in_the_local_ics_is_recorded_for_its_remainder() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:lecture-1\r\nDTSTART:{}\r\nDTEND:{}\r\nSUMMARY:Thermodynamics\\, week 1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        fmt(now - chrono::Duration::seconds(30)),
+        fmt(now + chrono::Duration::seconds(8))
+    );
+    std::fs::write(dir.path().join("schedule.ics"), ics).unwrap();
+    let mut d = Daemon::start_in(dir, &format!("{SMALL}[schedule]\nics = \"schedule.ics\"\n")).unwrap();
+    wait_until("scheduled recording", Duration::from_secs(5), || d.status()["recording"]["id"] == "lecture-1").unwrap();
+    assert_eq!(d.status()["recording"]["title"], "Thermodynamics, week 1");
+    // A short press must not end a scheduled lecture.
+    d.cli(&["sim", "button", "press"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.status()["state"], "recording");
+    wait_until("the scheduled end", Duration::from_secs(20), || d.status()["state"] == "idle").unwrap();
+    assert_eq!(recording_state(&d, "lecture-1"), "completed");
+    let segs = assert_checksums(&d, "lecture-1");
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn cli_json_shapes_are_the_documented_ones() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    let status: Value = serde_json::from_str(&d.cli(&["--json", "status"]).unwrap()).unwrap();
+    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "uptime_s"] {
+        assert!(status.get(key).is_some(), "status has no {key}: {status}");
+    }
+    d.cli(&["record", "start", "--title", "Shapes"]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    d.cli(&["record", "stop"]).unwrap();
+    let recs: Value = serde_json::from_str(&d.cli(&["--json", "recordings"]).unwrap()).unwrap();
+    let r = &recs["recordings"][0];
+    for key in ["id", "title", "kind", "state", "event_uid", "started_at_ms", "ended_at_ms", "end_reason", "parts", "segments", "bytes", "media_duration_ns"] {
+        assert!(r.get(key).is_some(), "recording has no {key}: {r}");
+    }
+    assert_eq!(r["title"], "Shapes");
+    let human = d.cli(&["recordings"]).unwrap();
+    assert!(human.contains("Shapes") && human.contains("completed"), "{human}");
+    assert!(d.terminate().unwrap().success());
+}
