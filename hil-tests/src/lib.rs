@@ -61,6 +61,8 @@ impl Daemon {
                         [control]\nsocket = \"run/control.sock\"\n\
                         [journal]\nmedia_dir = \"media\"\n";
             std::fs::write(&config, merge(base, extra))?;
+            // The journal refuses a missing media directory (an unmounted card must not fill the root fs).
+            std::fs::create_dir_all(dir.path().join("media"))?;
         }
         let log = dir.path().join("lecternd.log");
         let mut d = Daemon { dir, config, child: None, log };

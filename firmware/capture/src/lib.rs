@@ -1,1 +1,39 @@
-//! Placeholder.
+//! Media capture for Lectern: the only crate that links GStreamer.
+//!
+//! [`Capture::start`] builds one live pipeline — camera (or `videotestsrc`) → H.264 →
+//! `mpegtsmux`, microphone (or `audiotestsrc`) → `level` → AAC → the same mux — and hands the
+//! transport stream to the caller as [`MediaEvent::Data`] chunks through a bounded channel,
+//! keyframe-aligned so the journal can cut segments that decode on their own. Audio levels
+//! arrive on the same channel as [`MediaEvent::Level`]; pipeline health arrives through the
+//! status callback as [`CaptureStatus`], each error carrying a retry-or-forward decision.
+//!
+//! Module map: `settings` (what may be asked, validated), `encoder` (registry probe and
+//! per-encoder configuration), `capture` (pipeline lifecycle and delivery), `bus` (bus thread,
+//! retry decision), `chunker` and `level` (pure helpers), `stats`, `error`.
+
+mod bus;
+mod capture;
+mod chunker;
+mod encoder;
+mod error;
+pub mod level;
+mod settings;
+mod stats;
+
+pub use bus::should_retry;
+pub use capture::{Capture, CaptureStatus, MediaEvent};
+pub use chunker::{Chunk, Chunker};
+pub use encoder::{probe_encoder, EncoderInfo};
+pub use error::CaptureError;
+pub use settings::{AudioSource, CaptureSettings, EncoderChoice, VideoSource};
+pub use stats::CaptureStats;
+
+use gstreamer as gst;
+
+/// Initialises GStreamer; cheap and idempotent, and called by [`Capture::start`] anyway.
+/// Call it early to fail fast on a broken installation.
+pub fn init() -> Result<(), CaptureError> {
+    gst::init().map_err(|e| CaptureError::Init(e.to_string()))?;
+    log::debug!(target: "capture", "GStreamer {}", gst::version_string());
+    Ok(())
+}

@@ -144,6 +144,11 @@ impl Daemon {
         let _ = journal.log_state(None, "daemon_start", &format!("lecternd {}", env!("CARGO_PKG_VERSION")), clock.now_ms());
 
         let board = lectern_board::open(&board_config(&config)).context("board")?;
+        if let Some(sim) = &board.sim {
+            // The simulated button must be held past the configured thresholds to mean the same
+            // thing it means on a real board.
+            sim.set_hold_times(config.board.debounce * 3, config.board.long_press + Duration::from_millis(100));
+        }
         let (tx, rx) = channel();
         let stop_monitors = Arc::new(AtomicBool::new(false));
         Self::spawn_inputs(&config, &board, &tx, &stop_monitors)?;
@@ -255,7 +260,7 @@ impl Daemon {
             let stop = match event {
                 None => {
                     self.reload_schedule(false);
-                    self.feed(lectern_recorder::Event::Tick);
+                    let _ = self.feed(lectern_recorder::Event::Tick);
                     false
                 }
                 Some(ev) => self.on_event(ev),
@@ -293,7 +298,7 @@ impl Daemon {
             Event::CaptureError { generation, message } => {
                 if self.session.as_ref().is_some_and(|s| s.generation == generation) {
                     log::error!(target: "lecternd", "recording {}: capture failed: {message}", self.session.as_ref().unwrap().recording_id);
-                    self.feed(lectern_recorder::Event::CaptureFailed { message });
+                    let _ = self.feed(lectern_recorder::Event::CaptureFailed { message });
                 } else {
                     log::debug!(target: "lecternd", "stale error from session {generation}: {message}");
                 }
@@ -301,7 +306,7 @@ impl Daemon {
             }
             Event::Signal(sig) => {
                 log::info!(target: "lecternd", "signal {sig}: stopping");
-                self.feed(lectern_recorder::Event::Shutdown);
+                let _ = self.feed(lectern_recorder::Event::Shutdown);
                 true
             }
         }

@@ -30,7 +30,6 @@ pub struct Session {
     pub generation: u64,
     capture: Capture,
     writer: JoinHandle<WriterResult>,
-    pub started: Instant,
 }
 
 /// Something the session reports to the main loop from another thread.
@@ -66,7 +65,7 @@ impl Session {
             CaptureStatus::Running | CaptureStatus::Eos => {}
         };
         match Capture::start(settings, tx, Box::new(status)) {
-            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, writer, started: Instant::now() }),
+            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, writer }),
             Err(e) => {
                 // The sender is gone with the failed capture, so the writer ends by itself.
                 let msg = e.to_string();

@@ -1,0 +1,323 @@
+//! Pin maps: which gpiochip and lines the button, LED and power-fail signal are wired to.
+//!
+//! Built-in maps live in `board/pinmaps/*.toml` and are embedded with `include_str!`, so a box
+//! never depends on files beside the binary; a deployment with different wiring points
+//! `board.pinmap` at its own file instead. Parsing goes raw → validated (every key optional in
+//! the raw struct, then checked once) so errors can name the file and the exact key.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{BoardError, Result};
+
+/// The built-in pin maps, by name.
+pub const BUILTIN_PINMAPS: &[(&str, &str)] = &[
+    ("rpi4", include_str!("../pinmaps/rpi4.toml")),
+    ("rpi5", include_str!("../pinmaps/rpi5.toml")),
+    ("generic", include_str!("../pinmaps/generic.toml")),
+];
+
+/// Pull resistor configuration for an input line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bias {
+    /// Leave whatever the firmware or device tree configured.
+    AsIs,
+    Disabled,
+    PullUp,
+    PullDown,
+}
+
+/// An input line (button, power-fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputLine {
+    pub line: u32,
+    pub active_low: bool,
+    pub bias: Bias,
+}
+
+/// An output line (LED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub line: u32,
+    pub active_low: bool,
+}
+
+/// A validated pin map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinMap {
+    /// The built-in name or the file path it came from, for messages.
+    pub source: String,
+    /// gpiochip name (`gpiochip0`) or path (`/dev/gpiochip0`).
+    pub chip: String,
+    /// If set and some chip carries this label, that chip is used instead of `chip`.
+    pub chip_label: Option<String>,
+    pub button: InputLine,
+    pub led: OutputLine,
+    pub power_fail: InputLine,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinMap {
+    chip: Option<String>,
+    chip_label: Option<String>,
+    button: Option<RawLine>,
+    led: Option<RawLine>,
+    power_fail: Option<RawLine>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    line: Option<i64>,
+    active_low: Option<bool>,
+    bias: Option<String>,
+}
+
+impl PinMap {
+    /// Loads a built-in map by name (`rpi4`, `rpi5`, `generic`) or, if the argument contains a
+    /// `/` or ends in `.toml`, a file by path.
+    pub fn load(name_or_path: &str) -> Result<PinMap> {
+        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+            let path = Path::new(name_or_path);
+            let text = std::fs::read_to_string(path).map_err(|source| BoardError::PinMapRead {
+                path: path.to_owned(),
+                source,
+            })?;
+            return PinMap::parse(&text, &path.display().to_string());
+        }
+        match BUILTIN_PINMAPS.iter().find(|(n, _)| *n == name_or_path) {
+            Some((name, text)) => PinMap::parse(text, &format!("pinmaps/{name}.toml")),
+            None => Err(BoardError::UnknownPinMap {
+                name: name_or_path.to_owned(),
+                known: BUILTIN_PINMAPS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Parses and validates map text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<PinMap> {
+        let raw: RawPinMap = toml::from_str(text).map_err(|e| BoardError::PinMapParse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let key_err = |key: &str, problem: String| BoardError::PinMapKey {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+
+        let chip = raw
+            .chip
+            .ok_or_else(|| key_err("chip", "missing; expected e.g. \"gpiochip0\"".into()))?;
+        if chip.trim().is_empty() {
+            return Err(key_err("chip", "must not be empty".into()));
+        }
+        let button = input_line(raw.button, "button", &key_err)?;
+        let power_fail = input_line(raw.power_fail, "power_fail", &key_err)?;
+        let led_raw = raw
+            .led
+            .ok_or_else(|| key_err("led", "missing table [led]".into()))?;
+        if led_raw.bias.is_some() {
+            return Err(key_err("led.bias", "bias applies to inputs only".into()));
+        }
+        let led = OutputLine {
+            line: line_number(led_raw.line, "led.line", &key_err)?,
+            active_low: led_raw.active_low.unwrap_or(false),
+        };
+
+        // Two roles on one line would make the button light the LED or similar nonsense.
+        let roles = [
+            ("button.line", button.line),
+            ("led.line", led.line),
+            ("power_fail.line", power_fail.line),
+        ];
+        for (i, (k1, l1)) in roles.iter().enumerate() {
+            if let Some((k2, _)) = roles[i + 1..].iter().find(|(_, l2)| l2 == l1) {
+                return Err(key_err(k2, format!("line {l1} is already used by `{k1}`")));
+            }
+        }
+
+        Ok(PinMap {
+            source: file.to_owned(),
+            chip,
+            chip_label: raw.chip_label,
+            button,
+            led,
+            power_fail,
+        })
+    }
+}
+
+fn line_number(
+    v: Option<i64>,
+    key: &str,
+    key_err: &dyn Fn(&str, String) -> BoardError,
+) -> Result<u32> {
+    let v = v.ok_or_else(|| key_err(key, "missing; expected a line offset such as 17".into()))?;
+    u32::try_from(v).map_err(|_| key_err(key, format!("{v} is not a valid line offset")))
+}
+
+fn input_line(
+    raw: Option<RawLine>,
+    role: &str,
+    key_err: &dyn Fn(&str, String) -> BoardError,
+) -> Result<InputLine> {
+    let raw = raw.ok_or_else(|| key_err(role, format!("missing table [{role}]")))?;
+    let bias = match raw.bias.as_deref() {
+        None | Some("as-is") => Bias::AsIs,
+        Some("disabled") => Bias::Disabled,
+        Some("pull-up") => Bias::PullUp,
+        Some("pull-down") => Bias::PullDown,
+        Some(other) => {
+            return Err(key_err(
+                &format!("{role}.bias"),
+                format!(
+                    "{other:?} is not one of \"pull-up\", \"pull-down\", \"disabled\", \"as-is\""
+                ),
+            ))
+        }
+    };
+    Ok(InputLine {
+        line: line_number(raw.line, &format!("{role}.line"), key_err)?,
+        active_low: raw.active_low.unwrap_or(false),
+        bias,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_maps_all_parse() {
+        for (name, _) in BUILTIN_PINMAPS {
+            let m = PinMap::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(m.source, format!("pinmaps/{name}.toml"));
+        }
+    }
+
+    #[test]
+    fn rpi5_finds_the_header_by_rp1_label() {
+        let m = PinMap::load("rpi5").unwrap();
+        assert_eq!(m.chip_label.as_deref(), Some("pinctrl-rp1"));
+        assert_eq!(m.chip, "gpiochip0");
+    }
+
+    #[test]
+    fn rpi4_values() {
+        let m = PinMap::load("rpi4").unwrap();
+        assert_eq!(
+            m.button,
+            InputLine {
+                line: 17,
+                active_low: true,
+                bias: Bias::PullUp
+            }
+        );
+        assert_eq!(
+            m.led,
+            OutputLine {
+                line: 27,
+                active_low: false
+            }
+        );
+        assert_eq!(
+            m.power_fail,
+            InputLine {
+                line: 22,
+                active_low: true,
+                bias: Bias::PullUp
+            }
+        );
+        assert_eq!(m.chip_label, None);
+    }
+
+    const GOOD: &str =
+        "chip = \"gpiochip0\"\n[button]\nline = 1\n[led]\nline = 2\n[power_fail]\nline = 3\n";
+
+    /// Parses `text` and expects an error whose message contains every needle.
+    fn check_err(text: &str, needles: &[&str]) {
+        let err = PinMap::parse(text, "my.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("my.toml"),
+            "error does not name the file: {err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
+        }
+    }
+
+    #[test]
+    fn minimal_map_uses_defaults() {
+        let m = PinMap::parse(GOOD, "my.toml").unwrap();
+        assert_eq!(
+            m.button,
+            InputLine {
+                line: 1,
+                active_low: false,
+                bias: Bias::AsIs
+            }
+        );
+    }
+
+    #[test]
+    fn bad_maps_name_file_and_key() {
+        check_err("[button]\nline = 1\n", &["`chip`", "missing"]);
+        check_err(
+            &GOOD.replace("[led]\nline = 2\n", ""),
+            &["`led`", "missing table [led]"],
+        );
+        check_err(
+            &GOOD.replace("[button]\nline = 1\n", "[button]\n"),
+            &["`button.line`", "missing"],
+        );
+        check_err(
+            &GOOD.replace("line = 3", "line = -3"),
+            &["`power_fail.line`", "-3"],
+        );
+        check_err(
+            &GOOD.replace("line = 3", "line = 3\nbias = \"up\""),
+            &["`power_fail.bias`", "\"up\""],
+        );
+        check_err(
+            &GOOD.replace("line = 2", "line = 2\nbias = \"pull-up\""),
+            &["`led.bias`", "inputs only"],
+        );
+        check_err(
+            &GOOD.replace("line = 3", "line = 1"),
+            &["`power_fail.line`", "already used by `button.line`"],
+        );
+        check_err(&GOOD.replace("line = 2", "line = \"two\""), &["line"]);
+        check_err(&GOOD.replace("line = 2", "line = 2\npin = 4"), &["pin"]);
+        check_err("chip = ", &["not valid"]);
+    }
+
+    #[test]
+    fn unknown_name_lists_builtins() {
+        let err = PinMap::load("rpi9").unwrap_err().to_string();
+        assert!(
+            err.contains("rpi9") && err.contains("rpi4, rpi5, generic"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loads_from_path_and_names_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custom.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let m = PinMap::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(m.source, path.display().to_string());
+        let missing = dir.path().join("nope.toml");
+        let err = PinMap::load(missing.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+    }
+}

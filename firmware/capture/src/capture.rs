@@ -1,0 +1,684 @@
+//! The running capture: builds the pipeline, delivers media through the caller's bounded
+//! channel, and tears it down so that `MediaEvent::End` is sent exactly once.
+//!
+//! # State transitions
+//!
+//! `Shared::phase` goes `Running → SinkEos` when the appsink's EOS callback has delivered the
+//! last chunk and `End`, or `Running → Failed` when the bus reports an error or the media
+//! receiver hangs up. Both targets are final; `stop` waits for either (bounded by its timeout).
+//! Independently, `abort` goes false → true once teardown starts: from then on nothing waits on
+//! a full media channel, so `set_state(NULL)` can never deadlock on a streaming thread that is
+//! stuck delivering to a consumer that stopped reading.
+//!
+//! # Lock order
+//!
+//! `phase` and `end_sent` are never held together. `end_sent` is held while `End` is being
+//! queued, which may wait on the channel; that is what makes `End` exactly-once when the
+//! streaming thread (normal EOS) and `stop`/`Drop` (timeout, error) race. The chunker mutex is
+//! only taken on the streaming thread, so it is uncontended.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use log::{debug, error, info, warn};
+
+use crate::bus::{self, StatusFn};
+use crate::chunker::{Chunk, Chunker};
+use crate::encoder::{self, AudioEncoder, EncoderInfo};
+use crate::error::CaptureError;
+use crate::settings::{quote, AudioSource, CaptureSettings, VideoSource};
+use crate::stats::{self, CaptureStats};
+
+/// The name given to the pipeline; the bus thread uses it to spot the pipeline's own
+/// state changes among those of its children.
+const PIPELINE_NAME: &str = "lectern-capture";
+
+/// However the stop timeout was spent, `End` gets at least this long to be queued.
+const END_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a streaming thread sleeps between attempts on a full media channel. std's
+/// `SyncSender` has no stable `send_timeout`, and a plain `send` could block forever, which
+/// would make `set_state(NULL)` hang; short polls let it notice `abort`.
+const FULL_POLL: Duration = Duration::from_millis(2);
+
+/// What the capture delivers to its consumer, in order for `Data`; `Level` readings interleave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// MPEG-TS bytes. A chunk with `keyframe` starts with PAT/PMT and a video IDR carrying
+    /// SPS/PPS, so a file starting there decodes on its own.
+    Data {
+        bytes: Vec<u8>,
+        pts_ns: Option<u64>,
+        keyframe: bool,
+    },
+    /// Audio level over the last `level_interval`, channels combined (see [`crate::level`]).
+    Level {
+        pts_ns: Option<u64>,
+        peak_db: f64,
+        rms_db: f64,
+    },
+    /// Sent exactly once, after the last `Data`.
+    End,
+}
+
+/// Reports from the bus thread to the owner of the capture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaptureStatus {
+    /// The pipeline reached PLAYING.
+    Running,
+    /// The first error of this pipeline; `retry` is the retry-or-forward decision
+    /// (see [`crate::bus::should_retry`]).
+    Error {
+        element: String,
+        message: String,
+        debug: String,
+        retry: bool,
+    },
+    /// EOS reached the end of the pipeline. Informational: when `stop` tears down right after
+    /// EOS the bus is flushed and this may not be reported; `stop`'s result is authoritative.
+    Eos,
+}
+
+/// Where the data flow is (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Phase {
+    Running,
+    SinkEos,
+    Failed { element: String, message: String },
+}
+
+/// State shared between the caller's thread, the streaming threads and the bus thread.
+pub(crate) struct Shared {
+    pub media: SyncSender<MediaEvent>,
+    pub abort: AtomicBool,
+    pub shutdown: AtomicBool,
+    pub consumer_gone: AtomicBool,
+    phase: Mutex<Phase>,
+    phase_cv: Condvar,
+    end_sent: Mutex<bool>,
+    pub frames_in: AtomicU64,
+    pub chunks: AtomicU64,
+    pub bytes: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub chunks_dropped: AtomicU64,
+    pub levels_dropped: AtomicU64,
+}
+
+/// Why an event could not be queued.
+#[derive(Debug, PartialEq)]
+enum SendFail {
+    /// The receiver was dropped.
+    Gone,
+    /// Teardown started (or the deadline passed) while the channel was full.
+    GaveUp,
+}
+
+impl Shared {
+    fn new(media: SyncSender<MediaEvent>) -> Self {
+        Shared {
+            media,
+            abort: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            consumer_gone: AtomicBool::new(false),
+            phase: Mutex::new(Phase::Running),
+            phase_cv: Condvar::new(),
+            end_sent: Mutex::new(false),
+            frames_in: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
+            chunks_dropped: AtomicU64::new(0),
+            levels_dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn set_phase(&self, to: Phase) {
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if *p == Phase::Running {
+            *p = to;
+            self.phase_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn fail(&self, element: &str, message: &str) {
+        self.set_phase(Phase::Failed {
+            element: element.into(),
+            message: message.into(),
+        });
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the phase leaves `Running` or `deadline` passes.
+    fn wait_phase(&self, deadline: Instant) -> Phase {
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        while *p == Phase::Running {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            p = self
+                .phase_cv
+                .wait_timeout(p, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        p.clone()
+    }
+
+    /// Queues `ev`, waiting while the channel is full: that wait is the back-pressure the
+    /// consumer applies. Gives up when `abort` is set or `deadline` passes.
+    fn send(
+        &self,
+        mut ev: MediaEvent,
+        deadline: Option<Instant>,
+        honour_abort: bool,
+    ) -> Result<(), SendFail> {
+        loop {
+            match self.media.try_send(ev) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => {
+                    self.consumer_gone.store(true, Ordering::SeqCst);
+                    return Err(SendFail::Gone);
+                }
+                Err(TrySendError::Full(back)) => {
+                    if (honour_abort && self.abort.load(Ordering::SeqCst))
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Err(SendFail::GaveUp);
+                    }
+                    ev = back;
+                    std::thread::sleep(FULL_POLL);
+                }
+            }
+        }
+    }
+
+    /// Delivers one chunk from a streaming thread.
+    fn send_chunk(&self, c: Chunk) -> Result<(), SendFail> {
+        let len = c.bytes.len() as u64;
+        let key = c.keyframe;
+        match self.send(
+            MediaEvent::Data {
+                bytes: c.bytes,
+                pts_ns: c.pts_ns,
+                keyframe: c.keyframe,
+            },
+            None,
+            true,
+        ) {
+            Ok(()) => {
+                self.chunks.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(len, Ordering::Relaxed);
+                if key {
+                    self.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if e == SendFail::GaveUp {
+                    let n = self.chunks_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    error!(target: "capture", "media consumer stalled during teardown: dropped a {len}-byte chunk ({n} so far)");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues `End` unless it already was. `Ok` also when the receiver is gone (nobody to tell).
+    fn send_end(&self, deadline: Option<Instant>, honour_abort: bool) -> Result<(), SendFail> {
+        let mut sent = self.end_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if *sent {
+            return Ok(());
+        }
+        match self.send(MediaEvent::End, deadline, honour_abort) {
+            Ok(()) => {
+                *sent = true;
+                debug!(target: "capture", "MediaEvent::End sent");
+                Ok(())
+            }
+            Err(SendFail::Gone) => {
+                // Marked sent so Drop does not try again; there is no receiver to be told twice.
+                *sent = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A running capture pipeline. Dropping it without `stop` tears it down without waiting for
+/// EOS (in-flight media is lost) but still sends `End`.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    shared: Arc<Shared>,
+    chunker: Arc<Mutex<Chunker>>,
+    bus_thread: Option<JoinHandle<()>>,
+    encoder: EncoderInfo,
+    description: String,
+    framerate: u32,
+    torn_down: bool,
+}
+
+impl Capture {
+    /// Builds the pipeline and sets it PLAYING. Media goes to `media`: a full channel blocks
+    /// the pipeline (back-pressure), it never drops silently. Errors after this returns are
+    /// reported through `status`, which is called from the crate's bus thread and must not
+    /// block. A synchronous failure to start (e.g. a missing /dev/video9) is returned as
+    /// [`CaptureError::Start`] naming the element and the configured device.
+    pub fn start(
+        settings: &CaptureSettings,
+        media: SyncSender<MediaEvent>,
+        status: Box<dyn Fn(CaptureStatus) + Send + Sync>,
+    ) -> Result<Capture, CaptureError> {
+        settings.validate()?;
+        crate::init()?;
+        let encoder = encoder::probe_encoder(&settings.encoder)?;
+        let audio_encoder = match settings.audio {
+            AudioSource::None => None,
+            _ => Some(encoder::probe_audio_encoder()?),
+        };
+        require_elements(settings)?;
+        let description = describe(settings, &encoder.element, audio_encoder.as_ref());
+        info!(target: "capture", "starting pipeline: {description}");
+
+        let build_err = |message: String| CaptureError::Build {
+            description: description.clone(),
+            message,
+        };
+        let pipeline = gst::parse::launch(&description)
+            .map_err(|e| build_err(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| build_err("description did not produce a pipeline".into()))?;
+        pipeline.set_property("name", PIPELINE_NAME);
+
+        let shared = Arc::new(Shared::new(media));
+        let by_name = |name: &str| {
+            pipeline
+                .by_name(name)
+                .ok_or_else(|| build_err(format!("element {name:?} missing")))
+        };
+
+        // Frames are counted where they enter the encoder: past any source-side drops, before
+        // the encoder's own buffering, so `dropped` measures what the camera path lost.
+        let venc_sink = by_name("venc")?
+            .static_pad("sink")
+            .ok_or_else(|| build_err("encoder has no sink pad".into()))?;
+        let probe_shared = Arc::clone(&shared);
+        venc_sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            probe_shared.frames_in.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+
+        let appsink = by_name("sink")?
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| build_err("element \"sink\" is not an appsink".into()))?;
+        let chunker = Arc::new(Mutex::new(Chunker::new(settings.chunk_bytes)));
+        install_sink_callbacks(&appsink, &shared, &chunker);
+
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| build_err("pipeline has no bus".into()))?;
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let err = start_error(&bus, settings);
+            let _ = pipeline.set_state(gst::State::Null);
+            error!(target: "capture", "{err}");
+            return Err(err);
+        }
+
+        let status: StatusFn = Arc::from(status);
+        let bus_thread = match bus::spawn(bus, Arc::clone(&shared), status, PIPELINE_NAME.into()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = pipeline.set_state(gst::State::Null);
+                return Err(CaptureError::Thread(e));
+            }
+        };
+        Ok(Capture {
+            pipeline,
+            shared,
+            chunker,
+            bus_thread: Some(bus_thread),
+            encoder,
+            description,
+            framerate: settings.framerate,
+            torn_down: false,
+        })
+    }
+
+    /// Sends EOS and waits (at most `timeout`) until it reached the appsink, i.e. every buffered
+    /// byte was delivered, then sets the pipeline to NULL. On every path, `End` has been sent
+    /// exactly once when this returns (unless the consumer stalled, which is reported as
+    /// [`CaptureError::ConsumerStalled`], or hung up, when there is nobody to send it to).
+    pub fn stop(mut self, timeout: Duration) -> Result<CaptureStats, CaptureError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // The drop arithmetic uses the moment EOS is sent: after it the sources stop producing
+        // while the clock keeps running.
+        let mut stats = self.stats();
+        let phase = match self.shared.phase() {
+            Phase::Running => {
+                info!(target: "capture", "stopping: sending EOS (timeout {timeout:?})");
+                if !self.pipeline.send_event(gst::event::Eos::new()) {
+                    warn!(target: "capture", "the pipeline did not accept EOS; tearing down without it");
+                }
+                self.shared.wait_phase(deadline)
+            }
+            other => other,
+        };
+        let end = self.teardown(deadline.max(Instant::now() + END_GRACE));
+        let after = self.stats();
+        stats.chunks = after.chunks;
+        stats.bytes = after.bytes;
+        stats.keyframes = after.keyframes;
+        stats.chunks_dropped = after.chunks_dropped;
+        stats.levels_dropped = after.levels_dropped;
+        stats.leading_bytes_discarded = after.leading_bytes_discarded;
+        stats.psi_injected = after.psi_injected;
+        info!(target: "capture", "stopped after {:?}: {stats}", started.elapsed());
+        end?;
+        match phase {
+            Phase::SinkEos => Ok(stats),
+            Phase::Failed { element, message } => Err(CaptureError::Failed {
+                element,
+                message,
+                stats: Box::new(stats),
+            }),
+            Phase::Running => {
+                error!(target: "capture", "EOS did not reach the sink within {timeout:?}");
+                Err(CaptureError::StopTimeout {
+                    timeout,
+                    stats: Box::new(stats),
+                })
+            }
+        }
+    }
+
+    /// The H.264 encoder in use and why it was chosen.
+    pub fn encoder(&self) -> &EncoderInfo {
+        &self.encoder
+    }
+
+    /// Current counters; cheap enough to poll.
+    pub fn stats(&self) -> CaptureStats {
+        let running_time = self
+            .pipeline
+            .current_running_time()
+            .map(|t| Duration::from_nanos(t.nseconds()))
+            .unwrap_or_default();
+        let frames_in = self.shared.frames_in.load(Ordering::Relaxed);
+        let frames_expected = stats::frames_expected(running_time, self.framerate);
+        let (leading_bytes_discarded, psi_injected) = {
+            let c = self.chunker.lock().unwrap_or_else(|e| e.into_inner());
+            (c.leading_bytes_discarded, c.psi_injected)
+        };
+        CaptureStats {
+            frames_in,
+            frames_expected,
+            dropped: stats::dropped(frames_expected, frames_in),
+            running_time,
+            chunks: self.shared.chunks.load(Ordering::Relaxed),
+            bytes: self.shared.bytes.load(Ordering::Relaxed),
+            keyframes: self.shared.keyframes.load(Ordering::Relaxed),
+            chunks_dropped: self.shared.chunks_dropped.load(Ordering::Relaxed),
+            levels_dropped: self.shared.levels_dropped.load(Ordering::Relaxed),
+            leading_bytes_discarded,
+            psi_injected,
+        }
+    }
+
+    /// The `gst-launch-1.0` description the pipeline was built from (paste it into
+    /// `gst-launch-1.0` to reproduce a problem by hand).
+    pub fn pipeline_description(&self) -> String {
+        self.description.clone()
+    }
+
+    /// NULL state, bus thread joined, `End` sent. Idempotent.
+    fn teardown(&mut self, end_deadline: Instant) -> Result<(), CaptureError> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        // From here nothing may wait on the consumer, or NULL could deadlock (module doc).
+        self.shared.abort.store(true, Ordering::SeqCst);
+        if self.pipeline.set_state(gst::State::Null).is_err() {
+            error!(target: "capture", "setting the pipeline to NULL failed");
+        }
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.bus_thread.take() {
+            if t.join().is_err() {
+                error!(target: "capture", "the bus thread panicked");
+            }
+        }
+        let waited_from = Instant::now();
+        self.shared
+            .send_end(Some(end_deadline), false)
+            .map_err(|_| {
+                let waited = waited_from.elapsed();
+                error!(target: "capture", "media consumer did not take End within {waited:?}");
+                CaptureError::ConsumerStalled { waited }
+            })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            warn!(target: "capture", "capture dropped without stop(); in-flight media is discarded");
+            let _ = self.teardown(Instant::now() + END_GRACE);
+        }
+    }
+}
+
+/// Wires the appsink: chunks go out on the streaming thread (which is what makes a full channel
+/// back-pressure), EOS flushes the last partial chunk and sends `End`.
+fn install_sink_callbacks(
+    appsink: &gst_app::AppSink,
+    shared: &Arc<Shared>,
+    chunker: &Arc<Mutex<Chunker>>,
+) {
+    let (s_sample, c_sample) = (Arc::clone(shared), Arc::clone(chunker));
+    let (s_eos, c_eos) = (Arc::clone(shared), Arc::clone(chunker));
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                let Some(buffer) = sample.buffer() else { return Ok(gst::FlowSuccess::Ok) };
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let pts = buffer.pts().map(|t| t.nseconds());
+                let done = c_sample.lock().unwrap_or_else(|e| e.into_inner()).push(map.as_slice(), pts, keyframe);
+                for chunk in done {
+                    if s_sample.send_chunk(chunk).is_err() {
+                        // EOS (not Error) upstream: the sources wind down quietly instead of
+                        // posting "Internal data stream error" for a consumer that hung up.
+                        return Err(gst::FlowError::Eos);
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                let last = c_eos.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                if let Some(chunk) = last {
+                    let _ = s_eos.send_chunk(chunk);
+                }
+                match s_eos.send_end(None, true) {
+                    Ok(()) => s_eos.set_phase(Phase::SinkEos),
+                    Err(_) => warn!(target: "capture", "EOS reached the sink but End could not be queued before teardown"),
+                }
+            })
+            .build(),
+    );
+}
+
+/// Fails early, with the element's purpose, if something the description needs is missing;
+/// `parse::launch` would only say "no element".
+fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
+    let mut needed: Vec<(&str, &'static str)> = vec![
+        ("videoconvert", "video conversion"),
+        ("queue", "thread decoupling"),
+        ("h264parse", "H.264 parsing"),
+        ("mpegtsmux", "MPEG-TS muxing"),
+        ("appsink", "handing media to the journal"),
+    ];
+    needed.push(match s.video {
+        VideoSource::Test { .. } => ("videotestsrc", "the simulated camera"),
+        VideoSource::V4l2 { .. } => ("v4l2src", "the V4L2 camera"),
+    });
+    match s.audio {
+        AudioSource::None => {}
+        AudioSource::Test { .. } => needed.push(("audiotestsrc", "the simulated microphone")),
+        AudioSource::Alsa { .. } => needed.push(("alsasrc", "the ALSA microphone")),
+    }
+    if s.audio != AudioSource::None {
+        needed.extend([
+            ("audioconvert", "audio conversion"),
+            ("audioresample", "audio resampling"),
+            ("level", "audio level metering"),
+        ]);
+    }
+    for (element, purpose) in needed {
+        if gst::ElementFactory::find(element).is_none() {
+            return Err(CaptureError::MissingElement {
+                element: element.into(),
+                purpose,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The whole pipeline as a `gst-launch` description. Raw video is pinned to I420 before the
+/// encoder: left free, x264enc negotiates Y444 from videotestsrc and writes High 4:4:4 Profile,
+/// which hardware decoders and browsers cannot play.
+pub(crate) fn describe(
+    s: &CaptureSettings,
+    video_encoder: &str,
+    audio_encoder: Option<&AudioEncoder>,
+) -> String {
+    let vsrc = match &s.video {
+        VideoSource::Test { pattern } => {
+            format!("videotestsrc name=vsrc is-live=true pattern={pattern}")
+        }
+        VideoSource::V4l2 { device } => format!(
+            "v4l2src name=vsrc device={}",
+            quote(&device.to_string_lossy())
+        ),
+    };
+    let mut d = format!(
+        "{vsrc} ! video/x-raw,width={},height={},framerate={}/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! {} ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false",
+        s.width,
+        s.height,
+        s.framerate,
+        encoder::video_encoder_fragment(video_encoder, s)
+    );
+    let asrc = match &s.audio {
+        AudioSource::None => None,
+        AudioSource::Test { freq_hz } => Some(format!(
+            "audiotestsrc name=asrc is-live=true wave=sine freq={freq_hz}"
+        )),
+        AudioSource::Alsa { device } => Some(format!("alsasrc name=asrc device={}", quote(device))),
+    };
+    if let (Some(asrc), Some(aenc)) = (asrc, audio_encoder) {
+        d.push_str(&format!(
+            "  {asrc} ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval={} post-messages=true ! {} ! queue name=amux_queue ! mux.",
+            s.level_interval.as_nanos(),
+            encoder::audio_encoder_fragment(aenc, s)
+        ));
+    }
+    d
+}
+
+/// Turns a synchronous PLAYING failure into an error that names the element and the device.
+fn start_error(bus: &gst::Bus, s: &CaptureSettings) -> CaptureError {
+    let source_desc = |element: &str| -> String {
+        if element.ends_with(":vsrc") {
+            match &s.video {
+                VideoSource::V4l2 { device } => {
+                    format!("video source v4l2src device={}", device.display())
+                }
+                VideoSource::Test { pattern } => {
+                    format!("video source videotestsrc pattern={pattern}")
+                }
+            }
+        } else if element.ends_with(":asrc") {
+            match &s.audio {
+                AudioSource::Alsa { device } => format!("audio source alsasrc device={device}"),
+                other => format!("audio source {other:?}"),
+            }
+        } else {
+            "pipeline element".into()
+        }
+    };
+    match bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .as_ref()
+        .map(|m| (m, m.view()))
+    {
+        Some((msg, gst::MessageView::Error(e))) => {
+            let element = msg
+                .src()
+                .map(|o| o.path_string().to_string())
+                .unwrap_or_else(|| "<unknown>".into());
+            CaptureError::Start {
+                source_desc: source_desc(&element),
+                element,
+                message: e.error().to_string(),
+                debug: e.debug().map(|d| d.to_string()).unwrap_or_default(),
+            }
+        }
+        _ => CaptureError::Start {
+            element: PIPELINE_NAME.into(),
+            source_desc: format!("{:?} / {:?}", s.video, s.audio),
+            message: "state change to PLAYING failed without an error message".into(),
+            debug: String::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_for_sim_defaults() {
+        let s = CaptureSettings {
+            width: 320,
+            height: 240,
+            ..Default::default()
+        };
+        let aac = AudioEncoder {
+            element: "avenc_aac",
+            parser: Some("aacparse"),
+        };
+        assert_eq!(
+            describe(&s, "x264enc", Some(&aac)),
+            "videotestsrc name=vsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false  audiotestsrc name=asrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval=100000000 post-messages=true ! avenc_aac name=aenc bitrate=128000 ! aacparse ! queue name=amux_queue ! mux."
+        );
+    }
+
+    #[test]
+    fn description_quotes_devices_and_omits_audio() {
+        let s = CaptureSettings {
+            video: VideoSource::V4l2 {
+                device: "/dev/v4l/by-id/usb-Cam \"X\"".into(),
+            },
+            audio: AudioSource::None,
+            ..Default::default()
+        };
+        let d = describe(&s, "openh264enc", None);
+        assert!(
+            d.starts_with(r#"v4l2src name=vsrc device="/dev/v4l/by-id/usb-Cam \"X\"" ! "#),
+            "{d}"
+        );
+        assert!(!d.contains("asrc"), "{d}");
+    }
+}

@@ -1,0 +1,484 @@
+//! [`PartWriter`]: turns the capture pipeline's stream of MPEG-TS chunks into
+//! committed segment files for one part of one recording. It owns the open
+//! segment (file, running SHA-256, PTS bookkeeping, audio levels) and its own
+//! SQLite connection, so it can live on the writer thread while
+//! [`crate::Journal`] stays on the main thread.
+//!
+//! State machine, per writer: `Idle` (no segment yet) → first chunk opens
+//! segment 1 → each keyframe chunk at or past `segment_target` of media time
+//! commits the open segment and opens the next one starting with that chunk
+//! → `finish` commits (or, if empty, drops) the open segment and closes the
+//! part. Dropping a writer without `finish` deliberately does nothing to the
+//! index: the part and its open segment stay `open` and are recovered later
+//! exactly like after a power cut.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection};
+use sha2::{Digest, Sha256};
+
+use crate::db::Ctx;
+use crate::error::{DbContext, IoContext, Result};
+use crate::fsio::{fsync_dir, segment_rel};
+use crate::levels::LevelAccumulator;
+use crate::model::{CommittedSegment, JournalOptions, PartEnd, PartState, PartSummary};
+use crate::ts::hex;
+
+/// Write buffer per open segment. Chunks are often a single 188-byte packet
+/// at ~1500/s, so unbuffered writes would mean a syscall per packet.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Ids of parts whose writer is alive in this process, shared between the
+/// [`crate::Journal`] and its writers. It lets the journal tell a part that
+/// is being written from one whose writer was dropped (for example because
+/// the writer thread panicked) and can be recovered in place.
+pub(crate) type LiveParts = Arc<Mutex<HashSet<i64>>>;
+
+/// Removes a part from [`LiveParts`] when its writer goes away, however it
+/// goes away.
+pub(crate) struct LiveGuard {
+    live: LiveParts,
+    part_id: i64,
+}
+
+impl LiveGuard {
+    pub(crate) fn register(live: &LiveParts, part_id: i64) -> LiveGuard {
+        live.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(part_id);
+        LiveGuard {
+            live: live.clone(),
+            part_id,
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.part_id);
+    }
+}
+
+/// Decides whether a keyframe chunk should start a new segment: only when
+/// the open segment already spans at least `target` of media time, measured
+/// from the segment's first PTS to this chunk's PTS. Without both PTS values
+/// there is no media time, so no cut.
+pub fn cut_due(
+    segment_first_pts_ns: Option<u64>,
+    chunk_pts_ns: Option<u64>,
+    target: Duration,
+) -> bool {
+    match (segment_first_pts_ns, chunk_pts_ns) {
+        (Some(first), Some(at)) => u128::from(at.saturating_sub(first)) >= target.as_nanos(),
+        _ => false,
+    }
+}
+
+/// The segment currently being written.
+struct OpenSegment {
+    row_id: i64,
+    seq: u32,
+    rel_path: String,
+    abs_path: PathBuf,
+    file: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+    first_pts: Option<u64>,
+    max_pts: Option<u64>,
+    /// Previous chunk PTS and the sum/count of positive steps between chunk
+    /// PTS values, for the one-frame estimate added to a part's last segment.
+    prev_pts: Option<u64>,
+    step_sum: u64,
+    step_count: u64,
+    last_sync: Instant,
+    unsynced: bool,
+    /// Number of `sync_data` calls, exposed to tests.
+    syncs: u32,
+}
+
+impl OpenSegment {
+    fn write(&mut self, bytes: &[u8], pts_ns: Option<u64>) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .io("write segment", &self.abs_path)?;
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.unsynced = true;
+        if let Some(pts) = pts_ns {
+            if self.first_pts.is_none() {
+                self.first_pts = Some(pts);
+            }
+            self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
+            if let Some(prev) = self.prev_pts {
+                if pts > prev {
+                    self.step_sum += pts - prev;
+                    self.step_count += 1;
+                }
+            }
+            self.prev_pts = Some(pts);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&mut self, now: Instant) -> Result<()> {
+        self.file.flush().io("flush segment", &self.abs_path)?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .io("fsync segment data", &self.abs_path)?;
+        self.last_sync = now;
+        self.unsynced = false;
+        self.syncs += 1;
+        Ok(())
+    }
+
+    /// Media duration: up to the next segment's first PTS when cut, else
+    /// last − first plus one mean PTS step as an estimate of the last frame.
+    /// The mean step is rough when audio and video interleave, but it is
+    /// only ever added to a part's final segment.
+    fn duration_ns(&self, next_first_pts: Option<u64>) -> Option<u64> {
+        let first = self.first_pts?;
+        match next_first_pts {
+            Some(next) if next >= first => Some(next - first),
+            _ => {
+                let last = self.max_pts.unwrap_or(first);
+                let frame = self.step_sum.checked_div(self.step_count).unwrap_or(0);
+                Some(last - first + frame)
+            }
+        }
+    }
+}
+
+/// Writes one part of one recording. `Send`: create it with
+/// [`crate::Journal::open_part`] and move it to the writer thread.
+pub struct PartWriter {
+    conn: Connection,
+    ctx: Ctx,
+    opts: JournalOptions,
+    recording_id: String,
+    part_id: i64,
+    part_seq: u32,
+    part_dir: PathBuf,
+    next_seq: u32,
+    open: Option<OpenSegment>,
+    /// Levels pushed since the last commit; they belong to the open segment,
+    /// or to the next one if none is open yet.
+    levels: LevelAccumulator,
+    last_pts_seen: Option<u64>,
+    committed: u32,
+    committed_bytes: u64,
+    last_committed: Option<CommittedSegment>,
+    _live: LiveGuard,
+}
+
+impl std::fmt::Debug for PartWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartWriter")
+            .field("recording_id", &self.recording_id)
+            .field("part_seq", &self.part_seq)
+            .field("open_segment", &self.open.as_ref().map(|s| s.seq))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartWriter {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conn: Connection,
+        ctx: Ctx,
+        opts: JournalOptions,
+        recording_id: String,
+        part_id: i64,
+        part_seq: u32,
+        next_seq: u32,
+        live: LiveGuard,
+    ) -> PartWriter {
+        let part_dir = ctx
+            .media_dir
+            .join(crate::fsio::part_dir_rel(&recording_id, part_seq));
+        PartWriter {
+            conn,
+            ctx,
+            opts,
+            recording_id,
+            part_id,
+            part_seq,
+            part_dir,
+            next_seq,
+            open: None,
+            levels: LevelAccumulator::default(),
+            last_pts_seen: None,
+            committed: 0,
+            committed_bytes: 0,
+            last_committed: None,
+            _live: live,
+        }
+    }
+
+    /// The recording this writer belongs to.
+    pub fn recording_id(&self) -> &str {
+        &self.recording_id
+    }
+
+    /// The part number (1-based) within the recording.
+    pub fn part_seq(&self) -> u32 {
+        self.part_seq
+    }
+
+    /// Appends one muxed chunk.
+    ///
+    /// A chunk with `keyframe` set is where a segment may start; if the open
+    /// segment already spans `segment_target`, it is committed first and the
+    /// chunk starts the next segment. That committed segment is returned.
+    /// Chunks before the first keyframe still open the first segment, so no
+    /// data is lost. The pipeline should stamp keyframe chunks with their
+    /// PTS; one without is measured against the last PTS seen, so its cut may
+    /// slip to the next keyframe, but it is never lost.
+    pub fn push_data(
+        &mut self,
+        bytes: &[u8],
+        pts_ns: Option<u64>,
+        keyframe: bool,
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<Option<CommittedSegment>> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let media_pts = pts_ns.or(self.last_pts_seen);
+        let mut committed = None;
+        if let Some(seg) = &self.open {
+            if keyframe
+                && seg.bytes > 0
+                && cut_due(seg.first_pts, media_pts, self.opts.segment_target)
+            {
+                // The old segment lasts until this chunk's PTS; if the chunk
+                // has none, its duration is estimated like a final segment's.
+                committed = Some(self.commit_open(pts_ns, now_ms)?);
+            }
+        }
+        if self.open.is_none() {
+            self.open_segment(pts_ns, now, now_ms)?;
+        }
+        let interval = self.opts.fsync_interval;
+        let seg = self.open.as_mut().expect("a segment was just opened");
+        seg.write(bytes, pts_ns)?;
+        if pts_ns.is_some() {
+            self.last_pts_seen = pts_ns;
+        }
+        if now.saturating_duration_since(seg.last_sync) >= interval {
+            seg.sync_data(now)?;
+        }
+        Ok(committed)
+    }
+
+    /// Records one audio level message for the open (or next) segment.
+    pub fn push_level(&mut self, peak_db: f64, rms_db: f64) {
+        self.levels.push(peak_db, rms_db);
+    }
+
+    /// Fsyncs buffered data if `fsync_interval` has passed since the last
+    /// sync. Call it periodically so a stalled pipeline still gets its last
+    /// chunks onto the card.
+    pub fn tick(&mut self, now: Instant) -> Result<()> {
+        if let Some(seg) = self.open.as_mut() {
+            if seg.unsynced
+                && now.saturating_duration_since(seg.last_sync) >= self.opts.fsync_interval
+            {
+                seg.sync_data(now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open segment (or drops it if it holds no bytes) and marks
+    /// the part closed, interrupted or failed.
+    pub fn finish(mut self, end: PartEnd, now_ms: i64) -> Result<PartSummary> {
+        if let Some(seg) = &self.open {
+            if seg.bytes > 0 {
+                self.commit_open(None, now_ms)?;
+            } else {
+                self.drop_empty_open()?;
+            }
+        }
+        let (state, reason) = match end {
+            PartEnd::Closed => (PartState::Closed, None),
+            PartEnd::Interrupted(r) => (PartState::Interrupted, Some(r)),
+            PartEnd::Failed(r) => (PartState::Failed, Some(r)),
+        };
+        self.conn
+            .execute(
+                "UPDATE parts SET state = ?1, ended_at_ms = ?2, end_reason = ?3 WHERE id = ?4",
+                params![state, now_ms, reason, self.part_id],
+            )
+            .db("close part", &self.ctx.db_path)?;
+        let detail = format!(
+            "part {} {state}{}: {} segments, {} bytes",
+            self.part_seq,
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            self.committed,
+            self.committed_bytes
+        );
+        self.ctx.log_state(
+            &self.conn,
+            now_ms,
+            Some(&self.recording_id),
+            &format!("part-{state}"),
+            &detail,
+        )?;
+        log::info!(target: "journal", "recording {}: {detail}", self.recording_id);
+        Ok(PartSummary {
+            recording_id: self.recording_id.clone(),
+            part_seq: self.part_seq,
+            state,
+            end_reason: reason,
+            segments: self.committed,
+            bytes: self.committed_bytes,
+            last_segment: self.last_committed.take(),
+        })
+    }
+
+    /// Opening protocol: committed row first, then the file, then the
+    /// directory fsync, so a crash can leave a row without a file (recovery
+    /// drops it) but never a file without a row.
+    fn open_segment(&mut self, first_pts: Option<u64>, now: Instant, now_ms: i64) -> Result<()> {
+        let seq = self.next_seq;
+        let rel_path = segment_rel(&self.recording_id, self.part_seq, seq);
+        let abs_path = self.ctx.media_dir.join(&rel_path);
+        self.conn
+            .execute(
+                "INSERT INTO segments (recording_id, part_id, seq, path, first_pts_ns, state, opened_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+                params![self.recording_id, self.part_id, seq, rel_path, first_pts, now_ms],
+            )
+            .db("insert open segment", &self.ctx.db_path)?;
+        let row_id = self.conn.last_insert_rowid();
+        // Truncating is safe: the UNIQUE path constraint just proved no row
+        // refers to this file, so anything there is an orphan.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&abs_path)
+            .io("create segment", &abs_path)?;
+        fsync_dir(&self.part_dir)?;
+        self.next_seq += 1;
+        log::debug!(target: "journal", "recording {}: opened segment {seq} at {rel_path}", self.recording_id);
+        self.open = Some(OpenSegment {
+            row_id,
+            seq,
+            rel_path,
+            abs_path,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+            first_pts,
+            max_pts: first_pts,
+            prev_pts: None,
+            step_sum: 0,
+            step_count: 0,
+            last_sync: now,
+            unsynced: false,
+            syncs: 0,
+        });
+        Ok(())
+    }
+
+    /// Commit protocol: flush, fsync the file, fsync the directory, then one
+    /// UPDATE to `committed`. The segment stays in `self.open` until all of
+    /// that succeeded, so a failed commit can be retried by the next cut or
+    /// by `finish`.
+    fn commit_open(
+        &mut self,
+        next_first_pts: Option<u64>,
+        now_ms: i64,
+    ) -> Result<CommittedSegment> {
+        let seg = self
+            .open
+            .as_mut()
+            .expect("commit_open needs an open segment");
+        seg.file.flush().io("flush segment", &seg.abs_path)?;
+        seg.file
+            .get_ref()
+            .sync_all()
+            .io("fsync segment", &seg.abs_path)?;
+        fsync_dir(&self.part_dir)?;
+        let sha256 = hex(&seg.hasher.clone().finalize());
+        let duration_ns = seg.duration_ns(next_first_pts);
+        let peak = self.levels.peak_db();
+        let rms = self.levels.rms_db();
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE segments SET state = 'committed', bytes = ?1, sha256 = ?2, duration_ns = ?3,
+                     first_pts_ns = ?4, last_pts_ns = ?5, audio_peak_db = ?6, audio_rms_db = ?7,
+                     committed_at_ms = ?8
+                 WHERE id = ?9 AND state = 'open'",
+                params![seg.bytes, sha256, duration_ns, seg.first_pts, seg.max_pts, peak, rms, now_ms, seg.row_id],
+            )
+            .db("commit segment", &self.ctx.db_path)?;
+        if changed != 1 {
+            // Only recovery changes open rows behind a writer's back, and it
+            // never touches a live part; make the impossible loud.
+            log::error!(target: "journal",
+                "recording {}: segment {} row {} was not open at commit ({changed} rows changed)",
+                self.recording_id, seg.rel_path, seg.row_id);
+        }
+        let seg = self.open.take().expect("checked above");
+        self.levels = LevelAccumulator::default();
+        let committed = CommittedSegment {
+            recording_id: self.recording_id.clone(),
+            part_seq: self.part_seq,
+            seq: seg.seq,
+            path: seg.rel_path,
+            abs_path: seg.abs_path,
+            bytes: seg.bytes,
+            sha256,
+            duration_ns,
+            first_pts_ns: seg.first_pts,
+            last_pts_ns: seg.max_pts,
+            audio_peak_db: peak,
+            audio_rms_db: rms,
+        };
+        log::debug!(target: "journal", "recording {}: committed segment {} ({} bytes, {:?} ns)",
+            self.recording_id, committed.seq, committed.bytes, committed.duration_ns);
+        self.committed += 1;
+        self.committed_bytes += committed.bytes;
+        self.last_committed = Some(committed.clone());
+        Ok(committed)
+    }
+
+    /// Removes an open segment that never received a byte: file first (then
+    /// its directory entry is made durable), row second, mirroring the
+    /// opening order.
+    fn drop_empty_open(&mut self) -> Result<()> {
+        let seg = self
+            .open
+            .take()
+            .expect("drop_empty_open needs an open segment");
+        drop(seg.file);
+        std::fs::remove_file(&seg.abs_path).io("remove empty segment", &seg.abs_path)?;
+        fsync_dir(&self.part_dir)?;
+        self.conn
+            .execute("DELETE FROM segments WHERE id = ?1", [seg.row_id])
+            .db("delete empty segment", &self.ctx.db_path)?;
+        Ok(())
+    }
+
+    /// Number of data fsyncs on the open segment, for tests.
+    #[cfg(test)]
+    pub(crate) fn open_segment_syncs(&self) -> Option<u32> {
+        self.open.as_ref().map(|s| s.syncs)
+    }
+}

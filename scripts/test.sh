@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests of each crate and the hil-tests scenarios on the simulated board.
+# Usage: scripts/test.sh   (as root on Debian 12, or with sudo available for apt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --workspace --bins --locked
+# Two test threads: the hil scenarios each run a real 720p/320p encoder on a 2-core machine.
+cargo test --workspace --locked -- --test-threads=2
