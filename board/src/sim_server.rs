@@ -117,6 +117,10 @@ pub struct SimServer {
 impl SimServer {
     /// Binds `path` (removing a stale socket left by a crashed run) and starts serving `handle`.
     pub fn spawn(path: &Path, handle: SimHandle) -> Result<SimServer> {
+        // The socket usually lives in a runtime directory that may not exist yet.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| BoardError::SimSocket { path: path.to_owned(), op: "create directory", source })?;
+        }
         remove_stale(path)?;
         let listener = UnixListener::bind(path).map_err(|source| BoardError::SimSocket {
             path: path.to_owned(),

@@ -83,8 +83,18 @@ impl Daemon {
         self.child = Some(child);
         let sock = self.control_socket();
         let log = self.log.clone();
+        let child = self.child.as_mut().unwrap();
+        let mut exited = None;
         wait_until("the control socket", Duration::from_secs(20), || {
+            if let Ok(Some(st)) = child.try_wait() {
+                exited = Some(st);
+                return true;
+            }
             lectern_control::request(&sock, &lectern_control::Request::Status, Duration::from_secs(2)).is_ok()
+        })
+        .and_then(|()| match exited {
+            Some(st) => bail!("lecternd exited at start-up: {st}"),
+            None => Ok(()),
         })
         .with_context(|| format!("daemon log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()))?;
         Ok(())

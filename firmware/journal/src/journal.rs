@@ -236,8 +236,10 @@ impl Journal {
         ))
     }
 
-    /// Ends a recording. `Completed` with no committed segment becomes
-    /// `failed` with reason "no media". Fails with
+    /// Ends a recording. `Completed` or `Interrupted` with no committed
+    /// segment becomes `failed` with reason "no media" (plus the interruption's
+    /// reason): a recording with nothing in it must never look like one that
+    /// merely needs its remainder. Fails with
     /// [`JournalError::WriterActive`] while a writer is still alive; parts
     /// of dropped writers are recovered first.
     pub fn finish_recording(
@@ -275,6 +277,9 @@ impl Journal {
                 (RecordingState::Failed, Some("no media".to_string()))
             }
             Outcome::Completed => (RecordingState::Completed, None),
+            Outcome::Interrupted(r) if segments == 0 => {
+                (RecordingState::Failed, Some(format!("no media: {r}")))
+            }
             Outcome::Interrupted(r) => (RecordingState::Interrupted, Some(r)),
             Outcome::Failed(r) => (RecordingState::Failed, Some(r)),
         };

@@ -256,14 +256,15 @@ fn data_before_first_keyframe_starts_the_first_segment() {
     check_cuts(
         stream(0, 5000, Psi::Stamped, key),
         2000,
-        &[(0, 2520), (2520, 2000), (4520, 480)],
+        &[(0, 1520), (1520, 2000), (3520, 1480)],
     );
 }
 
 #[test]
-fn unstamped_keyframe_chunk_cuts_late_but_loses_nothing() {
+fn unstamped_keyframe_chunk_cuts_on_the_last_pts_and_loses_nothing() {
     // The PAT/PMT chunk has no PTS and the video keyframe is not flagged, so
-    // the cut at 2 s is measured at 1.96 s and slips to the 3 s keyframe.
+    // the cut at 2 s is measured against the last PTS seen (1.96 s); that is
+    // within the cut tolerance, and no byte is lost either way.
     let chunks: Vec<Chunk> = stream(0, 5000, Psi::Unstamped, key_every(1000))
         .into_iter()
         .map(|c| Chunk {
@@ -271,7 +272,7 @@ fn unstamped_keyframe_chunk_cuts_late_but_loses_nothing() {
             ..c
         })
         .collect();
-    check_cuts(chunks, 2000, &[(0, 3000), (3000, 2000)]);
+    check_cuts(chunks, 2000, &[(0, 2000), (2000, 2000), (4000, 1000)]);
 }
 
 #[test]
@@ -284,7 +285,9 @@ fn cut_due_rule() {
         );
     };
     check(Some(0), Some(2000 * MS), 2000, true);
-    check(Some(0), Some(1999 * MS), 2000, false);
+    check(Some(0), Some(1933 * MS), 2000, true);
+    check(Some(0), Some(1500 * MS), 2000, true);
+    check(Some(0), Some(1499 * MS), 2000, false);
     check(Some(5000 * MS), Some(7500 * MS), 2000, true);
     check(Some(5000 * MS), Some(4000 * MS), 2000, false);
     check(None, Some(9000 * MS), 2000, false);
@@ -500,11 +503,25 @@ fn recording_without_media_fails_instead_of_completing() {
         .finish_recording("empty-b", Outcome::Completed, T0_MS + 2)
         .unwrap();
 
-    for id in ["empty-a", "empty-b"] {
+    // Interrupted (a camera that never came up) with nothing recorded.
+    start(&mut journal, "empty-c");
+    journal
+        .finish_recording(
+            "empty-c",
+            Outcome::Interrupted("device error: no camera".into()),
+            T0_MS + 2,
+        )
+        .unwrap();
+
+    for (id, reason) in [
+        ("empty-a", "no media"),
+        ("empty-b", "no media"),
+        ("empty-c", "no media: device error: no camera"),
+    ] {
         let r = journal.recording(id).unwrap().unwrap();
         assert_eq!(
             (r.state, r.end_reason.as_deref(), r.segments),
-            (RecordingState::Failed, Some("no media"), 0),
+            (RecordingState::Failed, Some(reason), 0),
             "{id}"
         );
     }
