@@ -272,7 +272,8 @@ pub fn discover(path: &Path) -> Result<Discovered> {
         .find_map(|l| l.trim().strip_prefix("Duration: "))
         .and_then(parse_hms)
         .with_context(|| format!("no duration for {}:\n{text}", path.display()))?;
-    Ok(Discovered { duration, has_video: text.contains("video: H.264"), has_audio: text.contains("audio: MPEG-4 AAC") })
+    let stream = |kind: &str, codec: &str| text.lines().any(|l| l.trim_start().starts_with(kind) && l.contains(codec));
+    Ok(Discovered { duration, has_video: stream("video #", ": H.264"), has_audio: stream("audio #", ": MPEG-4 AAC") })
 }
 
 fn parse_hms(s: &str) -> Option<Duration> {

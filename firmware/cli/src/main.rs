@@ -168,7 +168,9 @@ fn print_human(words: &[&str], v: &Value) {
             }
         }
         _ => {
-            println!("state:     {}", s(&v["state"]));
+            if v.get("state").is_some() {
+                println!("state:     {}", s(&v["state"]));
+            }
             if let Some(r) = v.get("recording").filter(|r| !r.is_null()) {
                 println!("recording: {} ({}) \"{}\" since {}, until {}", s(&r["id"]), s(&r["kind"]), s(&r["title"]), s(&r["started_at"]), s(&r["planned_end"]));
                 if !r["last_error"].is_null() {
