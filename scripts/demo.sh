@@ -45,7 +45,12 @@ kill -TERM $PID; wait $PID || true; trap - EXIT
 echo; echo "demo: checking every segment decodes (gst-discoverer-1.0)..."
 n=0
 for f in $(find "$OUT/media/recordings" -name '*.ts' | sort); do
-  gst-discoverer-1.0 "$f" | grep -q "Done discovering" || { echo "demo: $f does not decode" >&2; exit 1; }
+  out=$(gst-discoverer-1.0 "$f" 2>&1) || true
+  case "$out" in
+    *"An error was encountered"*|*"No valid frames"*) echo "demo: $f does not decode:" >&2; echo "$out" >&2; exit 1 ;;
+    *"Done discovering"*) ;;
+    *) echo "demo: $f does not decode:" >&2; echo "$out" >&2; exit 1 ;;
+  esac
   n=$((n+1))
 done
 echo "demo: $n segments decode."

@@ -1,1 +1,36 @@
-fn main() {}
+//! `cargo xtask`: developer commands that are not part of the firmware (the alias lives in
+//! .cargo/config.toml). This file only dispatches; each command has its own module.
+//!
+//! - `bench-record`: the recording benchmark of issue 2 against the pyca + ffmpeg anchor
+//!   (bench_record.rs, anchor.rs; results in docs/benchmarks.md).
+
+mod anchor;
+mod bench_record;
+mod child;
+mod procfs;
+
+use std::path::Path;
+
+const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS]
+
+  bench-record   record N minutes (default 10) of 720p30 x264 veryfast 4000 kbit/s with the release
+                 lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
+                 prints a markdown table (also OUT/report.md; samples in OUT/samples.csv).
+                 OUT defaults to target/bench-record; PSS is sampled every --interval s (default 5).";
+
+fn main() -> anyhow::Result<()> {
+    // xtask/ sits directly in the workspace root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench-record") => bench_record::run(bench_record::Options::parse(&args[1..], &root)?, &root),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The anchor of the recording benchmark: pyca 4.4 (from PyPI) driving ffmpeg with the same
+//! encoder settings as Lectern, against the small Opencast stand-in in
+//! `hil-tests/anchors/pyca/opencast_standin.py`.
+//!
+//! pyca installs into a virtualenv under the output directory (`OUT/pyca-venv`, reused by later
+//! runs with the same `--out`). The stand-in serves a calendar with one event starting a little
+//! after pyca starts; pyca's schedule service fetches it, and its capture service starts the
+//! ffmpeg command of `hil-tests/anchors/pyca/pyca.conf.in` when the event begins. pyca runs as
+//! five processes (`pyca run` and its schedule, capture, ingest and agentstate children); ffmpeg
+//! is a child of the capture process. Nothing of pyca is changed or patched.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use crate::child::{signal, Managed};
+use crate::procfs;
+
+/// The pyca release the issue names as the anchor.
+pub const PYCA_VERSION: &str = "4.4";
+
+/// A virtualenv with pyca installed, and the versions found.
+pub struct Setup {
+    venv: PathBuf,
+    pub pyca_version: String,
+    /// `pip freeze` of the virtualenv: pyca 4.4 pins no upper bounds, so its dependencies are
+    /// whatever PyPI had on the day; they are recorded with the results.
+    pub freeze: String,
+    pub ffmpeg_version: String,
+}
+
+/// Creates (or reuses) `out/pyca-venv` with pyca 4.4 and checks that ffmpeg is on PATH.
+pub fn prepare(out: &Path) -> Result<Setup> {
+    let ffmpeg_version = first_line(Command::new("ffmpeg").arg("-version"))
+        .context("ffmpeg is not installed (apt-get install ffmpeg)")?;
+    let venv = out.join("pyca-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("xtask: creating {}", venv.display());
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let installed = || first_line(Command::new(&python).args(["-c", "import importlib.metadata as m; print(m.version('pyca'))"]));
+    if installed().ok().as_deref() != Some(PYCA_VERSION) {
+        eprintln!("xtask: pip install pyca=={PYCA_VERSION}");
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", &format!("pyca=={PYCA_VERSION}")]))?;
+    }
+    let pyca_version = installed()?;
+    let freeze = String::from_utf8(Command::new(venv.join("bin/pip")).arg("freeze").output()?.stdout)?;
+    Ok(Setup { venv, pyca_version, freeze, ffmpeg_version })
+}
+
+/// A running pyca with its stand-in server and one scheduled event.
+pub struct Anchor {
+    pub dir: PathBuf,
+    /// Declared before `standin` so that pyca is stopped first when dropped.
+    pyca: Managed,
+    standin: Managed,
+    /// When the scheduled event starts (pyca starts ffmpeg within about a second of it).
+    pub event_start: Instant,
+}
+
+impl Anchor {
+    /// Starts the stand-in and pyca in `out/anchor`; the event begins `lead` from now.
+    pub fn start(setup: &Setup, root: &Path, out: &Path, minutes: u32, lead: Duration) -> Result<Anchor> {
+        let dir = out.join("anchor");
+        std::fs::create_dir_all(dir.join("recordings"))?;
+        // The event start is a whole Unix second, as in an iCalendar; the Instant is derived from it.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        let start_epoch = (now + lead).as_secs() + 1;
+        let event_start = Instant::now() + (Duration::from_secs(start_epoch) - now);
+
+        let anchors = root.join("hil-tests/anchors/pyca");
+        let port_file = dir.join("standin.port");
+        let _ = std::fs::remove_file(&port_file);
+        let standin = Managed::spawn(
+            "opencast stand-in",
+            Command::new("python3")
+                .arg(anchors.join("opencast_standin.py"))
+                .args(["--start", &start_epoch.to_string(), "--minutes", &minutes.to_string(), "--port-file"])
+                .arg(&port_file),
+            &dir.join("standin.log"),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().to_owned();
+            }
+            if Instant::now() > deadline {
+                bail!("the Opencast stand-in did not start; see {}", dir.join("standin.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+
+        let template = std::fs::read_to_string(anchors.join("pyca.conf.in"))?;
+        let conf = dir.join("pyca.conf");
+        std::fs::write(&conf, template.replace("@OUT@", &dir.display().to_string()).replace("@PORT@", &port))?;
+        let pyca = Managed::spawn(
+            "pyca",
+            Command::new(setup.venv.join("bin/pyca")).arg("-c").arg(&conf).arg("run").current_dir(&dir),
+            &dir.join("pyca.log"),
+        )?;
+        Ok(Anchor { dir, pyca, standin, event_start })
+    }
+
+    /// pyca's own processes: `pyca run` and its children, without the ffmpeg it started.
+    pub fn pyca_pids(&self) -> Vec<u32> {
+        let main = self.pyca.pid();
+        if main == 0 {
+            return Vec::new();
+        }
+        let mut pids: Vec<u32> = procfs::descendants(main).into_iter().filter(|&p| procfs::comm(p) != "ffmpeg").collect();
+        if procfs::alive(main) {
+            pids.push(main);
+        }
+        pids
+    }
+
+    /// The capture process pyca started, while it runs.
+    pub fn ffmpeg_pid(&self) -> Option<u32> {
+        // pid 0 means pyca is already stopped: never search the whole process table.
+        let main = self.pyca.pid();
+        if main == 0 {
+            return None;
+        }
+        procfs::descendants(main).into_iter().find(|&p| procfs::comm(p) == "ffmpeg")
+    }
+
+    /// Fails if pyca has exited (it never should before we stop it).
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(st) = self.pyca.exited() {
+            bail!("pyca exited ({st}); see {}", self.dir.join("pyca.log").display());
+        }
+        Ok(())
+    }
+
+    /// The MP4 that ffmpeg wrote.
+    pub fn recording(&self) -> Option<PathBuf> {
+        let dirs = std::fs::read_dir(self.dir.join("recordings")).ok()?;
+        dirs.flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flat_map(|files| files.flatten().map(|f| f.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+    }
+
+    /// Stops pyca, then any ffmpeg still running, then the stand-in. pyca 4.4's capture service
+    /// does not pass SIGTERM on to ffmpeg (its handler reads a global the capture never sets), so
+    /// an ffmpeg that is still running is stopped here by its pid.
+    pub fn stop(&mut self) {
+        let ffmpeg = self.ffmpeg_pid();
+        self.pyca.terminate(Duration::from_secs(10));
+        if let Some(pid) = ffmpeg.filter(|&p| procfs::alive(p)) {
+            signal(pid, "TERM");
+        }
+        self.standin.terminate(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Anchor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The first line of a command's stdout, or an error if it could not run or failed.
+pub fn first_line(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_owned())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("{cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}

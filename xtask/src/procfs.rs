@@ -1,0 +1,125 @@
+//! Reading what the benchmark measures out of `/proc`: proportional set size, CPU time and bytes
+//! sent to the block layer, per process, and the process tree (to find pyca's children and the
+//! ffmpeg it starts).
+//!
+//! Everything here is a plain read of one small file; a process that has gone away reads as
+//! `None`, because the benchmark races processes that end on their own (ffmpeg at the end of the
+//! scheduled event).
+
+use std::collections::HashMap;
+use std::process::Command;
+
+/// Cumulative counters of one process at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    /// `write_bytes` of /proc/PID/io: bytes this process caused to be sent to storage (page-cache
+    /// dirtying on ext4 is charged to the writer when it writes, so this is what reaches the disk,
+    /// headers, index and journal included, but not re-reads).
+    pub write_bytes: u64,
+}
+
+/// Clock ticks per second for /proc/PID/stat times (`getconf CLK_TCK`; 100 on every Linux we run).
+pub fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The fields of /proc/PID/stat after the `(comm)` field, which may itself contain spaces and
+/// parentheses; index 0 is the state (field 3 in proc(5)).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Parent pid (field 4 of /proc/PID/stat).
+pub fn ppid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat_fields(pid).and_then(|f| f.first().cloned()).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// utime + stime (fields 14 and 15) and write_bytes.
+pub fn counters(pid: u32) -> Option<Counters> {
+    let f = stat_fields(pid)?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let write_bytes = field_kb_or_bytes(&io, "write_bytes:")?;
+    Some(Counters { cpu_ticks: utime + stime, write_bytes })
+}
+
+/// Proportional set size in KiB from /proc/PID/smaps_rollup: private pages in full plus each
+/// shared page divided by the number of processes mapping it, so PSS of several processes adds up
+/// to the memory they really cost together.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    field_kb_or_bytes(&text, "Pss:")
+}
+
+/// The number after `key` on the line that starts with it (the unit, if any, is ignored).
+fn field_kb_or_bytes(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|n| n.parse().ok())
+}
+
+/// The short command name (/proc/PID/comm).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// All live descendants of `root` (children, grandchildren, ...), not `root` itself.
+pub fn descendants(root: u32) -> Vec<u32> {
+    // pid 0 is the kernel's: its "descendants" are every process on the machine.
+    if root == 0 {
+        return Vec::new();
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Some(parent) = ppid(pid) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if alive(c) {
+                out.push(c);
+            }
+            todo.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(super::pss_kib(me).unwrap() > 0);
+        assert!(super::counters(me).is_some());
+        assert!(super::alive(me));
+        assert_eq!(super::ppid(me), Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn field_parsing() {
+        assert_eq!(super::field_kb_or_bytes("Rss: 10 kB\nPss:  7 kB\n", "Pss:"), Some(7));
+        assert_eq!(super::field_kb_or_bytes("rchar: 1\nwrite_bytes: 4096\n", "write_bytes:"), Some(4096));
+        assert_eq!(super::field_kb_or_bytes("Rss: 10 kB\n", "Pss:"), None);
+    }
+}
