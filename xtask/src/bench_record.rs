@@ -387,7 +387,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         );
     }
     let _ = writeln!(r, "Idle PSS before recording: lecternd {} MiB{}.", mib(lectern_idle_pss as f64), pyca_idle_pss.map_or(String::new(), |p| format!(", pyca's processes {} MiB", mib(p as f64))));
-    let _ = writeln!(r, "Lectern recording {recording_id}: state {}, {} s wall from `record start` to the end of `record stop`.\n", rec["state"].as_str().unwrap_or("?"), format!("{l_wall:.1}"));
+    let _ = writeln!(r, "Lectern recording {recording_id}: state {}, {l_wall:.1} s wall from `record start` to the end of `record stop`.\n", rec["state"].as_str().unwrap_or("?"));
     let _ = writeln!(r, "x264 options (from the SEI in the streams):\n");
     let _ = writeln!(r, "- Lectern: `{}`", lectern_result.x264.as_deref().unwrap_or("not found"));
     if let Some((m, _)) = a {

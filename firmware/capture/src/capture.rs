@@ -566,7 +566,10 @@ pub(crate) fn describe(
 ) -> String {
     let vsrc = match &s.video {
         VideoSource::Test { pattern } => {
-            format!("videotestsrc name=vsrc is-live=true pattern={pattern}")
+            // Scrolling keeps every pattern moving, so a frozen output is detectable and the
+            // encoder sees camera-like motion (smpte scrolling fills a 4 Mbit/s budget; a static
+            // pattern would make write-amplification numbers meaningless).
+            format!("videotestsrc name=vsrc is-live=true pattern={pattern} horizontal-speed=4")
         }
         VideoSource::V4l2 { device } => format!(
             "v4l2src name=vsrc device={}",
@@ -661,7 +664,7 @@ mod tests {
         };
         assert_eq!(
             describe(&s, "x264enc", Some(&aac)),
-            "videotestsrc name=vsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false  audiotestsrc name=asrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval=100000000 post-messages=true ! avenc_aac name=aenc bitrate=128000 ! aacparse ! queue name=amux_queue ! mux."
+            "videotestsrc name=vsrc is-live=true pattern=ball horizontal-speed=4 ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false  audiotestsrc name=asrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval=100000000 post-messages=true ! avenc_aac name=aenc bitrate=128000 ! aacparse ! queue name=amux_queue ! mux."
         );
     }
 
