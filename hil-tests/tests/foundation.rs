@@ -202,6 +202,12 @@ fn cli_json_shapes_are_the_documented_ones() {
         assert!(r.get(key).is_some(), "recording has no {key}: {r}");
     }
     assert_eq!(r["title"], "Shapes");
+    // The power-fail line is read and reported (acting on it is the failsafe issue's).
+    assert_eq!(status["power_fail"], false);
+    d.cli(&["sim", "powerfail", "on"]).unwrap();
+    wait_until("power_fail reported", Duration::from_secs(5), || d.status()["power_fail"] == true).unwrap();
+    d.cli(&["sim", "powerfail", "off"]).unwrap();
+    wait_until("power_fail cleared", Duration::from_secs(5), || d.status()["power_fail"] == false).unwrap();
     let human = d.cli(&["recordings"]).unwrap();
     assert!(human.contains("Shapes") && human.contains("completed"), "{human}");
     assert!(d.terminate().unwrap().success());

@@ -41,11 +41,13 @@ pub struct Options {
     pub anchor: bool,
     /// Seconds between PSS samples.
     pub interval: u64,
+    /// Lectern's videotestsrc pattern (see `DEFAULT_PATTERN`).
+    pub pattern: String,
 }
 
 impl Options {
     pub fn parse(args: &[String], root: &Path) -> Result<Options> {
-        let mut o = Options { minutes: 10, out: root.join("target/bench-record"), anchor: true, interval: 5 };
+        let mut o = Options { minutes: 10, out: root.join("target/bench-record"), anchor: true, interval: 5, pattern: DEFAULT_PATTERN.into() };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -53,6 +55,7 @@ impl Options {
                 "--minutes" => o.minutes = value()?.parse().context("--minutes N (whole minutes)")?,
                 "--out" => o.out = PathBuf::from(value()?),
                 "--interval" => o.interval = value()?.parse().context("--interval SECONDS")?,
+                "--pattern" => o.pattern = value()?.clone(),
                 "--no-anchor" => o.anchor = false,
                 _ => bail!("unknown option {a}\n{}", crate::USAGE),
             }
@@ -80,7 +83,7 @@ sim_socket = "run/sim.sock"
 
 [capture]
 video = "test"
-video_pattern = "ball"
+video_pattern = "@PATTERN@"
 audio = "test"
 width = 1280
 height = 720
@@ -97,6 +100,12 @@ segment_seconds = 2.0
 [control]
 socket = "run/control.sock"
 "#;
+
+/// Lectern's sim camera pattern for the benchmark. The daemon's default, `ball`, is a small ball
+/// on black that x264 squeezes to a few hundred kbit/s, so the encoder would do far less work
+/// than ffmpeg does on `testsrc2` (which fills the 4000 kbit/s). videotestsrc's `smpte` bars carry
+/// a noise patch that makes x264 use the whole bitrate, like testsrc2: comparable encoder load.
+const DEFAULT_PATTERN: &str = "smpte";
 
 /// How long before the event start pyca gets to start and fetch its schedule.
 const ANCHOR_LEAD: Duration = Duration::from_secs(30);
@@ -124,7 +133,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let ldir = out.join("lectern");
     std::fs::create_dir_all(ldir.join("media"))?;
     let config = ldir.join("lectern.toml");
-    std::fs::write(&config, LECTERN_CONFIG)?;
+    std::fs::write(&config, LECTERN_CONFIG.replace("@PATTERN@", &opts.pattern))?;
     let cli = Cli { bin: bin.join("lectern"), config: config.clone() };
     let mut daemon = Managed::spawn(
         "lecternd",
@@ -177,6 +186,8 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let mut stopping: Option<std::thread::JoinHandle<Result<Instant>>> = None;
     let mut l_stopped: Option<(Instant, Counters)> = None;
     let mut next_pss = Instant::now();
+    let half = l_t0 + Duration::from_secs(u64::from(opts.minutes) * 30);
+    let mut dumped = false;
     let mut csv = String::from("t_s,lectern_pss_kib,pyca_pss_kib,ffmpeg_pss_kib,lectern_frames_dropped\n");
 
     loop {
@@ -237,6 +248,14 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
             }
             if let Some(v) = l {
                 lectern.pss.push(v);
+            }
+            // Once, half-way: where the memory goes, by mapping.
+            if !dumped && now >= half {
+                dumped = true;
+                dump_pss_by_mapping(lpid, &ldir.join("pss-by-mapping.txt"));
+                if let Some(pid) = ffmpeg_pid.filter(|&p| procfs::alive(p)) {
+                    dump_pss_by_mapping(pid, &out.join("anchor/ffmpeg-pss-by-mapping.txt"));
+                }
             }
             if let (Some(p), Some(f)) = (py, ff) {
                 anchor_side.pss.push(p + f);
@@ -321,7 +340,13 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     // The report.
     let machine = Machine::read(setup.as_ref());
     let mut r = String::new();
-    let _ = writeln!(r, "## `cargo xtask bench-record --minutes {}`{}\n", opts.minutes, if opts.anchor { "" } else { " --no-anchor" });
+    let _ = writeln!(
+        r,
+        "## `cargo xtask bench-record --minutes {}{}{}`\n",
+        opts.minutes,
+        if opts.pattern == DEFAULT_PATTERN { String::new() } else { format!(" --pattern {}", opts.pattern) },
+        if opts.anchor { "" } else { " --no-anchor" }
+    );
     let _ = writeln!(r, "{}\n", machine.markdown());
     let lc = |v: &str| cap[v].as_u64().map_or("?".into(), |n| n.to_string());
     let minutes_media = l_media_s / 60.0;
@@ -537,6 +562,15 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(marker, "made by cargo xtask bench-record; removed by its next run\n")?;
     Ok(())
+}
+
+/// Writes the 20 largest mappings of `pid` by PSS to `path` (best effort: it is a diagnostic).
+fn dump_pss_by_mapping(pid: u32, path: &Path) {
+    let mut text = format!("# PSS KiB by mapping of pid {pid} ({}), half-way through the recording\n", procfs::comm(pid));
+    for (name, kib) in procfs::pss_by_mapping(pid).into_iter().take(20) {
+        let _ = writeln!(text, "{kib:>8}  {name}");
+    }
+    let _ = std::fs::write(path, text);
 }
 
 fn sleep_until(t: Instant) {

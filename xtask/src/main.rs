@@ -11,12 +11,13 @@ mod procfs;
 
 use std::path::Path;
 
-const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS]
+const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P]
 
   bench-record   record N minutes (default 10) of 720p30 x264 veryfast 4000 kbit/s with the release
                  lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
                  prints a markdown table (also OUT/report.md; samples in OUT/samples.csv).
-                 OUT defaults to target/bench-record; PSS is sampled every --interval s (default 5).";
+                 OUT defaults to target/bench-record; PSS is sampled every --interval s (default 5);
+                 Lectern's sim camera shows videotestsrc pattern P (default smpte, see bench_record.rs).";
 
 fn main() -> anyhow::Result<()> {
     // xtask/ sits directly in the workspace root.

@@ -67,6 +67,27 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
     field_kb_or_bytes(&text, "Pss:")
 }
 
+/// PSS in KiB per mapping name from /proc/PID/smaps (anonymous mappings as "[anon]"), largest
+/// first: where a process's memory goes (encoder buffers on the heap, or shared libraries).
+pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else { return Vec::new() };
+    let mut sums: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        // A mapping header starts with an address range "start-end"; its 6th field is the name.
+        if first.contains('-') && !first.ends_with(':') {
+            current = words.nth(4).map_or_else(|| "[anon]".to_owned(), |n| n.rsplit('/').next().unwrap_or(n).to_owned());
+        } else if first == "Pss:" {
+            *sums.entry(current.clone()).or_default() += words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = sums.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
+}
+
 /// The number after `key` on the line that starts with it (the unit, if any, is ignored).
 fn field_kb_or_bytes(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|n| n.parse().ok())

@@ -289,7 +289,7 @@ impl Validator<'_> {
 
         let c = raw.capture;
         let video = match c.video.as_deref().unwrap_or("test") {
-            "test" => VideoInput::Test { pattern: c.video_pattern.unwrap_or_else(|| "smpte".to_owned()) },
+            "test" => VideoInput::Test { pattern: c.video_pattern.unwrap_or_else(|| "ball".to_owned()) },
             "v4l2" => VideoInput::V4l2 { device: c.video_device.unwrap_or_else(|| PathBuf::from("/dev/video0")) },
             other => return Err(self.invalid("capture.video", "\"test\" or \"v4l2\"", format!("{other:?}"))),
         };
