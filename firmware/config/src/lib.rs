@@ -46,6 +46,14 @@ struct Raw {
     control: RawControl,
     #[serde(default)]
     recorder: RawRecorder,
+    #[serde(default)]
+    power: RawPower,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPower {
+    hold_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +198,13 @@ pub struct RecorderConfig {
     pub adhoc_max: Duration,
 }
 
+#[derive(Debug, Clone)]
+pub struct PowerConfig {
+    /// After a power-fail edge, power must stay restored this long before recording resumes
+    /// (a flapping supervisor line must not start and cut parts in a loop).
+    pub hold: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -202,6 +217,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub control_socket: PathBuf,
     pub recorder: RecorderConfig,
+    pub power: PowerConfig,
 }
 
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
@@ -352,6 +368,7 @@ impl Validator<'_> {
             schedule,
             control_socket: self.path(raw.control.socket.unwrap_or_else(|| PathBuf::from("/run/lectern/control.sock"))),
             recorder,
+            power: PowerConfig { hold: Duration::from_millis(self.range("power.hold_ms", raw.power.hold_ms, 2000, 0, 600_000)?) },
         })
     }
 }

@@ -35,7 +35,8 @@ use session::Session;
 enum Event {
     Recorder(lectern_recorder::Event),
     Control(Request, SyncSender<Result<Value, String>>),
-    PowerFail(bool),
+    /// The power-fail input changed, with the instant the edge was seen.
+    PowerFail(bool, Instant),
     /// A pipeline or journal error from the session of that generation.
     CaptureError { generation: u64, message: String },
     Signal(i32),
@@ -60,6 +61,10 @@ struct Daemon {
     generation: u64,
     last_stats: Option<CaptureStats>,
     power_fail: bool,
+    /// When the last power-fail edge was seen, to measure edge → durable.
+    power_edge: Option<Instant>,
+    /// Edge → everything durable of the last power cut, in milliseconds.
+    last_power_flush_ms: Option<f64>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
     started: Instant,
@@ -180,6 +185,7 @@ impl Daemon {
             adhoc_max_ms: c.recorder.adhoc_max.as_millis() as i64,
             retry_initial_ms: c.capture.retry_initial.as_millis() as i64,
             retry_max_ms: c.capture.retry_max.as_millis() as i64,
+            power_hold_ms: c.power.hold.as_millis() as i64,
             ..Settings::default()
         });
         let mut usec = 0;
@@ -196,6 +202,8 @@ impl Daemon {
             generation: 0,
             last_stats: None,
             power_fail: false,
+            power_edge: None,
+            last_power_flush_ms: None,
             tx,
             rx,
             started: Instant::now(),
@@ -240,7 +248,7 @@ impl Daemon {
         )?;
         let pf_tx = tx.clone();
         lectern_board::spawn_power_fail_monitor(board.take_power_fail()?, stop.clone(), move |asserted| {
-            let _ = pf_tx.send(Event::PowerFail(asserted));
+            let _ = pf_tx.send(Event::PowerFail(asserted, Instant::now()));
         })?;
         Ok(())
     }
@@ -285,13 +293,15 @@ impl Daemon {
                 let _ = reply.send(answer);
                 false
             }
-            Event::PowerFail(asserted) => {
+            Event::PowerFail(asserted, at) => {
                 self.power_fail = asserted;
-                // Acting on power loss is the failsafe issue's; for now it is read and reported.
                 if asserted {
                     log::warn!(target: "lecternd", "power-fail line asserted");
+                    self.power_edge = Some(at);
+                    let _ = self.feed(lectern_recorder::Event::PowerFail);
                 } else {
                     log::info!(target: "lecternd", "power-fail line cleared");
+                    let _ = self.feed(lectern_recorder::Event::PowerRestored);
                 }
                 false
             }
@@ -378,6 +388,29 @@ impl Daemon {
                             Ok((part, stats)) => {
                                 log::info!(target: "lecternd", "recording {recording_id}: part closed: {part:?}; capture {stats:?}");
                                 self.last_stats = Some(stats);
+                            }
+                            Err(e) => log::error!(target: "lecternd", "{e}"),
+                        }
+                    }
+                }
+                Action::PowerCut { recording_id } => {
+                    if let Some(session) = self.session.take() {
+                        match session.power_cut(&*self.clock) {
+                            Ok(part) => {
+                                let ms = self.power_edge.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+                                self.last_power_flush_ms = ms;
+                                log::warn!(
+                                    target: "lecternd",
+                                    "recording {recording_id}: power-fail: {} segments durable {:.1} ms after the edge",
+                                    part.segments,
+                                    ms.unwrap_or(f64::NAN)
+                                );
+                                let _ = self.journal.log_state(
+                                    Some(&recording_id),
+                                    "power_cut",
+                                    &format!("durable {:.1} ms after the edge", ms.unwrap_or(f64::NAN)),
+                                    self.clock.now_ms(),
+                                );
                             }
                             Err(e) => log::error!(target: "lecternd", "{e}"),
                         }
@@ -475,6 +508,7 @@ impl Daemon {
             "retry_at": retry_at,
             "led": self.board.led.pattern().to_string(),
             "power_fail": self.power_fail,
+            "power": { "failing": self.power_fail, "last_flush_ms": self.last_power_flush_ms },
             "encoder": { "element": self.encoder.element, "reason": self.encoder.reason },
             "capture": stats.map(|s| json!({
                 "frames_in": s.frames_in,

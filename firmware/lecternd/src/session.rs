@@ -9,6 +9,7 @@
 //! `stop` joins it and hands the part back, so exactly one place finishes a part.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,18 @@ use crate::clock::Clock;
 /// Chunks are ~188–1316 bytes; 4096 of them is a few seconds of 4 Mbit/s media.
 const CHANNEL_CHUNKS: usize = 4096;
 
-/// What the writer thread hands back: the part, and the first journal error if writing failed.
-type WriterResult = (PartWriter, Option<String>);
+/// The part, shared between the writer thread (which appends to it) and the main loop (which
+/// takes it to close it at once on a power cut). `None` once taken: the writer then discards.
+type SharedPart = Arc<Mutex<Option<PartWriter>>>;
+
+/// What the writer thread hands back: the first journal error, if writing failed.
+type WriterResult = Option<String>;
 
 pub struct Session {
     pub recording_id: String,
     pub generation: u64,
     capture: Capture,
+    part: SharedPart,
     writer: JoinHandle<WriterResult>,
 }
 
@@ -50,12 +56,14 @@ impl Session {
         report: impl Reporter + Clone,
     ) -> Result<Session, String> {
         let part = journal.open_part(recording_id, &encoder.element, clock.now_ms()).map_err(|e| format!("journal: {e}"))?;
+        let part: SharedPart = Arc::new(Mutex::new(Some(part)));
         let (tx, rx) = sync_channel(CHANNEL_CHUNKS);
         let report_w = report.clone();
         let clock_w = clock.clone();
+        let part_w = part.clone();
         let writer = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_loop(part, rx, fsync_interval, generation, clock_w, report_w))
+            .spawn(move || write_loop(part_w, rx, fsync_interval, generation, clock_w, report_w))
             .map_err(|e| format!("cannot start writer thread: {e}"))?;
         let status = move |s: CaptureStatus| match s {
             CaptureStatus::Error { element, message, debug, .. } => {
@@ -65,11 +73,12 @@ impl Session {
             CaptureStatus::Running | CaptureStatus::Eos => {}
         };
         match Capture::start(settings, tx, Box::new(status)) {
-            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, writer }),
+            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, part, writer }),
             Err(e) => {
                 // The sender is gone with the failed capture, so the writer ends by itself.
                 let msg = e.to_string();
-                if let Ok((part, _)) = writer.join() {
+                let _ = writer.join();
+                if let Some(part) = take(&part) {
                     if let Err(e) = part.finish(PartEnd::Failed(msg.clone()), clock.now_ms()) {
                         log::error!(target: "lecternd", "recording {recording_id}: cannot close failed part: {e}");
                     }
@@ -98,19 +107,41 @@ impl Session {
                 CaptureStats::default()
             }
         };
-        let (part, write_error) = self.writer.join().map_err(|_| format!("recording {id}: writer thread panicked"))?;
+        let write_error = self.writer.join().map_err(|_| format!("recording {id}: writer thread panicked"))?;
         let end = match write_error {
             Some(e) => PartEnd::Failed(e),
             None => end,
         };
+        let part = take(&self.part).ok_or_else(|| format!("recording {id}: part already closed"))?;
         let summary = part.finish(end, clock.now_ms()).map_err(|e| format!("recording {id}: cannot close part: {e}"))?;
         Ok((summary, stats))
     }
+
+    /// Power is failing: closes and commits the part *first* (whatever the writer has, fsynced,
+    /// directory fsynced, row committed), then drops the pipeline without draining it. Returns the
+    /// part summary once everything captured so far is durable.
+    pub fn power_cut(self, clock: &dyn Clock) -> Result<PartSummary, String> {
+        let id = self.recording_id.clone();
+        // Taking the part waits for at most the one chunk the writer is appending; from here on
+        // the writer discards, so nothing new reaches the card.
+        let part = take(&self.part).ok_or_else(|| format!("recording {id}: part already closed"))?;
+        let summary = part.finish(PartEnd::Interrupted("power".into()), clock.now_ms());
+        // Dropping the capture sets the pipeline to NULL without waiting for EOS; the writer then
+        // sees `End` and exits.
+        drop(self.capture);
+        let _ = self.writer.join();
+        summary.map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
+    }
 }
 
-/// The writer thread: media events into the part until the capture says `End`.
+fn take(part: &SharedPart) -> Option<PartWriter> {
+    part.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// The writer thread: media events into the part until the capture says `End`, or until the
+/// main loop has taken the part away (power cut), after which chunks are discarded.
 fn write_loop(
-    mut part: PartWriter,
+    part: SharedPart,
     rx: Receiver<MediaEvent>,
     fsync_interval: Duration,
     generation: u64,
@@ -122,39 +153,32 @@ fn write_loop(
     let wake = fsync_interval / 2;
     loop {
         let ev = match rx.recv_timeout(wake) {
-            Ok(ev) => ev,
-            Err(RecvTimeoutError::Timeout) => {
-                if error.is_none() {
-                    if let Err(e) = part.tick(Instant::now()) {
-                        error = Some(format!("journal: {e}"));
-                        report(generation, error.clone().unwrap());
-                    }
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Ok(MediaEvent::End) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
         };
         // After a write error keep draining, so the pipeline is never blocked on a full channel
         // while the main loop stops it.
         if error.is_some() {
-            if matches!(ev, MediaEvent::End) {
-                break;
-            }
             continue;
         }
+        let mut guard = part.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(part) = guard.as_mut() else { continue };
         let result = match ev {
-            MediaEvent::Data { bytes, pts_ns, keyframe } => {
+            None => part.tick(Instant::now()),
+            Some(MediaEvent::Data { bytes, pts_ns, keyframe }) => {
                 part.push_data(&bytes, pts_ns, keyframe, Instant::now(), clock.now_ms()).map(|committed| {
                     if let Some(seg) = committed {
                         log::debug!(target: "lecternd", "recording {}: committed segment {} ({} bytes)", part.recording_id(), seg.seq, seg.bytes);
                     }
                 })
             }
-            MediaEvent::Level { peak_db, rms_db, .. } => {
+            Some(MediaEvent::Level { peak_db, rms_db, .. }) => {
                 part.push_level(peak_db, rms_db);
                 Ok(())
             }
-            MediaEvent::End => break,
+            // `End` ended the loop above.
+            Some(MediaEvent::End) => Ok(()),
         };
         if let Err(e) = result {
             let msg = format!("journal: {e}");
@@ -163,5 +187,5 @@ fn write_loop(
             error = Some(msg);
         }
     }
-    (part, error)
+    error
 }

@@ -34,6 +34,11 @@
 //! - A capture failure ends the current part as failed and retries with exponential back-off while
 //!   the recording is still wanted. A recording that had a failure ends "interrupted", never
 //!   "completed".
+//! - Power-fail edge: everything captured is made durable at once (`PowerCut`), the recording is
+//!   marked "interrupted: power" and nothing new starts while the line is asserted. If the line
+//!   clears and stays clear for `power_hold_ms` while the recording is still wanted (scheduled end
+//!   ahead; ad-hoc cap not reached, and nobody stopped it), it resumes as a new part of the same
+//!   recording. A flapping line therefore never ends a recording for good.
 
 use std::collections::BTreeMap;
 
@@ -112,6 +117,10 @@ pub enum Event {
     ScheduleLoaded(Vec<Slot>),
     /// The capture pipeline failed to start or failed while running.
     CaptureFailed { message: String },
+    /// The power-fail input asserted: the supply is going away.
+    PowerFail,
+    /// The power-fail input cleared: the supply is back (or it was a glitch).
+    PowerRestored,
     /// The daemon is stopping (SIGTERM).
     Shutdown,
 }
@@ -125,6 +134,10 @@ pub enum Action {
     StartCapture { recording_id: String },
     /// Stop the pipeline, flush and close the part.
     StopCapture { recording_id: String, end: PartEnd },
+    /// Power is failing: make everything captured so far durable *now* (close and commit the
+    /// open segment, close the part as interrupted by power) and drop the pipeline without
+    /// draining it. Speed matters more than the last frames still inside the encoder.
+    PowerCut { recording_id: String },
     /// Mark the recording finished in the journal.
     FinishRecording { recording_id: String, outcome: Outcome },
     SetLed(Led),
@@ -144,11 +157,13 @@ pub struct Settings {
     pub preroll_ms: Millis,
     /// Seconds after a scheduled end at which recording stops.
     pub postroll_ms: Millis,
+    /// How long power must stay restored after a power-fail edge before recording resumes.
+    pub power_hold_ms: Millis,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0 }
+        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0, power_hold_ms: 2_000 }
     }
 }
 
@@ -167,6 +182,10 @@ pub enum State {
     Idle,
     Recording { active: Active },
     Retrying { active: Active, retry_at_ms: Millis },
+    /// Power failed during a recording: the part is closed and the recording marked interrupted
+    /// by power. If power comes back and stays for `power_hold_ms` while the recording is still
+    /// wanted, it resumes as a new part.
+    PowerLost { active: Active, restored_at_ms: Option<Millis> },
     Stopped,
 }
 
@@ -176,13 +195,14 @@ impl State {
             State::Idle => "idle",
             State::Recording { .. } => "recording",
             State::Retrying { .. } => "retrying",
+            State::PowerLost { .. } => "power_lost",
             State::Stopped => "stopped",
         }
     }
 
     pub fn active(&self) -> Option<&Active> {
         match self {
-            State::Recording { active } | State::Retrying { active, .. } => Some(active),
+            State::Recording { active } | State::Retrying { active, .. } | State::PowerLost { active, .. } => Some(active),
             _ => None,
         }
     }
@@ -198,11 +218,13 @@ pub struct Recorder {
     /// Pruned once their end has passed, so it stays bounded.
     suppressed: BTreeMap<String, Millis>,
     last_adhoc_id: Option<String>,
+    /// True while the power-fail input is asserted; nothing new starts then.
+    power_failing: bool,
 }
 
 impl Recorder {
     pub fn new(settings: Settings) -> Recorder {
-        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None }
+        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false }
     }
 
     pub fn state(&self) -> &State {
@@ -220,6 +242,10 @@ impl Recorder {
         match &self.state {
             State::Recording { active } => deadlines.push(active.spec.planned_end_ms),
             State::Retrying { active, retry_at_ms } => deadlines.extend([active.spec.planned_end_ms, *retry_at_ms]),
+            State::PowerLost { active, restored_at_ms } => {
+                deadlines.push(active.spec.planned_end_ms);
+                deadlines.extend(restored_at_ms.map(|t| t + self.settings.power_hold_ms));
+            }
             State::Idle | State::Stopped => {}
         }
         deadlines.extend(self.schedule.iter().map(|s| s.start_ms - self.settings.preroll_ms).filter(|&t| t > now));
@@ -273,7 +299,41 @@ impl Recorder {
                     self.state = State::Retrying { active, retry_at_ms: now + backoff };
                 }
             }
+            Event::PowerFail => {
+                self.power_failing = true;
+                match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Recording { active } => {
+                        out.push(Action::PowerCut { recording_id: active.spec.id.clone() });
+                        out.push(Action::FinishRecording { recording_id: active.spec.id.clone(), outcome: Outcome::Interrupted("power".into()) });
+                        out.push(Action::SetLed(Led::Error));
+                        self.state = State::PowerLost { active, restored_at_ms: None };
+                    }
+                    State::Retrying { active, .. } => {
+                        out.push(Action::FinishRecording { recording_id: active.spec.id.clone(), outcome: Outcome::Interrupted("power".into()) });
+                        out.push(Action::SetLed(Led::Error));
+                        self.state = State::PowerLost { active, restored_at_ms: None };
+                    }
+                    State::PowerLost { active, .. } => self.state = State::PowerLost { active, restored_at_ms: None },
+                    other => {
+                        out.push(Action::Note("power-fail input asserted while idle".into()));
+                        self.state = other;
+                    }
+                }
+            }
+            Event::PowerRestored => {
+                self.power_failing = false;
+                if let State::PowerLost { restored_at_ms, .. } = &mut self.state {
+                    *restored_at_ms = Some(now);
+                    out.push(Action::Note(format!("power restored; resuming after {} ms if it stays", self.settings.power_hold_ms)));
+                }
+            }
             Event::Shutdown => {
+                if let State::PowerLost { .. } = self.state {
+                    // The recording was already closed as interrupted by power.
+                    out.push(Action::SetLed(Led::Off));
+                    self.state = State::Stopped;
+                    return out;
+                }
                 if let Some(active) = self.state.active().cloned() {
                     if matches!(self.state, State::Recording { .. }) {
                         out.push(Action::StopCapture { recording_id: active.spec.id.clone(), end: PartEnd::Interrupted("shutdown".into()) });
@@ -291,6 +351,24 @@ impl Recorder {
 
     /// Time-driven transitions, run after every event: planned ends, retries, scheduled starts.
     fn on_time(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if let State::PowerLost { active, restored_at_ms } = &self.state {
+            if now >= active.spec.planned_end_ms {
+                // Nothing left to resume: the recording stays interrupted by power.
+                out.push(Action::Note(format!("recording {} ended while power was out", active.spec.id)));
+                out.push(Action::SetLed(if self.power_failing { Led::Error } else { Led::Idle }));
+                self.state = State::Idle;
+            } else if restored_at_ms.is_some_and(|t| now >= t + self.settings.power_hold_ms) {
+                let active = active.clone();
+                out.push(Action::Note(format!("power stayed up; resuming {} as a new part", active.spec.id)));
+                self.begin_active(active, out);
+            }
+            if matches!(self.state, State::PowerLost { .. }) {
+                return;
+            }
+        }
+        if self.power_failing {
+            return;
+        }
         if let Some(active) = self.state.active() {
             if now >= active.spec.planned_end_ms {
                 let why = match active.spec.kind {
@@ -362,6 +440,12 @@ impl Recorder {
         let (active, capturing) = match std::mem::replace(&mut self.state, State::Idle) {
             State::Recording { active } => (active, true),
             State::Retrying { active, .. } => (active, false),
+            State::PowerLost { active, .. } => {
+                // Already closed as interrupted by power; a stop only cancels the resume.
+                out.push(Action::Note(format!("recording {} will not resume: {why}", active.spec.id)));
+                out.push(Action::SetLed(if self.power_failing { Led::Error } else { Led::Idle }));
+                return;
+            }
             other => {
                 self.state = other;
                 return;
@@ -381,14 +465,21 @@ impl Recorder {
     }
 
     fn begin(&mut self, spec: RecordingSpec, out: &mut Vec<Action>) {
-        let id = spec.id.clone();
-        out.push(Action::BeginRecording(spec.clone()));
-        out.push(Action::StartCapture { recording_id: id });
+        self.begin_active(Active { spec, failures: 0, last_error: None }, out);
+    }
+
+    fn begin_active(&mut self, active: Active, out: &mut Vec<Action>) {
+        out.push(Action::BeginRecording(active.spec.clone()));
+        out.push(Action::StartCapture { recording_id: active.spec.id.clone() });
         out.push(Action::SetLed(Led::Recording));
-        self.state = State::Recording { active: Active { spec, failures: 0, last_error: None } };
+        self.state = State::Recording { active };
     }
 
     fn begin_adhoc(&mut self, title: Option<String>, now: Millis, out: &mut Vec<Action>) {
+        if self.power_failing {
+            out.push(Action::Rejected("power is failing; not starting a recording".into()));
+            return;
+        }
         let stamp = chrono_stamp(now);
         let mut id = format!("adhoc-{stamp}");
         if self.last_adhoc_id.as_deref().is_some_and(|last| last.starts_with(&id)) {

@@ -20,6 +20,7 @@ fn show(a: &Action) -> String {
         Action::BeginRecording(s) => format!("begin {} until {}", s.id, (s.planned_end_ms - T0) / 1000),
         Action::StartCapture { recording_id } => format!("start {recording_id}"),
         Action::StopCapture { recording_id, end } => format!("stop {recording_id} {end:?}"),
+        Action::PowerCut { recording_id } => format!("powercut {recording_id}"),
         Action::FinishRecording { recording_id, outcome } => format!("finish {recording_id} {outcome:?}"),
         Action::SetLed(l) => format!("led {l:?}"),
         Action::Rejected(why) => format!("rejected: {why}"),
@@ -279,4 +280,59 @@ fn next_deadline_is_the_earliest_of_end_retry_and_next_start() {
     assert_eq!(r.next_deadline(at(100)), Some(at(200)));
     r.handle(Event::CaptureFailed { message: "x".into() }, at(150));
     assert_eq!(r.next_deadline(at(150)), Some(at(152)));
+}
+
+#[test]
+fn power_fail_flushes_and_resumes_as_a_new_part_when_power_stays() {
+    check(
+        Settings::default(),
+        &[
+            (0, Event::ScheduleLoaded(vec![slot("a", 0, 600)]), &["begin a until 600", "start a", "led Recording"]),
+            (10, Event::PowerFail, &["powercut a", "finish a Interrupted(\"power\")", "led Error"]),
+            (11, Event::Tick, &[]),
+            // A glitch: restored, but it fails again before the hold time.
+            (12, Event::PowerRestored, &[]),
+            (13, Event::PowerFail, &[]),
+            (15, Event::Tick, &[]),
+            (20, Event::PowerRestored, &[]),
+            (21, Event::Tick, &[]),
+            (22, Event::Tick, &["begin a until 600", "start a", "led Recording"]),
+            (600, Event::Tick, &["stop a Closed", "finish a Completed", "led Idle"]),
+        ],
+    );
+}
+
+#[test]
+fn power_fail_while_retrying_or_idle_and_nothing_starts_while_failing() {
+    let id = adhoc(0);
+    check(
+        Settings::default(),
+        &[
+            (0, Event::ButtonPress, &[&format!("begin {id} until 14400"), &format!("start {id}"), "led Recording"]),
+            (1, Event::CaptureFailed { message: "x".into() }, &[&format!("stop {id} Failed(\"x\")"), "led Error"]),
+            (2, Event::PowerFail, &[&format!("finish {id} Interrupted(\"power\")"), "led Error"]),
+            // Stopping by hand cancels the resume; the journal already has it interrupted.
+            (3, Event::ButtonPress, &["led Error"]),
+            (4, Event::ButtonPress, &["rejected: power is failing; not starting a recording"]),
+            (5, Event::ScheduleLoaded(vec![slot("b", 0, 60)]), &[]),
+            // With no recording to resume, nothing holds back once power is back: b is due now.
+            (6, Event::PowerRestored, &["begin b until 60", "start b", "led Recording"]),
+            (7, Event::Tick, &[]),
+        ],
+    );
+}
+
+#[test]
+fn power_lost_past_the_scheduled_end_does_not_resume() {
+    check(
+        Settings::default(),
+        &[
+            (0, Event::ScheduleLoaded(vec![slot("a", 0, 30)]), &["begin a until 30", "start a", "led Recording"]),
+            (10, Event::PowerFail, &["powercut a", "finish a Interrupted(\"power\")", "led Error"]),
+            (30, Event::Tick, &["led Error"]),
+            (31, Event::PowerRestored, &[]),
+            (40, Event::Tick, &[]),
+            (50, Event::Shutdown, &["led Off"]),
+        ],
+    );
 }
