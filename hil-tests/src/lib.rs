@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-/// The directory holding `lecternd` and `lectern`: the test binary lives in `target/<profile>/deps`.
+/// The directory holding `lecternd` and `lectern`: a test binary lives in `target/<profile>/deps`,
+/// a bench binary of this crate in `target/<profile>` itself.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().expect("deps dir").parent().expect("profile dir").to_owned();
+    let mut dir = exe.parent().expect("exe dir").to_owned();
+    if !dir.join("lecternd").exists() {
+        dir = dir.parent().expect("profile dir").to_owned();
+    }
     assert!(dir.join("lecternd").exists(), "{} has no lecternd: run `cargo build --workspace --bins` first", dir.display());
     dir
 }

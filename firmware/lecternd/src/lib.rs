@@ -396,8 +396,8 @@ impl Daemon {
                 Action::PowerCut { recording_id } => {
                     if let Some(session) = self.session.take() {
                         match session.power_cut(&*self.clock) {
-                            Ok(part) => {
-                                let ms = self.power_edge.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+                            Ok((part, durable_at)) => {
+                                let ms = self.power_edge.map(|t| durable_at.duration_since(t).as_secs_f64() * 1000.0);
                                 self.last_power_flush_ms = ms;
                                 log::warn!(
                                     target: "lecternd",

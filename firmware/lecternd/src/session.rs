@@ -119,18 +119,19 @@ impl Session {
 
     /// Power is failing: closes and commits the part *first* (whatever the writer has, fsynced,
     /// directory fsynced, row committed), then drops the pipeline without draining it. Returns the
-    /// part summary once everything captured so far is durable.
-    pub fn power_cut(self, clock: &dyn Clock) -> Result<PartSummary, String> {
+    /// part summary and the instant at which everything captured so far was durable.
+    pub fn power_cut(self, clock: &dyn Clock) -> Result<(PartSummary, Instant), String> {
         let id = self.recording_id.clone();
         // Taking the part waits for at most the one chunk the writer is appending; from here on
         // the writer discards, so nothing new reaches the card.
         let part = take(&self.part).ok_or_else(|| format!("recording {id}: part already closed"))?;
         let summary = part.finish(PartEnd::Interrupted("power".into()), clock.now_ms());
+        let durable_at = Instant::now();
         // Dropping the capture sets the pipeline to NULL without waiting for EOS; the writer then
         // sees `End` and exits.
         drop(self.capture);
         let _ = self.writer.join();
-        summary.map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
+        summary.map(|s| (s, durable_at)).map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
     }
 }
 
