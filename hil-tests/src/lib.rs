@@ -291,6 +291,7 @@ fn parse_hms(s: &str) -> Option<Duration> {
 /// One committed segment row, as the tests read it straight from SQLite.
 #[derive(Debug)]
 pub struct Seg {
+    pub part_seq: i64,
     pub seq: i64,
     pub path: PathBuf,
     pub bytes: i64,
@@ -301,16 +302,20 @@ pub struct Seg {
 }
 
 pub fn segments(db: &rusqlite::Connection, media: &Path, recording_id: &str) -> Result<Vec<Seg>> {
-    let mut st = db.prepare("SELECT seq, path, bytes, sha256, duration_ns, recovered, state FROM segments WHERE recording_id = ?1 ORDER BY seq")?;
+    let mut st = db.prepare(
+        "SELECT p.seq, s.seq, s.path, s.bytes, s.sha256, s.duration_ns, s.recovered, s.state \
+         FROM segments s JOIN parts p ON s.part_id = p.id WHERE s.recording_id = ?1 ORDER BY s.seq",
+    )?;
     let rows = st.query_map([recording_id], |r| {
         Ok(Seg {
-            seq: r.get(0)?,
-            path: media.join(r.get::<_, String>(1)?),
-            bytes: r.get(2)?,
-            sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            duration_ns: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-            recovered: r.get::<_, i64>(5)? != 0,
-            state: r.get(6)?,
+            part_seq: r.get(0)?,
+            seq: r.get(1)?,
+            path: media.join(r.get::<_, String>(2)?),
+            bytes: r.get(3)?,
+            sha256: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+            duration_ns: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+            recovered: r.get::<_, i64>(6)? != 0,
+            state: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

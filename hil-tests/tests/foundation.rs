@@ -82,7 +82,7 @@ fn a_button_press_starts_an_adhoc_recording_and_a_second_stops_it_and_the_led_fo
 }
 
 #[test]
-fn sigkill_mid_recording_then_restart_keeps_every_committed_segment_and_repairs_the_tail() {
+fn sigkill_mid_recording_then_restart_keeps_every_committed_segment_repairs_the_tail_and_resumes() {
     let mut d = Daemon::start(SMALL).unwrap();
     let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
     // Media starts when the first segment is opened, not when the request returns.
@@ -100,17 +100,32 @@ fn sigkill_mid_recording_then_restart_keeps_every_committed_segment_and_repairs_
     let db = d.db().unwrap();
     let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
-    assert_eq!(recording_state(&d, &id), "interrupted");
-    let open: i64 = db.query_row("SELECT count(*) FROM segments WHERE state != 'committed'", [], |r| r.get(0)).unwrap();
-    assert_eq!(open, 0, "a segment was left open");
-    let segs = assert_checksums(&d, &id);
-    assert!(segs.last().unwrap().recovered, "the torn tail was not repaired: {segs:?}\n{log}");
+    let (pstate, preason): (String, String) = db
+        .query_row("SELECT state, end_reason FROM parts WHERE recording_id = ?1 AND seq = 1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((pstate.as_str(), preason.as_str()), ("interrupted", "crash"));
+    let part1: Vec<_> = segments(&db, &d.media(), &id).unwrap().into_iter().filter(|s| s.part_seq == 1).collect();
+    for (i, s) in part1.iter().enumerate() {
+        assert_eq!(s.state, "committed", "a segment was left open: {s:?}");
+        assert_eq!(s.seq, i as i64 + 1, "sequence has a hole: {part1:?}");
+        assert_eq!(std::fs::metadata(&s.path).unwrap().len() as i64, s.bytes, "{s:?}");
+        assert_eq!(sha256_file(&s.path).unwrap(), s.sha256, "{s:?}");
+    }
+    assert!(part1.last().unwrap().recovered, "the torn tail was not repaired: {part1:?}\n{log}");
 
     // At most about a second of media before the kill is missing (the fsync interval).
     let all = d.dir.path().join("all.ts");
-    concat(&segs, &all).unwrap();
+    concat(&part1, &all).unwrap();
     let media = discover(&all).unwrap().duration;
     assert!(media + Duration::from_millis(1_100) >= captured, "captured {captured:?}, kept {media:?}");
+
+    // The interrupted ad-hoc recording resumed by itself as part 2 of the same recording.
+    wait_until("resumed", Duration::from_secs(10), || d.status()["recording"]["id"] == id.as_str()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(stopped["stopped"]["state"], "completed", "{stopped}");
+    assert_eq!(stopped["stopped"]["parts"], 2, "{stopped}");
+    assert_checksums(&d, &id);
 
     // And a new recording can start.
     d.ctl(Request::RecordStart { title: None }).unwrap();
@@ -132,6 +147,14 @@ fn sigterm_closes_and_commits_the_open_segment() {
     let all = d.dir.path().join("all.ts");
     concat(&segs, &all).unwrap();
     assert!(discover(&all).unwrap().duration >= Duration::from_millis(4_000));
+
+    // A reboot is not the end of an ad-hoc recording: it resumes as part 2.
+    d.restart().unwrap();
+    wait_until("resumed", Duration::from_secs(10), || d.status()["recording"]["id"] == id.as_str()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!((stopped["stopped"]["state"].as_str(), stopped["stopped"]["parts"].as_u64()), (Some("completed"), Some(2)), "{stopped}");
+    assert!(d.terminate().unwrap().success());
 }
 
 #[test]

@@ -117,6 +117,7 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawRecorder {
     adhoc_max_minutes: Option<u64>,
+    resume_adhoc_window_minutes: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,6 +197,9 @@ pub struct RecorderConfig {
     /// An ad-hoc recording nobody stops ends by itself after this long (a forgotten button press
     /// must not fill the SD card).
     pub adhoc_max: Duration,
+    /// An ad-hoc recording interrupted (crash, shutdown, power) less than this long before the
+    /// daemon starts again is resumed as a new part; an older one stays interrupted.
+    pub resume_adhoc_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +361,9 @@ impl Validator<'_> {
         };
         let recorder = RecorderConfig {
             adhoc_max: Duration::from_secs(60 * self.range("recorder.adhoc_max_minutes", raw.recorder.adhoc_max_minutes, 240, 1, 24 * 60)?),
+            resume_adhoc_window: Duration::from_secs(
+                60 * self.range("recorder.resume_adhoc_window_minutes", raw.recorder.resume_adhoc_window_minutes, 30, 0, 24 * 60)?,
+            ),
         };
 
         Ok(Config {

@@ -218,6 +218,7 @@ impl Daemon {
         };
         daemon.board.led.set_pattern(LedPattern::Idle);
         daemon.reload_schedule(true);
+        daemon.resume_adhoc();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         log::info!(
             target: "lecternd",
@@ -525,6 +526,34 @@ impl Daemon {
             "media_dir": self.config.journal.media_dir.display().to_string(),
             "uptime_s": self.started.elapsed().as_secs(),
         })
+    }
+
+    /// At start-up: resumes the most recent ad-hoc recording that a crash, reboot or power cut
+    /// interrupted less than `resume_adhoc_window` ago. (Scheduled ones resume through the
+    /// schedule: their event is still due.)
+    fn resume_adhoc(&mut self) {
+        let window = self.config.recorder.resume_adhoc_window.as_millis() as i64;
+        if window == 0 || *self.recorder.state() != State::Idle {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let recordings = match self.journal.recordings() {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!(target: "lecternd", "cannot look for recordings to resume: {e}");
+                return;
+            }
+        };
+        let candidate = recordings
+            .into_iter()
+            .filter(|r| r.kind == lectern_journal::RecordingKind::Adhoc && r.state == lectern_journal::RecordingState::Interrupted)
+            .filter(|r| matches!(r.end_reason.as_deref(), Some("crash" | "shutdown" | "power")))
+            .filter(|r| r.ended_at_ms.is_some_and(|t| t >= now - window))
+            .max_by_key(|r| r.ended_at_ms);
+        if let Some(r) = candidate {
+            log::info!(target: "lecternd", "recording {}: interrupted ({}) {} s ago; resuming", r.id, r.end_reason.as_deref().unwrap_or("?"), (now - r.ended_at_ms.unwrap_or(now)) / 1000);
+            let _ = self.feed(lectern_recorder::Event::ResumeAdhoc { id: r.id, title: r.title, started_at_ms: r.started_at_ms });
+        }
     }
 
     /// Reloads the local `.ics` file when it changed. A file that fails to parse never replaces

@@ -34,6 +34,9 @@
 //! - A capture failure ends the current part as failed and retries with exponential back-off while
 //!   the recording is still wanted. A recording that had a failure ends "interrupted", never
 //!   "completed".
+//! - At start-up an ad-hoc recording cut short less than the configured window ago resumes as a
+//!   new part of the same recording (the daemon sends `ResumeAdhoc`); a scheduled one resumes
+//!   because the schedule says it is due.
 //! - Power-fail edge: everything captured is made durable at once (`PowerCut`), the recording is
 //!   marked "interrupted: power" and nothing new starts while the line is asserted. If the line
 //!   clears and stays clear for `power_hold_ms` while the recording is still wanted (scheduled end
@@ -117,6 +120,9 @@ pub enum Event {
     ScheduleLoaded(Vec<Slot>),
     /// The capture pipeline failed to start or failed while running.
     CaptureFailed { message: String },
+    /// At start-up: an ad-hoc recording that was cut short (crash, reboot, power) recently enough
+    /// to continue. Scheduled recordings need no such event: the schedule says they are due.
+    ResumeAdhoc { id: String, title: String, started_at_ms: Millis },
     /// The power-fail input asserted: the supply is going away.
     PowerFail,
     /// The power-fail input cleared: the supply is back (or it was a glitch).
@@ -297,6 +303,16 @@ impl Recorder {
                     out.push(Action::StopCapture { recording_id: active.spec.id.clone(), end: PartEnd::Failed(message) });
                     out.push(Action::SetLed(Led::Error));
                     self.state = State::Retrying { active, retry_at_ms: now + backoff };
+                }
+            }
+            Event::ResumeAdhoc { id, title, started_at_ms } => {
+                let planned_end_ms = started_at_ms + self.settings.adhoc_max_ms;
+                if self.state != State::Idle || self.power_failing || now >= planned_end_ms {
+                    out.push(Action::Note(format!("not resuming ad-hoc recording {id}")));
+                } else {
+                    out.push(Action::Note(format!("resuming ad-hoc recording {id} as a new part")));
+                    self.last_adhoc_id = Some(id.clone());
+                    self.begin(RecordingSpec { id, title, kind: Kind::Adhoc, started_at_ms, planned_end_ms }, &mut out);
                 }
             }
             Event::PowerFail => {

@@ -336,3 +336,17 @@ fn power_lost_past_the_scheduled_end_does_not_resume() {
         ],
     );
 }
+
+#[test]
+fn an_interrupted_adhoc_recording_resumes_at_start_up_unless_past_its_cap_or_busy() {
+    let settings = Settings { adhoc_max_ms: 3_600_000, ..Settings::default() };
+    let resume = |id: &str, started_s: i64| Event::ResumeAdhoc { id: id.into(), title: "t".into(), started_at_ms: at(started_s) };
+    check(
+        settings.clone(),
+        &[
+            (0, resume("adhoc-x", -600), &["begin adhoc-x until 3000", "start adhoc-x", "led Recording"]),
+            (1, resume("adhoc-y", -600), &[]),
+        ],
+    );
+    check(settings, &[(0, resume("adhoc-old", -3_600), &[])]);
+}
