@@ -54,6 +54,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawPower {
     hold_ms: Option<u64>,
+    poweroff_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +208,9 @@ pub struct PowerConfig {
     /// After a power-fail edge, power must stay restored this long before recording resumes
     /// (a flapping supervisor line must not start and cut parts in a loop).
     pub hold: Duration,
+    /// Power off (`systemctl poweroff`) when the power-fail line stays asserted this long;
+    /// `None` (0 in the file) never does.
+    pub poweroff_after: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -375,7 +379,12 @@ impl Validator<'_> {
             schedule,
             control_socket: self.path(raw.control.socket.unwrap_or_else(|| PathBuf::from("/run/lectern/control.sock"))),
             recorder,
-            power: PowerConfig { hold: Duration::from_millis(self.range("power.hold_ms", raw.power.hold_ms, 2000, 0, 600_000)?) },
+            power: PowerConfig {
+                hold: Duration::from_millis(self.range("power.hold_ms", raw.power.hold_ms, 2000, 0, 600_000)?),
+                poweroff_after: Some(self.range("power.poweroff_after_ms", raw.power.poweroff_after_ms, 0, 0, 600_000)?)
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis),
+            },
         })
     }
 }

@@ -186,6 +186,7 @@ impl Daemon {
             retry_initial_ms: c.capture.retry_initial.as_millis() as i64,
             retry_max_ms: c.capture.retry_max.as_millis() as i64,
             power_hold_ms: c.power.hold.as_millis() as i64,
+            poweroff_after_ms: c.power.poweroff_after.map(|d| d.as_millis() as i64),
             ..Settings::default()
         });
         let mut usec = 0;
@@ -440,6 +441,16 @@ impl Daemon {
                     }
                 }
                 Action::SetLed(led) => self.board.led.set_pattern(led_pattern(led)),
+                Action::PowerOff => {
+                    // Everything is already committed (the power cut came first); ask systemd for
+                    // an orderly power-off, which SIGTERMs us like any other shutdown.
+                    let _ = self.journal.log_state(None, "poweroff", "power-fail line stayed asserted", now);
+                    match std::process::Command::new("systemctl").arg("poweroff").status() {
+                        Ok(st) if st.success() => log::warn!(target: "lecternd", "power-off requested"),
+                        Ok(st) => log::error!(target: "lecternd", "systemctl poweroff failed: {st}"),
+                        Err(e) => log::error!(target: "lecternd", "cannot run systemctl poweroff: {e}"),
+                    }
+                }
                 Action::Rejected(why) => {
                     log::info!(target: "lecternd", "request rejected: {why}");
                     rejected = Err(why);

@@ -147,6 +147,9 @@ pub enum Action {
     /// Mark the recording finished in the journal.
     FinishRecording { recording_id: String, outcome: Outcome },
     SetLed(Led),
+    /// The power-fail line stayed asserted past `poweroff_after_ms`: ask the OS to power off
+    /// cleanly while the hold-up supply still lasts.
+    PowerOff,
     /// A request that cannot be done now; the daemon reports it to the caller and logs it.
     Rejected(String),
     /// Something worth a log line at info level (ignored presses and the like).
@@ -165,11 +168,13 @@ pub struct Settings {
     pub postroll_ms: Millis,
     /// How long power must stay restored after a power-fail edge before recording resumes.
     pub power_hold_ms: Millis,
+    /// If set, how long the power-fail line may stay asserted before the box powers off.
+    pub poweroff_after_ms: Option<Millis>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0, power_hold_ms: 2_000 }
+        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0, power_hold_ms: 2_000, poweroff_after_ms: None }
     }
 }
 
@@ -226,11 +231,13 @@ pub struct Recorder {
     last_adhoc_id: Option<String>,
     /// True while the power-fail input is asserted; nothing new starts then.
     power_failing: bool,
+    /// When the power-fail line was asserted, while it is; cleared once a power-off was asked for.
+    power_fail_since: Option<Millis>,
 }
 
 impl Recorder {
     pub fn new(settings: Settings) -> Recorder {
-        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false }
+        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None }
     }
 
     pub fn state(&self) -> &State {
@@ -253,6 +260,9 @@ impl Recorder {
                 deadlines.extend(restored_at_ms.map(|t| t + self.settings.power_hold_ms));
             }
             State::Idle | State::Stopped => {}
+        }
+        if let (Some(since), Some(after)) = (self.power_fail_since, self.settings.poweroff_after_ms) {
+            deadlines.push(since + after);
         }
         deadlines.extend(self.schedule.iter().map(|s| s.start_ms - self.settings.preroll_ms).filter(|&t| t > now));
         deadlines.into_iter().min()
@@ -317,6 +327,7 @@ impl Recorder {
             }
             Event::PowerFail => {
                 self.power_failing = true;
+                self.power_fail_since.get_or_insert(now);
                 match std::mem::replace(&mut self.state, State::Idle) {
                     State::Recording { active } => {
                         out.push(Action::PowerCut { recording_id: active.spec.id.clone() });
@@ -338,6 +349,7 @@ impl Recorder {
             }
             Event::PowerRestored => {
                 self.power_failing = false;
+                self.power_fail_since = None;
                 if let State::PowerLost { restored_at_ms, .. } = &mut self.state {
                     *restored_at_ms = Some(now);
                     out.push(Action::Note(format!("power restored; resuming after {} ms if it stays", self.settings.power_hold_ms)));
@@ -367,6 +379,13 @@ impl Recorder {
 
     /// Time-driven transitions, run after every event: planned ends, retries, scheduled starts.
     fn on_time(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if let (Some(since), Some(after)) = (self.power_fail_since, self.settings.poweroff_after_ms) {
+            if now >= since + after {
+                out.push(Action::Note(format!("power-fail line asserted for {} ms: powering off", now - since)));
+                out.push(Action::PowerOff);
+                self.power_fail_since = None;
+            }
+        }
         if let State::PowerLost { active, restored_at_ms } = &self.state {
             if now >= active.spec.planned_end_ms {
                 // Nothing left to resume: the recording stays interrupted by power.

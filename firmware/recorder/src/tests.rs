@@ -23,6 +23,7 @@ fn show(a: &Action) -> String {
         Action::PowerCut { recording_id } => format!("powercut {recording_id}"),
         Action::FinishRecording { recording_id, outcome } => format!("finish {recording_id} {outcome:?}"),
         Action::SetLed(l) => format!("led {l:?}"),
+        Action::PowerOff => "poweroff".into(),
         Action::Rejected(why) => format!("rejected: {why}"),
         Action::Note(_) => String::new(),
     }
@@ -349,4 +350,22 @@ fn an_interrupted_adhoc_recording_resumes_at_start_up_unless_past_its_cap_or_bus
         ],
     );
     check(settings, &[(0, resume("adhoc-old", -3_600), &[])]);
+}
+
+#[test]
+fn a_power_fail_line_that_stays_asserted_powers_off_once_if_configured() {
+    let settings = Settings { poweroff_after_ms: Some(5_000), ..Settings::default() };
+    check(
+        settings.clone(),
+        &[
+            (0, Event::PowerFail, &[]),
+            (4, Event::Tick, &[]),
+            (5, Event::Tick, &["poweroff"]),
+            (6, Event::Tick, &[]),
+        ],
+    );
+    // Power back in time: no power-off.
+    check(settings, &[(0, Event::PowerFail, &[]), (3, Event::PowerRestored, &[]), (10, Event::Tick, &[])]);
+    // Not configured: never.
+    check(Settings::default(), &[(0, Event::PowerFail, &[]), (100_000, Event::Tick, &[])]);
 }
