@@ -1192,3 +1192,26 @@ fn pts_span_handles_reordering_and_wraparound() {
     let top = 1u64 << 33;
     check(&[top - 90_000, top - 45_000, 45_000], top - 90_000, 1500);
 }
+
+/// Regression: a muxer under CPU starvation once emitted a PTS above i64::MAX; SQLite refused the
+/// segment row and the whole recording failed. Such a PTS is treated as absent.
+#[test]
+fn regression_wrapped_pts_does_not_fail_the_commit() {
+    let (_dir, mut journal) = new_journal();
+    start(&mut journal, "wrapped");
+    let mut w = journal.open_part("wrapped", "test", T0_MS).unwrap();
+    let now = std::time::Instant::now();
+    let packet = |pid_byte: u8| {
+        let mut p = vec![0u8; 188];
+        p[0] = 0x47;
+        p[2] = pid_byte;
+        p
+    };
+    w.push_data(&packet(0), Some(0), true, now, T0_MS).unwrap();
+    w.push_data(&packet(0x41), Some(u64::MAX - 5), false, now, T0_MS).unwrap();
+    w.push_data(&packet(0x41), Some(1_000 * MS), false, now, T0_MS).unwrap();
+    let cut = w.push_data(&packet(0), Some(2_000 * MS), true, now, T0_MS).unwrap().expect("cut at 2 s");
+    assert_eq!(cut.duration_ns, Some(2_000 * MS));
+    let part = w.finish(PartEnd::Closed, T0_MS + 1).unwrap();
+    assert_eq!(part.segments, 2);
+}

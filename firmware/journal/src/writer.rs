@@ -258,6 +258,11 @@ impl PartWriter {
         if bytes.is_empty() {
             return Ok(None);
         }
+        // A PTS beyond i64::MAX ns (292 years) is not a time but a muxer's wrapped negative
+        // value; seen once under CPU starvation, where it made SQLite refuse the segment row
+        // ("out of range integral type conversion") and failed the recording. Treat it as
+        // unstamped: the cut rule already copes with chunks without a PTS.
+        let pts_ns = pts_ns.filter(|&p| i64::try_from(p).is_ok());
         let media_pts = pts_ns.or(self.last_pts_seen);
         let mut committed = None;
         if let Some(seg) = &self.open {
