@@ -41,14 +41,33 @@ pub fn prepare(out: &Path) -> Result<Setup> {
         eprintln!("xtask: creating {}", venv.display());
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    let installed = || first_line(Command::new(&python).args(["-c", "import importlib.metadata as m; print(m.version('pyca'))"]));
+    let installed = || {
+        first_line(Command::new(&python).args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('pyca'))",
+        ]))
+    };
     if installed().ok().as_deref() != Some(PYCA_VERSION) {
         eprintln!("xtask: pip install pyca=={PYCA_VERSION}");
-        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", &format!("pyca=={PYCA_VERSION}")]))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            &format!("pyca=={PYCA_VERSION}"),
+        ]))?;
     }
     let pyca_version = installed()?;
-    let freeze = String::from_utf8(Command::new(venv.join("bin/pip")).arg("freeze").output()?.stdout)?;
-    Ok(Setup { venv, pyca_version, freeze, ffmpeg_version })
+    let freeze = String::from_utf8(
+        Command::new(venv.join("bin/pip"))
+            .arg("freeze")
+            .output()?
+            .stdout,
+    )?;
+    Ok(Setup {
+        venv,
+        pyca_version,
+        freeze,
+        ffmpeg_version,
+    })
 }
 
 /// A running pyca with its stand-in server and one scheduled event.
@@ -63,7 +82,13 @@ pub struct Anchor {
 
 impl Anchor {
     /// Starts the stand-in and pyca in `out/anchor`; the event begins `lead` from now.
-    pub fn start(setup: &Setup, root: &Path, out: &Path, minutes: u32, lead: Duration) -> Result<Anchor> {
+    pub fn start(
+        setup: &Setup,
+        root: &Path,
+        out: &Path,
+        minutes: u32,
+        lead: Duration,
+    ) -> Result<Anchor> {
         let dir = out.join("anchor");
         std::fs::create_dir_all(dir.join("recordings"))?;
         // The event start is a whole Unix second, as in an iCalendar; the Instant is derived from it.
@@ -78,7 +103,13 @@ impl Anchor {
             "opencast stand-in",
             Command::new("python3")
                 .arg(anchors.join("opencast_standin.py"))
-                .args(["--start", &start_epoch.to_string(), "--minutes", &minutes.to_string(), "--port-file"])
+                .args([
+                    "--start",
+                    &start_epoch.to_string(),
+                    "--minutes",
+                    &minutes.to_string(),
+                    "--port-file",
+                ])
                 .arg(&port_file),
             &dir.join("standin.log"),
         )?;
@@ -88,20 +119,37 @@ impl Anchor {
                 break p.trim().to_owned();
             }
             if Instant::now() > deadline {
-                bail!("the Opencast stand-in did not start; see {}", dir.join("standin.log").display());
+                bail!(
+                    "the Opencast stand-in did not start; see {}",
+                    dir.join("standin.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
 
         let template = std::fs::read_to_string(anchors.join("pyca.conf.in"))?;
         let conf = dir.join("pyca.conf");
-        std::fs::write(&conf, template.replace("@OUT@", &dir.display().to_string()).replace("@PORT@", &port))?;
+        std::fs::write(
+            &conf,
+            template
+                .replace("@OUT@", &dir.display().to_string())
+                .replace("@PORT@", &port),
+        )?;
         let pyca = Managed::spawn(
             "pyca",
-            Command::new(setup.venv.join("bin/pyca")).arg("-c").arg(&conf).arg("run").current_dir(&dir),
+            Command::new(setup.venv.join("bin/pyca"))
+                .arg("-c")
+                .arg(&conf)
+                .arg("run")
+                .current_dir(&dir),
             &dir.join("pyca.log"),
         )?;
-        Ok(Anchor { dir, pyca, standin, event_start })
+        Ok(Anchor {
+            dir,
+            pyca,
+            standin,
+            event_start,
+        })
     }
 
     /// pyca's own processes: `pyca run` and its children, without the ffmpeg it started.
@@ -110,7 +158,10 @@ impl Anchor {
         if main == 0 {
             return Vec::new();
         }
-        let mut pids: Vec<u32> = procfs::descendants(main).into_iter().filter(|&p| procfs::comm(p) != "ffmpeg").collect();
+        let mut pids: Vec<u32> = procfs::descendants(main)
+            .into_iter()
+            .filter(|&p| procfs::comm(p) != "ffmpeg")
+            .collect();
         if procfs::alive(main) {
             pids.push(main);
         }
@@ -124,13 +175,18 @@ impl Anchor {
         if main == 0 {
             return None;
         }
-        procfs::descendants(main).into_iter().find(|&p| procfs::comm(p) == "ffmpeg")
+        procfs::descendants(main)
+            .into_iter()
+            .find(|&p| procfs::comm(p) == "ffmpeg")
     }
 
     /// Fails if pyca has exited (it never should before we stop it).
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(st) = self.pyca.exited() {
-            bail!("pyca exited ({st}); see {}", self.dir.join("pyca.log").display());
+            bail!(
+                "pyca exited ({st}); see {}",
+                self.dir.join("pyca.log").display()
+            );
         }
         Ok(())
     }
@@ -169,7 +225,12 @@ pub fn first_line(cmd: &mut Command) -> Result<String> {
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_owned())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -47,12 +47,20 @@ pub struct Options {
 
 impl Options {
     pub fn parse(args: &[String], root: &Path) -> Result<Options> {
-        let mut o = Options { minutes: 10, out: root.join("target/bench-record"), anchor: true, interval: 5, pattern: DEFAULT_PATTERN.into() };
+        let mut o = Options {
+            minutes: 10,
+            out: root.join("target/bench-record"),
+            anchor: true,
+            interval: 5,
+            pattern: DEFAULT_PATTERN.into(),
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().with_context(|| format!("{a} needs a value"));
             match a.as_str() {
-                "--minutes" => o.minutes = value()?.parse().context("--minutes N (whole minutes)")?,
+                "--minutes" => {
+                    o.minutes = value()?.parse().context("--minutes N (whole minutes)")?
+                }
                 "--out" => o.out = PathBuf::from(value()?),
                 "--interval" => o.interval = value()?.parse().context("--interval SECONDS")?,
                 "--pattern" => o.pattern = value()?.clone(),
@@ -102,9 +110,10 @@ socket = "run/control.sock"
 "#;
 
 /// Lectern's sim camera pattern for the benchmark. The daemon's default, `ball`, is a small ball
-/// on black that x264 squeezes to a few hundred kbit/s, so the encoder would do far less work
-/// than ffmpeg does on `testsrc2` (which fills the 4000 kbit/s). videotestsrc's `smpte` bars carry
-/// a noise patch that makes x264 use the whole bitrate, like testsrc2: comparable encoder load.
+/// on black that x264 squeezes to about 350 kbit/s, so Lectern's encoder would do far less work
+/// than ffmpeg's on `testsrc2`, which fills the 4000 kbit/s. videotestsrc's `smpte` bars (scrolled
+/// by the sim camera, with their noise patch) make x264 use the whole bitrate too: comparable
+/// encoder load. `--pattern ball` measures the daemon's default picture instead.
 const DEFAULT_PATTERN: &str = "smpte";
 
 /// How long before the event start pyca gets to start and fetch its schedule.
@@ -127,23 +136,35 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         bail!("cargo build --release --bins failed");
     }
     let bin = root.join("target/release");
-    let setup = if opts.anchor { Some(anchor::prepare(&out)?) } else { None };
+    let setup = if opts.anchor {
+        Some(anchor::prepare(&out)?)
+    } else {
+        None
+    };
 
     // Lectern: config, media directory (the journal refuses a missing one), daemon.
     let ldir = out.join("lectern");
     std::fs::create_dir_all(ldir.join("media"))?;
     let config = ldir.join("lectern.toml");
     std::fs::write(&config, LECTERN_CONFIG.replace("@PATTERN@", &opts.pattern))?;
-    let cli = Cli { bin: bin.join("lectern"), config: config.clone() };
+    let cli = Cli {
+        bin: bin.join("lectern"),
+        config: config.clone(),
+    };
     let mut daemon = Managed::spawn(
         "lecternd",
-        Command::new(bin.join("lecternd")).arg("--config").arg(&config),
+        Command::new(bin.join("lecternd"))
+            .arg("--config")
+            .arg(&config),
         &ldir.join("lecternd.log"),
     )?;
     let up = Instant::now();
     while cli.json(&["status"]).is_err() {
         if let Some(st) = daemon.exited() {
-            bail!("lecternd exited at start-up ({st}); see {}", ldir.join("lecternd.log").display());
+            bail!(
+                "lecternd exited at start-up ({st}); see {}",
+                ldir.join("lecternd.log").display()
+            );
         }
         if up.elapsed() > Duration::from_secs(30) {
             bail!("lecternd's control socket did not answer within 30 s");
@@ -151,7 +172,10 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let lpid = daemon.pid();
-    let encoder = cli.json(&["status"])?["encoder"]["element"].as_str().unwrap_or("?").to_owned();
+    let encoder = cli.json(&["status"])?["encoder"]["element"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
     if encoder != "x264enc" {
         bail!("lecternd chose encoder {encoder}, not x264enc");
     }
@@ -165,17 +189,35 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         sleep_until(a.event_start - Duration::from_secs(2));
     }
     let lectern_idle_pss = procfs::pss_kib(lpid).unwrap_or(0);
-    let pyca_idle_pss: Option<u64> = anchor.as_ref().map(|a| a.pyca_pids().iter().filter_map(|&p| procfs::pss_kib(p)).sum());
+    let pyca_idle_pss: Option<u64> = anchor.as_ref().map(|a| {
+        a.pyca_pids()
+            .iter()
+            .filter_map(|&p| procfs::pss_kib(p))
+            .sum()
+    });
     if let Some(a) = &anchor {
         sleep_until(a.event_start);
     }
 
     // Both recordings start now.
     let l_base = procfs::counters(lpid).context("lecternd's /proc counters")?;
+    let machine_base = procfs::machine_busy_ticks();
+    let others_base = procfs::all_cpu_ticks();
     let l_t0 = Instant::now();
     let started = cli.json(&["record", "start", "--title", "bench-record"])?;
-    let recording_id = started["recording"]["id"].as_str().context("record start returned no recording id")?.to_owned();
-    eprintln!("xtask: recording {recording_id} for {} min{}", opts.minutes, if anchor.is_some() { " (and the pyca anchor)" } else { "" });
+    let recording_id = started["recording"]["id"]
+        .as_str()
+        .context("record start returned no recording id")?
+        .to_owned();
+    eprintln!(
+        "xtask: recording {recording_id} for {} min{}",
+        opts.minutes,
+        if anchor.is_some() {
+            " (and the pyca anchor)"
+        } else {
+            ""
+        }
+    );
     let l_end = l_t0 + Duration::from_secs(u64::from(opts.minutes) * 60);
 
     let mut lectern = Side::default();
@@ -188,12 +230,16 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let mut next_pss = Instant::now();
     let half = l_t0 + Duration::from_secs(u64::from(opts.minutes) * 30);
     let mut dumped = false;
-    let mut csv = String::from("t_s,lectern_pss_kib,pyca_pss_kib,ffmpeg_pss_kib,lectern_frames_dropped\n");
+    let mut csv =
+        String::from("t_s,lectern_pss_kib,pyca_pss_kib,ffmpeg_pss_kib,lectern_frames_dropped\n");
 
     loop {
         let now = Instant::now();
         if daemon.exited().is_some() {
-            bail!("lecternd exited during the benchmark; see {}", ldir.join("lecternd.log").display());
+            bail!(
+                "lecternd exited during the benchmark; see {}",
+                ldir.join("lecternd.log").display()
+            );
         }
 
         // The anchor: find ffmpeg, read everyone's counters, notice when ffmpeg has ended.
@@ -203,16 +249,25 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
                 if let Some(pid) = a.ffmpeg_pid() {
                     ffmpeg_pid = Some(pid);
                     ffmpeg_args = std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|b| b.split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+                        .map(|b| {
+                            b.split(|&c| c == 0)
+                                .map(|s| String::from_utf8_lossy(s).into_owned())
+                                .collect()
+                        })
                         .unwrap_or_default();
                     a_window.0 = Some(now);
                     // pyca's processes are measured from here on; ffmpeg from its start (zero).
                     for p in a.pyca_pids() {
-                        anchor_side.base.insert(p, procfs::counters(p).unwrap_or_default());
+                        anchor_side
+                            .base
+                            .insert(p, procfs::counters(p).unwrap_or_default());
                     }
                     anchor_side.base.insert(pid, Counters::default());
                 } else if now > a.event_start + Duration::from_secs(20) {
-                    bail!("pyca did not start ffmpeg within 20 s of the event; see {}", a.dir.join("pyca.log").display());
+                    bail!(
+                        "pyca did not start ffmpeg within 20 s of the event; see {}",
+                        a.dir.join("pyca.log").display()
+                    );
                 }
             }
             if a_window.0.is_some() && a_window.1.is_none() {
@@ -234,7 +289,10 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         }
         if stopping.as_ref().is_some_and(|h| h.is_finished()) {
             let done = stopping.take().unwrap().join().expect("stop thread")?;
-            l_stopped = Some((done, procfs::counters(lpid).context("lecternd's counters after stop")?));
+            l_stopped = Some((
+                done,
+                procfs::counters(lpid).context("lecternd's counters after stop")?,
+            ));
         }
 
         // PSS at the slower interval, each side only while it records.
@@ -243,7 +301,12 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
             let l = (now < l_end).then(|| procfs::pss_kib(lpid)).flatten();
             let (mut py, mut ff) = (None, None);
             if let (Some(a), Some(pid), (Some(_), None)) = (anchor.as_ref(), ffmpeg_pid, a_window) {
-                py = Some(a.pyca_pids().iter().filter_map(|&p| procfs::pss_kib(p)).sum::<u64>());
+                py = Some(
+                    a.pyca_pids()
+                        .iter()
+                        .filter_map(|&p| procfs::pss_kib(p))
+                        .sum::<u64>(),
+                );
                 ff = procfs::pss_kib(pid);
             }
             if let Some(v) = l {
@@ -261,9 +324,23 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
                 anchor_side.pss.push(p + f);
                 anchor_side.pss_parts.push((p, f));
             }
-            let dropped = if l.is_some() { cli.json(&["status"]).ok().and_then(|s| s["capture"]["frames_dropped"].as_u64()) } else { None };
+            let dropped = if l.is_some() {
+                cli.json(&["status"])
+                    .ok()
+                    .and_then(|s| s["capture"]["frames_dropped"].as_u64())
+            } else {
+                None
+            };
             let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-            let _ = writeln!(csv, "{:.1},{},{},{},{}", now.duration_since(l_t0).as_secs_f64(), cell(l), cell(py), cell(ff), cell(dropped));
+            let _ = writeln!(
+                csv,
+                "{:.1},{},{},{},{}",
+                now.duration_since(l_t0).as_secs_f64(),
+                cell(l),
+                cell(py),
+                cell(ff),
+                cell(dropped)
+            );
         }
 
         let anchor_done = anchor.is_none() || a_window.1.is_some();
@@ -279,6 +356,38 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
 
     // Lectern's results from its own API.
     let (l_t1, l_last) = l_stopped.expect("loop ends after the stop");
+    let machine_busy_pct = (procfs::machine_busy_ticks() - machine_base) as f64
+        / procfs::clock_ticks_per_second() as f64
+        / l_t0.elapsed().as_secs_f64()
+        * 100.0;
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    // Everything else that ran during the window, by command name (processes that both started
+    // and ended inside the window are not seen): on a shared machine this explains frame drops.
+    let mut measured: Vec<u32> = vec![lpid, std::process::id()];
+    measured.extend(anchor_side.last.keys());
+    let mut others: HashMap<String, u64> = HashMap::new();
+    for (pid, (name, ticks)) in procfs::all_cpu_ticks() {
+        if measured.contains(&pid) {
+            continue;
+        }
+        let base = others_base
+            .get(&pid)
+            .filter(|(n, _)| *n == name)
+            .map_or(0, |(_, t)| *t);
+        *others.entry(name).or_default() += ticks.saturating_sub(base);
+    }
+    let window_s = l_t0.elapsed().as_secs_f64();
+    let mut others: Vec<(String, f64)> = others
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t as f64 / procfs::clock_ticks_per_second() as f64 / window_s * 100.0,
+            )
+        })
+        .filter(|(_, pct)| *pct >= 5.0)
+        .collect();
+    others.sort_by(|a, b| b.1.total_cmp(&a.1));
     let status = cli.json(&["status"])?;
     let recordings = cli.json(&["recordings"])?;
     let rec = recordings["recordings"]
@@ -291,14 +400,18 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let l_bytes = rec["bytes"].as_u64().unwrap_or(0);
     let l_media_s = rec["media_duration_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
     let l_segments = rec["segments"].as_u64().unwrap_or(0);
-    let first_segment = cli
-        .json(&["segments", &recording_id])
-        .ok()
-        .and_then(|v| v["segments"][0]["path"].as_str().map(|p| ldir.join("media").join(p)));
+    let first_segment = cli.json(&["segments", &recording_id]).ok().and_then(|v| {
+        v["segments"][0]["path"]
+            .as_str()
+            .map(|p| ldir.join("media").join(p))
+    });
     let lectern_result = Measured {
         pss_mean_kib: mean(&lectern.pss),
         pss_max_kib: lectern.pss.iter().copied().max().unwrap_or(0),
-        cpu_pct: (l_last.cpu_ticks - l_base.cpu_ticks) as f64 / procfs::clock_ticks_per_second() as f64 / l_wall * 100.0,
+        cpu_pct: (l_last.cpu_ticks - l_base.cpu_ticks) as f64
+            / procfs::clock_ticks_per_second() as f64
+            / l_wall
+            * 100.0,
         write_bytes: l_last.write_bytes - l_base.write_bytes,
         media_bytes: l_bytes,
         media_s: l_media_s,
@@ -310,12 +423,19 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let mut anchor_result = None;
     if let Some(mut a) = anchor.take() {
         a.stop();
-        let (Some(t0), Some(t1)) = a_window else { unreachable!("the loop waits for both") };
+        let (Some(t0), Some(t1)) = a_window else {
+            unreachable!("the loop waits for both")
+        };
         let wall = t1.duration_since(t0).as_secs_f64();
         let (cpu, writes, ffmpeg_writes) = anchor_side.totals(ffmpeg_pid);
         let mp4 = a.recording().context("ffmpeg left no MP4")?;
         let probe = ffprobe(&mp4)?;
-        let t_arg: f64 = ffmpeg_args.iter().position(|s| s == "-t").and_then(|i| ffmpeg_args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let t_arg: f64 = ffmpeg_args
+            .iter()
+            .position(|s| s == "-t")
+            .and_then(|i| ffmpeg_args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
         anchor_result = Some((
             Measured {
                 pss_mean_kib: mean(&anchor_side.pss),
@@ -327,8 +447,20 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
                 x264: x264_options(&mp4),
             },
             AnchorExtra {
-                pyca_pss_mean_kib: mean(&anchor_side.pss_parts.iter().map(|p| p.0).collect::<Vec<_>>()),
-                ffmpeg_pss_mean_kib: mean(&anchor_side.pss_parts.iter().map(|p| p.1).collect::<Vec<_>>()),
+                pyca_pss_mean_kib: mean(
+                    &anchor_side
+                        .pss_parts
+                        .iter()
+                        .map(|p| p.0)
+                        .collect::<Vec<_>>(),
+                ),
+                ffmpeg_pss_mean_kib: mean(
+                    &anchor_side
+                        .pss_parts
+                        .iter()
+                        .map(|p| p.1)
+                        .collect::<Vec<_>>(),
+                ),
                 ffmpeg_write_bytes: ffmpeg_writes,
                 packets: probe.video_packets,
                 t_arg,
@@ -344,7 +476,11 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         r,
         "## `cargo xtask bench-record --minutes {}{}{}`\n",
         opts.minutes,
-        if opts.pattern == DEFAULT_PATTERN { String::new() } else { format!(" --pattern {}", opts.pattern) },
+        if opts.pattern == DEFAULT_PATTERN {
+            String::new()
+        } else {
+            format!(" --pattern {}", opts.pattern)
+        },
         if opts.anchor { "" } else { " --no-anchor" }
     );
     let _ = writeln!(r, "{}\n", machine.markdown());
@@ -352,21 +488,43 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let minutes_media = l_media_s / 60.0;
     let mib = |k: f64| format!("{:.1}", k / 1024.0);
     if anchor_result.is_some() {
-        let _ = writeln!(r, "| metric | Lectern (lecternd) | pyca 4.4 + ffmpeg |\n| --- | --- | --- |");
+        let _ = writeln!(
+            r,
+            "| metric | Lectern (lecternd) | pyca 4.4 + ffmpeg |\n| --- | --- | --- |"
+        );
     } else {
         let _ = writeln!(r, "| metric | Lectern (lecternd) |\n| --- | --- |");
     }
     let mut row = |name: &str, l: String, a: Option<String>| {
-        let _ = writeln!(r, "| {name} | {l} |{}", a.map_or(String::new(), |a| format!(" {a} |")));
+        let _ = writeln!(
+            r,
+            "| {name} | {l} |{}",
+            a.map_or(String::new(), |a| format!(" {a} |"))
+        );
     };
     let a = anchor_result.as_ref();
     row(
         "PSS mean, MiB",
         mib(lectern_result.pss_mean_kib),
-        a.map(|(m, x)| format!("{} (pyca {} + ffmpeg {})", mib(m.pss_mean_kib), mib(x.pyca_pss_mean_kib), mib(x.ffmpeg_pss_mean_kib))),
+        a.map(|(m, x)| {
+            format!(
+                "{} (pyca {} + ffmpeg {})",
+                mib(m.pss_mean_kib),
+                mib(x.pyca_pss_mean_kib),
+                mib(x.ffmpeg_pss_mean_kib)
+            )
+        }),
     );
-    row("PSS max, MiB", mib(lectern_result.pss_max_kib as f64), a.map(|(m, _)| mib(m.pss_max_kib as f64)));
-    row("CPU, % of one core", format!("{:.1}", lectern_result.cpu_pct), a.map(|(m, _)| format!("{:.1}", m.cpu_pct)));
+    row(
+        "PSS max, MiB",
+        mib(lectern_result.pss_max_kib as f64),
+        a.map(|(m, _)| mib(m.pss_max_kib as f64)),
+    );
+    row(
+        "CPU, % of one core",
+        format!("{:.1}", lectern_result.cpu_pct),
+        a.map(|(m, _)| format!("{:.1}", m.cpu_pct)),
+    );
     row(
         "frames dropped",
         format!("{} (in {}, expected {})", lc("frames_dropped"), lc("frames_in"), lc("frames_expected")),
@@ -380,7 +538,12 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     );
     row(
         "write amplification (write_bytes ÷ media bytes)",
-        format!("{:.4} ({} ÷ {})", ratio(lectern_result.write_bytes, lectern_result.media_bytes), lectern_result.write_bytes, lectern_result.media_bytes),
+        format!(
+            "{:.4} ({} ÷ {})",
+            ratio(lectern_result.write_bytes, lectern_result.media_bytes),
+            lectern_result.write_bytes,
+            lectern_result.media_bytes
+        ),
         a.map(|(m, x)| {
             format!(
                 "{:.4} ({} ÷ {}; ffmpeg alone {:.4})",
@@ -393,13 +556,25 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     );
     row(
         "segments per minute",
-        format!("{:.1} ({l_segments} in {:.1} s of media)", l_segments as f64 / minutes_media.max(1e-9), l_media_s),
+        format!(
+            "{:.1} per media minute, {:.1} per wall minute ({l_segments} in {l_media_s:.1} s of media, {l_wall:.1} s wall)",
+            l_segments as f64 / minutes_media.max(1e-9),
+            l_segments as f64 / (l_wall / 60.0)
+        ),
         a.map(|(m, _)| format!("n/a: one MP4 ({:.1} s)", m.media_s)),
     );
     row(
         "media bitrate, kbit/s (all streams)",
-        format!("{:.0}", lectern_result.media_bytes as f64 * 8.0 / 1000.0 / l_media_s.max(1e-9)),
-        a.map(|(m, _)| format!("{:.0}", m.media_bytes as f64 * 8.0 / 1000.0 / m.media_s.max(1e-9))),
+        format!(
+            "{:.0}",
+            lectern_result.media_bytes as f64 * 8.0 / 1000.0 / l_media_s.max(1e-9)
+        ),
+        a.map(|(m, _)| {
+            format!(
+                "{:.0}",
+                m.media_bytes as f64 * 8.0 / 1000.0 / m.media_s.max(1e-9)
+            )
+        }),
     );
     let _ = writeln!(r);
     if let Some((m, _)) = a {
@@ -411,19 +586,58 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
             if q <= 0.4 { "met" } else { "not met" }
         );
     }
-    let _ = writeln!(r, "Idle PSS before recording: lecternd {} MiB{}.", mib(lectern_idle_pss as f64), pyca_idle_pss.map_or(String::new(), |p| format!(", pyca's processes {} MiB", mib(p as f64))));
+    let _ = writeln!(
+        r,
+        "Whole machine during the run: {machine_busy_pct:.0} % of one core busy (of {} %), load average at the end {}.",
+        100 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let others_text: Vec<String> = others
+        .iter()
+        .map(|(n, p)| format!("{n} {p:.0} %"))
+        .collect();
+    let _ = writeln!(
+        r,
+        "Other processes during the run (≥ 5 % of one core): {}.",
+        if others_text.is_empty() {
+            "none".to_owned()
+        } else {
+            others_text.join(", ")
+        }
+    );
+    let _ = writeln!(
+        r,
+        "Idle PSS before recording: lecternd {} MiB{}.",
+        mib(lectern_idle_pss as f64),
+        pyca_idle_pss.map_or(String::new(), |p| format!(
+            ", pyca's processes {} MiB",
+            mib(p as f64)
+        ))
+    );
     let _ = writeln!(r, "Lectern recording {recording_id}: state {}, {l_wall:.1} s wall from `record start` to the end of `record stop`.\n", rec["state"].as_str().unwrap_or("?"));
     let _ = writeln!(r, "x264 options (from the SEI in the streams):\n");
-    let _ = writeln!(r, "- Lectern: `{}`", lectern_result.x264.as_deref().unwrap_or("not found"));
+    let _ = writeln!(
+        r,
+        "- Lectern: `{}`",
+        lectern_result.x264.as_deref().unwrap_or("not found")
+    );
     if let Some((m, _)) = a {
-        let _ = writeln!(r, "- ffmpeg: `{}`", m.x264.as_deref().unwrap_or("not found"));
+        let _ = writeln!(
+            r,
+            "- ffmpeg: `{}`",
+            m.x264.as_deref().unwrap_or("not found")
+        );
     }
     print!("{r}");
     std::fs::write(out.join("report.md"), &r)?;
     if let Some(s) = &setup {
         std::fs::write(out.join("anchor/pip-freeze.txt"), &s.freeze)?;
     }
-    eprintln!("xtask: report in {}, samples in {}", out.join("report.md").display(), out.join("samples.csv").display());
+    eprintln!(
+        "xtask: report in {}, samples in {}",
+        out.join("report.md").display(),
+        out.join("samples.csv").display()
+    );
     Ok(())
 }
 
@@ -492,9 +706,18 @@ struct Cli {
 impl Cli {
     /// `lectern --config F --json ARGS`, parsed.
     fn json(&self, args: &[&str]) -> Result<Value> {
-        let out = Command::new(&self.bin).arg("--config").arg(&self.config).arg("--json").args(args).output()?;
+        let out = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--json")
+            .args(args)
+            .output()?;
         if !out.status.success() {
-            bail!("lectern {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "lectern {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
@@ -524,9 +747,16 @@ struct Machine {
 impl Machine {
     fn read(setup: Option<&anchor::Setup>) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
         let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned()));
+        let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+        });
         let kernel = first_line(Command::new("uname").arg("-r")).unwrap_or_default();
         let gst = Command::new("gst-launch-1.0")
             .arg("--version")
@@ -536,11 +766,19 @@ impl Machine {
             .and_then(|s| s.lines().nth(1).map(str::to_owned))
             .unwrap_or_else(|| "?".into());
         let mut lines = vec![
-            format!("- machine: {nproc} CPUs ({}), {} MiB RAM, Linux {kernel}", model.unwrap_or_else(|| "?".into()), mem.and_then(|k| k.parse::<u64>().ok()).map_or(0, |k| k / 1024)),
+            format!(
+                "- machine: {nproc} CPUs ({}), {} MiB RAM, Linux {kernel}",
+                model.unwrap_or_else(|| "?".into()),
+                mem.and_then(|k| k.parse::<u64>().ok())
+                    .map_or(0, |k| k / 1024)
+            ),
             format!("- {gst}; lecternd release build of this checkout"),
         ];
         if let Some(s) = setup {
-            lines.push(format!("- pyca {} (PyPI, virtualenv; `pip freeze` in OUT/anchor/pip-freeze.txt); {}", s.pyca_version, s.ffmpeg_version));
+            lines.push(format!(
+                "- pyca {} (PyPI, virtualenv; `pip freeze` in OUT/anchor/pip-freeze.txt); {}",
+                s.pyca_version, s.ffmpeg_version
+            ));
         }
         Machine { lines }
     }
@@ -555,18 +793,27 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     let marker = dir.join(".bench-record");
     if dir.exists() {
         if !marker.exists() {
-            bail!("{} exists and was not made by bench-record; choose another --out", dir.display());
+            bail!(
+                "{} exists and was not made by bench-record; choose another --out",
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(marker, "made by cargo xtask bench-record; removed by its next run\n")?;
+    std::fs::write(
+        marker,
+        "made by cargo xtask bench-record; removed by its next run\n",
+    )?;
     Ok(())
 }
 
 /// Writes the 20 largest mappings of `pid` by PSS to `path` (best effort: it is a diagnostic).
 fn dump_pss_by_mapping(pid: u32, path: &Path) {
-    let mut text = format!("# PSS KiB by mapping of pid {pid} ({}), half-way through the recording\n", procfs::comm(pid));
+    let mut text = format!(
+        "# PSS KiB by mapping of pid {pid} ({}), half-way through the recording\n",
+        procfs::comm(pid)
+    );
     for (name, kib) in procfs::pss_by_mapping(pid).into_iter().take(20) {
         let _ = writeln!(text, "{kib:>8}  {name}");
     }
@@ -604,12 +851,25 @@ fn x264_options(path: &Path) -> Option<String> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:v:0", "-c", "copy", "-frames:v", "1", "-f", "h264", "-"])
+        .args([
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-frames:v",
+            "1",
+            "-f",
+            "h264",
+            "-",
+        ])
         .output()
         .ok()?;
     let data = out.stdout;
     let at = data.windows(11).position(|w| w == b"x264 - core")?;
-    let end = data[at..].iter().position(|&b| b == 0).map_or(data.len(), |n| at + n);
+    let end = data[at..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(data.len(), |n| at + n);
     Some(String::from_utf8_lossy(&data[at..end]).into_owned())
 }
 
@@ -621,13 +881,30 @@ struct Probe {
 /// Counts the video packets of a file and reads its duration with ffprobe.
 fn ffprobe(path: &Path) -> Result<Probe> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets:format=duration", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets:format=duration",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .context("ffprobe (apt: ffmpeg)")?;
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("ffprobe {}", path.display()))?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("ffprobe {}", path.display()))?;
     Ok(Probe {
-        video_packets: v["streams"][0]["nb_read_packets"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0),
-        duration_s: v["format"]["duration"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0),
+        video_packets: v["streams"][0]["nb_read_packets"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        duration_s: v["format"]["duration"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
     })
 }

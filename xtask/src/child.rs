@@ -35,7 +35,10 @@ impl Managed {
         let mut f2 = file;
         std::thread::spawn(move || std::io::copy(&mut out, &mut f1));
         std::thread::spawn(move || std::io::copy(&mut err, &mut f2));
-        Ok(Managed { name: name.to_owned(), child: Some(child) })
+        Ok(Managed {
+            name: name.to_owned(),
+            child: Some(child),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -44,12 +47,16 @@ impl Managed {
 
     /// `Some(status)` once the process has exited (and is reaped).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM, up to `grace` for a clean exit, then SIGKILL.
     pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
@@ -61,7 +68,10 @@ impl Managed {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("xtask: {} did not exit within {grace:?} of SIGTERM; killing it", self.name);
+        eprintln!(
+            "xtask: {} did not exit within {grace:?} of SIGTERM; killing it",
+            self.name
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -76,5 +86,8 @@ impl Drop for Managed {
 /// Sends a signal to one process by pid (std has no kill(2) with a signal number; `kill` is on
 /// every Debian machine, and the hil-tests harness does the same).
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }

@@ -21,10 +21,15 @@ const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [
 
 fn main() -> anyhow::Result<()> {
     // xtask/ sits directly in the workspace root.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("bench-record") => bench_record::run(bench_record::Options::parse(&args[1..], &root)?, &root),
+        Some("bench-record") => {
+            bench_record::run(bench_record::Options::parse(&args[1..], &root)?, &root)
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -46,7 +46,9 @@ pub fn ppid(pid: u32) -> Option<u32> {
 
 /// Whether the process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    stat_fields(pid).and_then(|f| f.first().cloned()).is_some_and(|state| state != "Z" && state != "X")
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// utime + stime (fields 14 and 15) and write_bytes.
@@ -56,7 +58,54 @@ pub fn counters(pid: u32) -> Option<Counters> {
     let stime: u64 = f.get(12)?.parse().ok()?;
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     let write_bytes = field_kb_or_bytes(&io, "write_bytes:")?;
-    Some(Counters { cpu_ticks: utime + stime, write_bytes })
+    Some(Counters {
+        cpu_ticks: utime + stime,
+        write_bytes,
+    })
+}
+
+/// Busy ticks of the whole machine, all CPUs together (/proc/stat: everything but idle and
+/// iowait), to tell how much else ran during a measurement.
+pub fn machine_busy_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    v.iter()
+        .take(8)
+        .sum::<u64>()
+        .saturating_sub(v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0))
+}
+
+/// CPU ticks (utime + stime) and command name of every process on the machine, by pid.
+pub fn all_cpu_ticks() -> HashMap<u32, (String, u64)> {
+    let mut all = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(c) = counters_cpu_only(pid) {
+                all.insert(pid, (comm(pid), c));
+            }
+        }
+    }
+    all
+}
+
+fn counters_cpu_only(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Proportional set size in KiB from /proc/PID/smaps_rollup: private pages in full plus each
@@ -70,7 +119,9 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
 /// PSS in KiB per mapping name from /proc/PID/smaps (anonymous mappings as "[anon]"), largest
 /// first: where a process's memory goes (encoder buffers on the heap, or shared libraries).
 pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
     let mut sums: HashMap<String, u64> = HashMap::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -78,9 +129,13 @@ pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
         let first = words.next().unwrap_or("");
         // A mapping header starts with an address range "start-end"; its 6th field is the name.
         if first.contains('-') && !first.ends_with(':') {
-            current = words.nth(4).map_or_else(|| "[anon]".to_owned(), |n| n.rsplit('/').next().unwrap_or(n).to_owned());
+            current = words.nth(4).map_or_else(
+                || "[anon]".to_owned(),
+                |n| n.rsplit('/').next().unwrap_or(n).to_owned(),
+            );
         } else if first == "Pss:" {
-            *sums.entry(current.clone()).or_default() += words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            *sums.entry(current.clone()).or_default() +=
+                words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
         }
     }
     let mut v: Vec<(String, u64)> = sums.into_iter().collect();
@@ -90,12 +145,17 @@ pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
 
 /// The number after `key` on the line that starts with it (the unit, if any, is ignored).
 fn field_kb_or_bytes(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|n| n.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 /// The short command name (/proc/PID/comm).
 pub fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// All live descendants of `root` (children, grandchildren, ...), not `root` itself.
@@ -107,7 +167,13 @@ pub fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
             if let Some(parent) = ppid(pid) {
                 children.entry(parent).or_default().push(pid);
             }
@@ -139,8 +205,14 @@ mod tests {
 
     #[test]
     fn field_parsing() {
-        assert_eq!(super::field_kb_or_bytes("Rss: 10 kB\nPss:  7 kB\n", "Pss:"), Some(7));
-        assert_eq!(super::field_kb_or_bytes("rchar: 1\nwrite_bytes: 4096\n", "write_bytes:"), Some(4096));
+        assert_eq!(
+            super::field_kb_or_bytes("Rss: 10 kB\nPss:  7 kB\n", "Pss:"),
+            Some(7)
+        );
+        assert_eq!(
+            super::field_kb_or_bytes("rchar: 1\nwrite_bytes: 4096\n", "write_bytes:"),
+            Some(4096)
+        );
         assert_eq!(super::field_kb_or_bytes("Rss: 10 kB\n", "Pss:"), None);
     }
 }

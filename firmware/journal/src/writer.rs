@@ -69,6 +69,11 @@ impl Drop for LiveGuard {
     }
 }
 
+/// A nanosecond value as SQLite can store it: `None` (NULL) when it does not fit an i64.
+fn sql_ns(v: Option<u64>) -> Option<i64> {
+    v.and_then(|v| i64::try_from(v).ok())
+}
+
 /// Decides whether a keyframe chunk should start a new segment: only when
 /// the open segment already spans at least ¾ of `target` of media time, measured
 /// from the segment's first PTS to this chunk's PTS. Without both PTS values
@@ -435,7 +440,9 @@ impl PartWriter {
                      first_pts_ns = ?4, last_pts_ns = ?5, audio_peak_db = ?6, audio_rms_db = ?7,
                      committed_at_ms = ?8
                  WHERE id = ?9 AND state = 'open'",
-                params![seg.bytes, sha256, duration_ns, seg.first_pts, seg.max_pts, peak, rms, now_ms, seg.row_id],
+                // Timing metadata must never cost a segment its commit: a value SQLite cannot
+                // hold is stored as unknown (NULL) rather than failing the commit.
+                params![seg.bytes, sha256, sql_ns(duration_ns), sql_ns(seg.first_pts), sql_ns(seg.max_pts), peak, rms, now_ms, seg.row_id],
             )
             .db("commit segment", &self.ctx.db_path)?;
         if changed != 1 {
