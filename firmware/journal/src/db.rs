@@ -81,6 +81,11 @@ pub(crate) fn connect(db_path: &Path) -> Result<Connection> {
     let conn = Connection::open(db_path).db("open database", db_path)?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .db("set busy timeout", db_path)?;
+    // Small pages: every segment commit rewrites a few B-tree pages into the WAL and again at
+    // checkpoint, and on an SD card those bytes count against the media (write amplification).
+    // Only takes effect when the database is created; an existing one keeps its page size.
+    conn.pragma_update(None, "page_size", 1024)
+        .db("set page size", db_path)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .db("enable WAL", db_path)?;
