@@ -69,6 +69,29 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Inserts (in the caller's transaction, or as its own) the row of a segment about to be
+/// opened. Opening protocol: this row is committed before the file exists.
+#[allow(clippy::too_many_arguments)]
+fn insert_open_row(
+    conn: &Connection,
+    ctx: &Ctx,
+    recording_id: &str,
+    part_id: i64,
+    part_seq: u32,
+    seq: u32,
+    first_pts: Option<u64>,
+    now_ms: i64,
+) -> Result<i64> {
+    let rel_path = segment_rel(recording_id, part_seq, seq);
+    conn.execute(
+        "INSERT INTO segments (recording_id, part_id, seq, path, first_pts_ns, state, opened_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+        params![recording_id, part_id, seq, rel_path, sql_ns(first_pts), now_ms],
+    )
+    .db("insert open segment", &ctx.db_path)?;
+    Ok(conn.last_insert_rowid())
+}
+
 /// A nanosecond value as SQLite can store it: `None` (NULL) when it does not fit an i64.
 fn sql_ns(v: Option<u64>) -> Option<i64> {
     v.and_then(|v| i64::try_from(v).ok())
@@ -277,7 +300,13 @@ impl PartWriter {
             {
                 // The old segment lasts until this chunk's PTS; if the chunk
                 // has none, its duration is estimated like a final segment's.
-                committed = Some(self.commit_open(pts_ns, now_ms)?);
+                // One SQLite transaction commits the old row and inserts the next one: half the
+                // WAL traffic of two commits per cut (write amplification on the SD card).
+                let (c, next_row) = self.commit_open(pts_ns, now_ms, Some((pts_ns, now_ms)))?;
+                committed = Some(c);
+                if let Some(row_id) = next_row {
+                    self.create_open(row_id, pts_ns, now)?;
+                }
             }
         }
         if self.open.is_none() {
@@ -319,7 +348,7 @@ impl PartWriter {
     pub fn finish(mut self, end: PartEnd, now_ms: i64) -> Result<PartSummary> {
         if let Some(seg) = &self.open {
             if seg.bytes > 0 {
-                self.commit_open(None, now_ms)?;
+                self.commit_open(None, now_ms, None)?;
             } else {
                 self.drop_empty_open()?;
             }
@@ -368,17 +397,15 @@ impl PartWriter {
     /// directory fsync, so a crash can leave a row without a file (recovery
     /// drops it) but never a file without a row.
     fn open_segment(&mut self, first_pts: Option<u64>, now: Instant, now_ms: i64) -> Result<()> {
+        let row_id = insert_open_row(&self.conn, &self.ctx, &self.recording_id, self.part_id, self.part_seq, self.next_seq, first_pts, now_ms)?;
+        self.create_open(row_id, first_pts, now)
+    }
+
+    /// The file half of opening: the row `row_id` (seq `self.next_seq`) is already committed.
+    fn create_open(&mut self, row_id: i64, first_pts: Option<u64>, now: Instant) -> Result<()> {
         let seq = self.next_seq;
         let rel_path = segment_rel(&self.recording_id, self.part_seq, seq);
         let abs_path = self.ctx.media_dir.join(&rel_path);
-        self.conn
-            .execute(
-                "INSERT INTO segments (recording_id, part_id, seq, path, first_pts_ns, state, opened_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
-                params![self.recording_id, self.part_id, seq, rel_path, first_pts, now_ms],
-            )
-            .db("insert open segment", &self.ctx.db_path)?;
-        let row_id = self.conn.last_insert_rowid();
         // Truncating is safe: the UNIQUE path constraint just proved no row
         // refers to this file, so anything there is an orphan.
         let file = OpenOptions::new()
@@ -414,11 +441,14 @@ impl PartWriter {
     /// UPDATE to `committed`. The segment stays in `self.open` until all of
     /// that succeeded, so a failed commit can be retried by the next cut or
     /// by `finish`.
+    /// With `next` (`first_pts`, `now_ms` of the next segment), the next segment's open row is
+    /// inserted in the same transaction and its id returned; the caller then creates its file.
     fn commit_open(
         &mut self,
         next_first_pts: Option<u64>,
         now_ms: i64,
-    ) -> Result<CommittedSegment> {
+        next: Option<(Option<u64>, i64)>,
+    ) -> Result<(CommittedSegment, Option<i64>)> {
         let seg = self
             .open
             .as_mut()
@@ -433,8 +463,11 @@ impl PartWriter {
         let duration_ns = seg.duration_ns(next_first_pts);
         let peak = self.levels.peak_db();
         let rms = self.levels.rms_db();
-        let changed = self
+        let tx = self
             .conn
+            .unchecked_transaction()
+            .db("begin commit", &self.ctx.db_path)?;
+        let changed = tx
             .execute(
                 "UPDATE segments SET state = 'committed', bytes = ?1, sha256 = ?2, duration_ns = ?3,
                      first_pts_ns = ?4, last_pts_ns = ?5, audio_peak_db = ?6, audio_rms_db = ?7,
@@ -445,6 +478,20 @@ impl PartWriter {
                 params![seg.bytes, sha256, sql_ns(duration_ns), sql_ns(seg.first_pts), sql_ns(seg.max_pts), peak, rms, now_ms, seg.row_id],
             )
             .db("commit segment", &self.ctx.db_path)?;
+        let next_row = match next {
+            Some((first_pts, opened_ms)) => Some(insert_open_row(
+                &tx,
+                &self.ctx,
+                &self.recording_id,
+                self.part_id,
+                self.part_seq,
+                self.next_seq,
+                first_pts,
+                opened_ms,
+            )?),
+            None => None,
+        };
+        tx.commit().db("commit segment", &self.ctx.db_path)?;
         if changed != 1 {
             // Only recovery changes open rows behind a writer's back, and it
             // never touches a live part; make the impossible loud.
@@ -473,7 +520,7 @@ impl PartWriter {
         self.committed += 1;
         self.committed_bytes += committed.bytes;
         self.last_committed = Some(committed.clone());
-        Ok(committed)
+        Ok((committed, next_row))
     }
 
     /// Removes an open segment that never received a byte: file first (then
