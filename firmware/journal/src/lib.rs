@@ -51,23 +51,30 @@
 //! in that order. A committed row therefore always describes bytes that are
 //! on the card.
 //!
-//! 1. *Open*: insert the row with `state='open'` (its own transaction), then
+//! 1. *Open*: insert the row with `state='open'` (committed; at a cut in the
+//!    same transaction that commits the previous segment's row), then
 //!    create the file, then fsync the part directory. A crash can leave a row
 //!    without a file, never a file without a row. Opening a part fsyncs the
 //!    new part directory's ancestors (recording dir, `recordings/`, MEDIA).
-//! 2. *Write*: bytes go through a 64 KiB buffer into the file and into a
+//! 2. *Write*: bytes go through a 16 KiB buffer into the file and into a
 //!    running SHA-256. At least every `fsync_interval` (measured on the
 //!    `Instant` the caller passes in) the buffer is flushed and
 //!    `sync_data` called, bounding what a power cut can take.
 //! 3. *Cut*: when a keyframe chunk arrives and the open segment spans at
-//!    least `segment_target` of media time (this chunk's PTS minus the
-//!    segment's first PTS), the open segment is flushed, `sync_all`ed, its
+//!    least ¾ of `segment_target` of media time (this chunk's PTS minus the
+//!    segment's first PTS; encoders place keyframes only approximately), the
+//!    open segment is flushed, `sync_all`ed, its
 //!    directory fsynced, and its row updated to `committed` with bytes,
-//!    SHA-256, PTS range, duration and audio levels in one statement. The
-//!    keyframe chunk then opens the next segment.
+//!    SHA-256, PTS range, duration and audio levels; the next segment's open
+//!    row is inserted in the same transaction (one WAL commit per cut, for
+//!    write amplification), then the keyframe chunk opens its file.
 //! 4. *Finish*: the open segment is committed the same way (or, if it holds
 //!    no bytes, its file and then its row are removed) and the part is
 //!    marked closed, interrupted or failed.
+//!
+//! SQLite pages are 1 KiB (set when the database is created), also for
+//! write amplification: each cut rewrites a few B-tree pages into the WAL and again at
+//! checkpoint.
 //!
 //! Durations: a cut segment lasts until the next segment's first PTS, so
 //! consecutive segments tile the timeline. A part's final segment lasts
