@@ -16,7 +16,7 @@ mod session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -158,12 +158,12 @@ impl Daemon {
         let stop_monitors = Arc::new(AtomicBool::new(false));
         Self::spawn_inputs(&config, &board, &tx, &stop_monitors)?;
 
-        let control_tx = Mutex::new(tx.clone());
+        let control_tx = tx.clone();
         let control = lectern_control::Server::spawn(
             &config.control_socket,
             Box::new(move |req| {
                 let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
-                control_tx.lock().unwrap().send(Event::Control(req, reply_tx)).map_err(|_| "daemon is stopping".to_string())?;
+                control_tx.send(Event::Control(req, reply_tx)).map_err(|_| "daemon is stopping".to_string())?;
                 // Stopping a recording waits for the pipeline to drain, which is bounded by the
                 // capture stop timeout; allow for it.
                 reply_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "daemon did not answer".to_string())?
@@ -352,11 +352,11 @@ impl Daemon {
                 Action::StartCapture { recording_id } => {
                     self.generation += 1;
                     let generation = self.generation;
-                    let tx = Mutex::new(self.tx.clone());
-                    let report = Arc::new(move |generation: u64, message: String| {
-                        let _ = tx.lock().unwrap().send(Event::CaptureError { generation, message });
-                    });
-                    let report = move |g, m| report(g, m);
+                    // `Sender` is Clone + Sync, so the reporter is a plain cloneable closure.
+                    let tx = self.tx.clone();
+                    let report = move |generation: u64, message: String| {
+                        let _ = tx.send(Event::CaptureError { generation, message });
+                    };
                     match Session::start(
                         &mut self.journal,
                         &recording_id,
