@@ -83,21 +83,21 @@ pub fn machine_busy_ticks() -> u64 {
         .saturating_sub(v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0))
 }
 
+/// The pids of every process on the machine (the numeric entries of /proc).
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+}
+
 /// CPU ticks (utime + stime) and command name of every process on the machine, by pid.
 pub fn all_cpu_ticks() -> HashMap<u32, (String, u64)> {
     let mut all = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(c) = counters_cpu_only(pid) {
-                all.insert(pid, (comm(pid), c));
-            }
+    for pid in pids() {
+        if let Some(c) = counters_cpu_only(pid) {
+            all.insert(pid, (comm(pid), c));
         }
     }
     all
@@ -165,18 +165,9 @@ pub fn descendants(root: u32) -> Vec<u32> {
         return Vec::new();
     }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(parent) = ppid(pid) {
-                children.entry(parent).or_default().push(pid);
-            }
+    for pid in pids() {
+        if let Some(parent) = ppid(pid) {
+            children.entry(parent).or_default().push(pid);
         }
     }
     let mut out = Vec::new();
