@@ -168,6 +168,20 @@ impl Daemon {
         self.spawn()
     }
 
+    /// How many segment rows (open or committed) part `part_seq` of any recording has; 0 while
+    /// the database does not exist yet. A row appears with the first media of its segment.
+    pub fn segment_rows(&self, part_seq: i64) -> i64 {
+        self.db()
+            .and_then(|db| {
+                Ok(db.query_row(
+                    "SELECT count(*) FROM segments s JOIN parts p ON s.part_id = p.id WHERE p.seq = ?1",
+                    [part_seq],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap_or(0)
+    }
+
     /// Opens the journal database read-only.
     pub fn db(&self) -> Result<rusqlite::Connection> {
         Ok(rusqlite::Connection::open_with_flags(self.media().join("lectern.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?)

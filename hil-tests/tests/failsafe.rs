@@ -10,8 +10,7 @@ use lectern_hil_tests::{concat, discover, segments, sha256_file, wait_until, Dae
 fn power_fail_edge_commits_everything_and_power_back_resumes_as_a_new_part() {
     let mut d = Daemon::start(&format!("{SMALL}[power]\nhold_ms = 500\n")).unwrap();
     let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
-    let first_segment = || d.db().unwrap().query_row("SELECT count(*) FROM segments", [], |r| r.get::<_, i64>(0)).unwrap() > 0;
-    wait_until("the first segment", Duration::from_secs(10), first_segment).unwrap();
+    wait_until("the first segment", Duration::from_secs(10), || d.segment_rows(1) > 0).unwrap();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(3_300));
     d.cli(&["sim", "powerfail", "on"]).unwrap();

@@ -86,8 +86,7 @@ fn sigkill_mid_recording_then_restart_keeps_every_committed_segment_repairs_the_
     let mut d = Daemon::start(SMALL).unwrap();
     let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
     // Media starts when the first segment is opened, not when the request returns.
-    let first_segment = || d.db().unwrap().query_row("SELECT count(*) FROM segments", [], |r| r.get::<_, i64>(0)).unwrap() > 0;
-    wait_until("the first segment", Duration::from_secs(10), first_segment).unwrap();
+    wait_until("the first segment", Duration::from_secs(10), || d.segment_rows(1) > 0).unwrap();
     let t0 = Instant::now();
     // Kill well inside a segment (they are ~2 s), so there is a torn tail to repair.
     std::thread::sleep(Duration::from_millis(7_300));

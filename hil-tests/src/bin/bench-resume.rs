@@ -12,24 +12,18 @@ use std::time::{Duration, Instant};
 
 use lectern_hil_tests::{wait_until, Daemon};
 
-fn part_segments(d: &Daemon, part: i64) -> i64 {
-    d.db()
-        .and_then(|db| Ok(db.query_row("SELECT count(*) FROM segments s JOIN parts p ON s.part_id = p.id WHERE p.seq = ?1", [part], |r| r.get(0))?))
-        .unwrap_or(0)
-}
-
 fn main() -> anyhow::Result<()> {
     let trials: i64 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(10);
     let mut d = Daemon::start("[capture]\nwidth = 1280\nheight = 720\n")?;
     d.ctl(lectern_control::Request::RecordStart { title: Some("resume bench".into()) })?;
     let mut samples = Vec::new();
     for part in 1..=trials {
-        wait_until("media in this part", Duration::from_secs(20), || part_segments(&d, part) > 0)?;
+        wait_until("media in this part", Duration::from_secs(20), || d.segment_rows(part) > 0)?;
         std::thread::sleep(Duration::from_millis(1_300));
         d.kill()?;
         let t0 = Instant::now();
         d.restart()?;
-        wait_until("the resumed part's first media", Duration::from_secs(20), || part_segments(&d, part + 1) > 0)?;
+        wait_until("the resumed part's first media", Duration::from_secs(20), || d.segment_rows(part + 1) > 0)?;
         samples.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     d.ctl(lectern_control::Request::RecordStop)?;
