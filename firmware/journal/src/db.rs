@@ -122,8 +122,19 @@ pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<()> {
             found,
             supported: SCHEMA_VERSION,
         }),
+    }?;
+    // Tables added after v1 that no older table depends on are created by the module that owns
+    // them, with `CREATE TABLE IF NOT EXISTS`, in one transaction: an existing database gains them
+    // on the next open and `user_version` changes only when an existing table changes.
+    let tx = conn.transaction().db("begin additive schema", db_path)?;
+    for (owner, sql) in ADDITIVE_SCHEMA {
+        tx.execute_batch(sql).db(owner, db_path)?;
     }
+    tx.commit().db("commit additive schema", db_path)
 }
+
+/// `(what, CREATE TABLE IF NOT EXISTS ...)` of each module that owns tables beyond v1.
+const ADDITIVE_SCHEMA: &[(&str, &str)] = &[];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.
 ///
