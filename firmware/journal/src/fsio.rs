@@ -56,6 +56,9 @@ pub(crate) fn is_segment_file_name(name: &str) -> bool {
 /// removed file is only guaranteed to survive a power cut once its parent
 /// directory has been fsynced.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    if crate::fault::active() == Some(crate::fault::Fault::SkipDirFsync) {
+        return Ok(());
+    }
     let handle = File::open(dir).io("open directory for fsync", dir)?;
     handle.sync_all().io("fsync directory", dir)
 }

@@ -414,6 +414,47 @@ fn data_is_fsynced_at_the_interval_and_on_tick() {
 }
 
 #[test]
+fn periodic_sync_holds_back_only_a_young_partial_page() {
+    let (dir, mut journal) = new_journal();
+    start(&mut journal, "pages");
+    let mut w = journal.open_part("pages", "test", T0_MS).unwrap();
+    let path = dir.path().join("recordings/pages/part-0001/seg-000001.ts");
+    let t0 = Instant::now();
+    // 564 bytes a millisecond (~4.5 Mbit/s): a page fills in about 7 ms.
+    let mut pushed = 0u64;
+    for ms in 0..=950u64 {
+        let chunk = frame_chunk(ms * MS);
+        pushed += chunk.len() as u64;
+        w.push_data(&chunk, Some(ms * MS), false, t0 + Duration::from_millis(ms), T0_MS)
+            .unwrap();
+    }
+    assert_eq!(w.open_segment_syncs(), Some(1));
+    let synced = file_len(&path);
+    assert_eq!(synced % 4096, 0, "the sync wrote only whole pages");
+    assert!(pushed - synced < 4096, "held back {} bytes, more than the partial page", pushed - synced);
+    // The stream stalls: the next sync (a tick one interval later) writes the held tail too.
+    w.tick(t0 + Duration::from_millis(2000)).unwrap();
+    assert_eq!(w.open_segment_syncs(), Some(2));
+    assert_eq!(file_len(&path), pushed);
+
+    // A slow stream (one chunk every 100 ms): the partial page is older than the hold bound
+    // (fsync_interval / 20), so the sync writes it at once.
+    let (dir, mut journal) = new_journal();
+    start(&mut journal, "slow");
+    let mut w = journal.open_part("slow", "test", T0_MS).unwrap();
+    let path = dir.path().join("recordings/slow/part-0001/seg-000001.ts");
+    let mut pushed = 0u64;
+    for i in 0..=10u64 {
+        let chunk = frame_chunk(i * 100 * MS);
+        pushed += chunk.len() as u64;
+        w.push_data(&chunk, Some(i * 100 * MS), false, t0 + Duration::from_millis(i * 100), T0_MS)
+            .unwrap();
+    }
+    assert_eq!(w.open_segment_syncs(), Some(1));
+    assert_eq!(file_len(&path), pushed, "a partial page older than the bound is synced");
+}
+
+#[test]
 fn audio_levels_are_aggregated_per_segment() {
     let (_dir, mut journal) = new_journal();
     start(&mut journal, "levels");
