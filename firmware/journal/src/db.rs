@@ -134,7 +134,9 @@ pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<()> {
 }
 
 /// `(what, CREATE TABLE IF NOT EXISTS ...)` of each module that owns tables beyond v1.
-const ADDITIVE_SCHEMA: &[(&str, &str)] = &[];
+const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
+    ("create stitches table", crate::stitch_store::SCHEMA),
+];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.
 ///

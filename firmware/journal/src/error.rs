@@ -100,6 +100,14 @@ pub enum JournalError {
         state: String,
     },
 
+    /// The recording has no pending stitch (never requested, already done or failed, or
+    /// reopened by a resume while it was being stitched).
+    #[error("recording {id} has no pending stitch")]
+    StitchNotPending {
+        /// The recording id.
+        id: String,
+    },
+
     /// A live [`crate::PartWriter`] still owns an open part of this
     /// recording; it must be finished (or dropped) first.
     #[error("recording {id} still has a live writer on part {part_seq}")]

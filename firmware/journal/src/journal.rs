@@ -23,8 +23,8 @@ use crate::writer::{LiveGuard, LiveParts, PartWriter};
 /// The journal's main handle. Owns one SQLite connection; each
 /// [`PartWriter`] it opens gets its own.
 pub struct Journal {
-    conn: Connection,
-    ctx: Ctx,
+    pub(crate) conn: Connection,
+    pub(crate) ctx: Ctx,
     opts: JournalOptions,
     live: LiveParts,
 }
@@ -145,6 +145,7 @@ impl Journal {
                     now_ms,
                 )?;
                 log::info!(target: "journal", "recording {}: resumed from {state}", rec.id);
+                self.reopen_stitch(&rec.id, now_ms)?;
             }
             Some(state) => {
                 return Err(JournalError::RecordingEnded {

@@ -130,6 +130,7 @@ mod journal;
 mod levels;
 mod model;
 pub mod recovery;
+mod stitch_store;
 mod ts;
 mod writer;
 
@@ -149,7 +150,13 @@ pub use ts::{
     encode_pts, pes_pts, pts90k_to_ns, sha256_file, verify_ts_file, TsScan, TsScanner,
     TS_PACKET_LEN, TS_SYNC_BYTE,
 };
+pub use stitch_store::{
+    gap_cause, manifest, manifest_rel, stitched_rel, StitchJob, StitchPart, StitchRow,
+    StitchedInfo, MAX_STITCH_ATTEMPTS,
+};
 pub use writer::{cut_due, PartWriter};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod stitch_tests;

@@ -73,7 +73,7 @@ fn frame_chunk(pts_ns: u64) -> Vec<u8> {
 
 /// How the keyframe's PAT/PMT chunk is stamped.
 #[derive(Clone, Copy, PartialEq)]
-enum Psi {
+pub(crate) enum Psi {
     /// Carries the keyframe's PTS (what mpegtsmux does).
     Stamped,
     /// Carries no PTS.
@@ -81,14 +81,14 @@ enum Psi {
 }
 
 /// One chunk handed to the writer.
-struct Chunk {
+pub(crate) struct Chunk {
     bytes: Vec<u8>,
     pts_ns: Option<u64>,
     keyframe: bool,
 }
 
 /// A 25 fps stream of `total_ms`, keyframes where `is_key(pts_ms)`.
-fn stream(start_ms: u64, total_ms: u64, psi: Psi, is_key: impl Fn(u64) -> bool) -> Vec<Chunk> {
+pub(crate) fn stream(start_ms: u64, total_ms: u64, psi: Psi, is_key: impl Fn(u64) -> bool) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut pts_ms = start_ms;
     while pts_ms < start_ms + total_ms {
@@ -111,12 +111,12 @@ fn stream(start_ms: u64, total_ms: u64, psi: Psi, is_key: impl Fn(u64) -> bool) 
     chunks
 }
 
-fn key_every(period_ms: u64) -> impl Fn(u64) -> bool {
+pub(crate) fn key_every(period_ms: u64) -> impl Fn(u64) -> bool {
     move |pts_ms| pts_ms.is_multiple_of(period_ms)
 }
 
 /// Pushes chunks with the injected clock following media time.
-fn feed(w: &mut PartWriter, chunks: &[Chunk], t0: Instant) -> Vec<CommittedSegment> {
+pub(crate) fn feed(w: &mut PartWriter, chunks: &[Chunk], t0: Instant) -> Vec<CommittedSegment> {
     let mut committed = Vec::new();
     for c in chunks {
         let at_ms = c.pts_ns.unwrap_or(0) / MS;
@@ -135,9 +135,9 @@ fn feed(w: &mut PartWriter, chunks: &[Chunk], t0: Instant) -> Vec<CommittedSegme
 // Journal fixtures
 // ---------------------------------------------------------------------------
 
-const T0_MS: i64 = 1_700_000_000_000;
+pub(crate) const T0_MS: i64 = 1_700_000_000_000;
 
-fn new_journal() -> (tempfile::TempDir, Journal) {
+pub(crate) fn new_journal() -> (tempfile::TempDir, Journal) {
     let dir = tempfile::tempdir().unwrap();
     let (journal, report) = Journal::open(dir.path(), JournalOptions::default(), T0_MS).unwrap();
     assert!(
@@ -147,7 +147,7 @@ fn new_journal() -> (tempfile::TempDir, Journal) {
     (dir, journal)
 }
 
-fn reopen(dir: &Path, now_ms: i64) -> (Journal, RecoveryReport) {
+pub(crate) fn reopen(dir: &Path, now_ms: i64) -> (Journal, RecoveryReport) {
     Journal::open(dir, JournalOptions::default(), now_ms).unwrap()
 }
 
@@ -160,11 +160,11 @@ fn adhoc(id: &str) -> NewRecording {
     }
 }
 
-fn start(journal: &mut Journal, id: &str) {
+pub(crate) fn start(journal: &mut Journal, id: &str) {
     journal.start_recording(&adhoc(id), T0_MS).unwrap();
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 

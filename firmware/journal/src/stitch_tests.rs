@@ -1,0 +1,161 @@
+//! Tests of the stitch bookkeeping (`stitch_store.rs`): final recordings, the commit order of
+//! stitched file and manifest, crash-restarts, the attempt limit and reopening on resume. The
+//! stitcher's bytes are faked here (a few bytes written into the job's file): what is under test
+//! is the journal's side.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::*;
+use crate::tests::{feed, key_every, new_journal, reopen, start, stream, Psi, T0_MS};
+
+/// A recording of two parts (4 s each, two segments each; the first cut by power).
+fn two_part_recording(journal: &mut Journal, id: &str) {
+    start(journal, id);
+    let mut w = journal.open_part(id, "x264enc", T0_MS).unwrap();
+    feed(&mut w, &stream(0, 4000, Psi::Stamped, key_every(1000)), Instant::now());
+    w.finish(PartEnd::Interrupted("power".into()), T0_MS + 4_000).unwrap();
+    journal.finish_recording(id, Outcome::Interrupted("power".into()), T0_MS + 4_000).unwrap();
+    start(journal, id);
+    let mut w = journal.open_part(id, "x264enc", T0_MS + 10_000).unwrap();
+    feed(&mut w, &stream(0, 4000, Psi::Stamped, key_every(1000)), Instant::now());
+    w.finish(PartEnd::Closed, T0_MS + 14_000).unwrap();
+    journal.finish_recording(id, Outcome::Completed, T0_MS + 14_000).unwrap();
+}
+
+fn info(bytes: &[u8]) -> StitchedInfo {
+    StitchedInfo {
+        bytes: bytes.len() as u64,
+        sha256: "ab".repeat(32),
+        duration_ns: 8_000_000_000,
+        video_frames: 200,
+        audio_frames: 375,
+        part_spans_ns: vec![(1, 0, 4_000_000_000), (2, 4_000_000_000, 8_000_000_000)],
+    }
+}
+
+#[test]
+fn final_recording_is_stitched_once_with_a_manifest_listing_the_gap() {
+    let (dir, mut journal) = new_journal();
+    two_part_recording(&mut journal, "lec");
+    assert!(journal.request_stitch("lec", T0_MS + 15_000).unwrap());
+    assert!(!journal.request_stitch("lec", T0_MS + 15_001).unwrap(), "a second request changes nothing");
+    assert_eq!(journal.pending_stitches().unwrap(), ["lec"]);
+
+    let mut job = journal.stitch_job("lec", T0_MS + 16_000).unwrap();
+    assert_eq!(job.parts.iter().map(|p| (p.seq, p.segments.len())).collect::<Vec<_>>(), [(1, 2), (2, 2)]);
+    assert!(job.parts[0].ended_abruptly() && !job.parts[1].ended_abruptly());
+    job.file().write_all(b"not really an mp4").unwrap();
+    let row = job.commit(&info(b"not really an mp4"), json!({"agent": "room-101"}), T0_MS + 17_000).unwrap();
+    assert_eq!(row.state, "done");
+    assert_eq!(row.path.as_deref(), Some("recordings/lec/lec.mp4"));
+    assert!(journal.pending_stitches().unwrap().is_empty());
+
+    let media = dir.path();
+    assert_eq!(std::fs::read(media.join("recordings/lec/lec.mp4")).unwrap(), b"not really an mp4");
+    assert!(!media.join("recordings/lec/stitched.mp4.partial").exists());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(media.join("recordings/lec/lec.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["recording"]["id"], "lec");
+    assert_eq!(manifest["device"]["agent"], "room-101");
+    assert_eq!(manifest["parts"].as_array().unwrap().len(), 2);
+    let gaps = manifest["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!((gaps[0]["cause"].as_str(), gaps[0]["duration_s"].as_f64()), (Some("power"), Some(6.0)));
+    // Every segment's checksum is in the manifest and matches the journal.
+    let segs = journal.segments("lec").unwrap();
+    let listed: Vec<&str> = manifest["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["segments"].as_array().unwrap().iter().map(|s| s["sha256"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, segs.iter().map(|s| s.sha256.as_deref().unwrap()).collect::<Vec<_>>());
+    assert_eq!(manifest["stitched"]["sha256"], "ab".repeat(32));
+    assert_eq!(manifest["parts"][1]["stitched_start_s"], 4.0);
+}
+
+#[test]
+fn a_stitch_cut_short_restarts_and_gives_up_after_the_attempt_limit() {
+    let (dir, mut journal) = new_journal();
+    two_part_recording(&mut journal, "lec");
+    journal.request_stitch("lec", T0_MS).unwrap();
+    for attempt in 1..=MAX_STITCH_ATTEMPTS {
+        let mut job = journal.stitch_job("lec", T0_MS + attempt).unwrap();
+        job.file().write_all(b"half").unwrap();
+        // The box dies mid-stitch: no commit. The next start finds the request still pending.
+        drop(job);
+        drop(journal);
+        journal = reopen(dir.path(), T0_MS + attempt).0;
+        assert_eq!(journal.pending_stitches().unwrap(), ["lec"], "attempt {attempt}");
+        assert_eq!(journal.stitch_status("lec").unwrap().unwrap().attempts, attempt);
+    }
+    assert!(matches!(journal.stitch_job("lec", T0_MS + 10), Err(JournalError::StitchNotPending { .. })));
+    let row = journal.stitch_status("lec").unwrap().unwrap();
+    assert_eq!(row.state, "failed");
+    assert!(row.error.unwrap().contains("3 attempts"));
+    // The segments are untouched.
+    assert_eq!(journal.segments("lec").unwrap().len(), 4);
+}
+
+#[test]
+fn resuming_a_final_recording_reopens_it_and_a_running_stitch_is_discarded() {
+    let (_dir, mut journal) = new_journal();
+    start(&mut journal, "ext");
+    let mut w = journal.open_part("ext", "x264enc", T0_MS).unwrap();
+    feed(&mut w, &stream(0, 3000, Psi::Stamped, key_every(1000)), Instant::now());
+    w.finish(PartEnd::Interrupted("crash".into()), T0_MS + 3_000).unwrap();
+    journal.finish_recording("ext", Outcome::Interrupted("crash".into()), T0_MS + 3_000).unwrap();
+    assert_eq!(journal.interrupted_not_final().unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["ext"]);
+    journal.request_stitch("ext", T0_MS + 4_000).unwrap();
+    assert!(journal.interrupted_not_final().unwrap().is_empty());
+    let job = journal.stitch_job("ext", T0_MS + 4_000).unwrap();
+
+    // The event was extended: the recording resumes, which reopens it.
+    start(&mut journal, "ext");
+    assert_eq!(journal.stitch_status("ext").unwrap(), None);
+    assert!(matches!(job.commit(&info(b""), json!({}), T0_MS + 5_000), Err(JournalError::StitchNotPending { .. })));
+}
+
+#[test]
+fn a_recording_without_media_owes_no_stitch_and_bad_input_fails_the_stitch() {
+    let (_dir, mut journal) = new_journal();
+    start(&mut journal, "empty");
+    journal.finish_recording("empty", Outcome::Completed, T0_MS).unwrap();
+    assert!(!journal.request_stitch("empty", T0_MS).unwrap());
+    assert!(matches!(journal.request_stitch("nope", T0_MS), Err(JournalError::UnknownRecording { .. })));
+
+    two_part_recording(&mut journal, "bad");
+    journal.request_stitch("bad", T0_MS).unwrap();
+    let job = journal.stitch_job("bad", T0_MS).unwrap();
+    job.fail("segment 3 is not MPEG-TS", T0_MS + 1).unwrap();
+    let row = journal.stitch_status("bad").unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.error.as_deref()), ("failed", Some("segment 3 is not MPEG-TS")));
+    assert!(journal.pending_stitches().unwrap().is_empty());
+}
+
+#[test]
+fn gap_causes() {
+    let part = |state, reason: Option<&str>| StitchPart {
+        seq: 1,
+        started_at_ms: 0,
+        ended_at_ms: Some(1),
+        state,
+        end_reason: reason.map(str::to_string),
+        encoder: "x264enc".into(),
+        segments: vec![],
+    };
+    let cases = [
+        (PartState::Interrupted, Some("power"), "power"),
+        (PartState::Interrupted, Some("crash"), "crash"),
+        (PartState::Interrupted, Some("writer lost"), "crash"),
+        (PartState::Interrupted, Some("shutdown"), "shutdown"),
+        (PartState::Failed, Some("camera unplugged"), "device error"),
+        (PartState::Closed, None, "stopped"),
+    ];
+    for (state, reason, expect) in cases {
+        assert_eq!(gap_cause(&part(state, reason)), expect, "{state:?} {reason:?}");
+    }
+}
