@@ -48,6 +48,31 @@ struct Raw {
     recorder: RawRecorder,
     #[serde(default)]
     power: RawPower,
+    #[serde(default)]
+    opencast: RawOpencast,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpencast {
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    auth: Option<String>,
+    address: Option<String>,
+    capture_admin_url: Option<String>,
+    scheduler_url: Option<String>,
+    ingest_url: Option<String>,
+    connect_timeout_s: Option<u64>,
+    read_timeout_s: Option<u64>,
+    request_timeout_s: Option<u64>,
+    upload_timeout_s: Option<u64>,
+    calendar_poll_s: Option<u64>,
+    calendar_cutoff_days: Option<u64>,
+    workflow: Option<String>,
+    flavor: Option<String>,
+    retry_initial_s: Option<u64>,
+    retry_max_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +238,76 @@ pub struct PowerConfig {
     pub poweroff_after: Option<Duration>,
 }
 
+/// How requests to Opencast authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpencastAuth {
+    /// HTTP Digest with `X-Requested-Auth: Digest` (Opencast's capture-agent account).
+    Digest,
+    /// HTTP Basic (Opencast with basic auth enabled, or behind a proxy that does it).
+    Basic,
+}
+
+/// The `[opencast]` section: the server this box is a capture agent of.
+#[derive(Clone)]
+pub struct OpencastConfig {
+    /// Base URL of the admin node, e.g. `https://opencast.example.edu`, no trailing `/`.
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    pub auth: OpencastAuth,
+    /// What Opencast shows as the agent's address (the URL of its status page); may be empty.
+    pub address: String,
+    /// Base URLs that replace service discovery for one service each.
+    pub capture_admin_url: Option<String>,
+    pub scheduler_url: Option<String>,
+    pub ingest_url: Option<String>,
+    /// TCP + TLS connect timeout of every request.
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for or reading an answer.
+    pub read_timeout: Duration,
+    /// Overall limit of one request other than a track upload.
+    pub request_timeout: Duration,
+    /// Overall limit of one track upload (large files on a slow uplink take long).
+    pub upload_timeout: Duration,
+    /// How often the calendar is fetched.
+    pub calendar_poll: Duration,
+    /// How far ahead the calendar reaches (`cutoff`).
+    pub calendar_cutoff: Duration,
+    /// Workflow definition for ingests whose event names none (ad-hoc recordings).
+    pub workflow: String,
+    /// Flavor of the recorded track.
+    pub flavor: String,
+    /// First delay before a failed call is retried; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl fmt::Debug for OpencastConfig {
+    // The password stays out of logs and `--print-config` style dumps.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpencastConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("auth", &self.auth)
+            .field("address", &self.address)
+            .field("capture_admin_url", &self.capture_admin_url)
+            .field("scheduler_url", &self.scheduler_url)
+            .field("ingest_url", &self.ingest_url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("upload_timeout", &self.upload_timeout)
+            .field("calendar_poll", &self.calendar_poll)
+            .field("calendar_cutoff", &self.calendar_cutoff)
+            .field("workflow", &self.workflow)
+            .field("flavor", &self.flavor)
+            .field("retry_initial", &self.retry_initial)
+            .field("retry_max", &self.retry_max)
+            .finish()
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -226,6 +321,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub recorder: RecorderConfig,
     pub power: PowerConfig,
+    /// `None` when `opencast.url` is not set: the box records from its local schedule only.
+    pub opencast: Option<OpencastConfig>,
 }
 
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
@@ -284,6 +381,57 @@ impl Validator<'_> {
             return Err(self.invalid(key, &format!("a number from {lo} to {hi}"), v));
         }
         Ok(v)
+    }
+
+    fn opencast_url(&self, key: &str, url: Option<String>) -> Result<Option<String>, ConfigError> {
+        match url.filter(|u| !u.is_empty()) {
+            None => Ok(None),
+            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && !u.contains(char::is_whitespace) => {
+                Ok(Some(u.trim_end_matches('/').to_owned()))
+            }
+            Some(u) => Err(self.invalid(key, "an http:// or https:// URL", format!("{u:?}"))),
+        }
+    }
+
+    fn opencast(&self, o: RawOpencast) -> Result<Option<OpencastConfig>, ConfigError> {
+        let Some(url) = self.opencast_url("opencast.url", o.url)? else { return Ok(None) };
+        let auth = match o.auth.as_deref().unwrap_or("digest") {
+            "digest" => OpencastAuth::Digest,
+            "basic" => OpencastAuth::Basic,
+            other => return Err(self.invalid("opencast.auth", "\"digest\" or \"basic\"", format!("{other:?}"))),
+        };
+        let secs = |key: &str, v: Option<u64>, default: u64, lo: u64, hi: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(self.range(key, v, default, lo, hi)?))
+        };
+        let retry_initial = secs("opencast.retry_initial_s", o.retry_initial_s, 5, 1, 3600)?;
+        let retry_max = secs("opencast.retry_max_s", o.retry_max_s, 300, 1, 86_400)?;
+        if retry_max < retry_initial {
+            return Err(self.invalid("opencast.retry_max_s", "at least opencast.retry_initial_s", retry_max.as_secs()));
+        }
+        let flavor = o.flavor.unwrap_or_else(|| "presenter/source".to_owned());
+        if flavor.split('/').count() != 2 || flavor.split('/').any(str::is_empty) {
+            return Err(self.invalid("opencast.flavor", "TYPE/SUBTYPE such as \"presenter/source\"", format!("{flavor:?}")));
+        }
+        Ok(Some(OpencastConfig {
+            url,
+            username: o.username.unwrap_or_else(|| "opencast_system_account".to_owned()),
+            password: o.password.unwrap_or_default(),
+            auth,
+            address: o.address.unwrap_or_default(),
+            capture_admin_url: self.opencast_url("opencast.capture_admin_url", o.capture_admin_url)?,
+            scheduler_url: self.opencast_url("opencast.scheduler_url", o.scheduler_url)?,
+            ingest_url: self.opencast_url("opencast.ingest_url", o.ingest_url)?,
+            connect_timeout: secs("opencast.connect_timeout_s", o.connect_timeout_s, 10, 1, 300)?,
+            read_timeout: secs("opencast.read_timeout_s", o.read_timeout_s, 30, 1, 3600)?,
+            request_timeout: secs("opencast.request_timeout_s", o.request_timeout_s, 60, 1, 3600)?,
+            upload_timeout: secs("opencast.upload_timeout_s", o.upload_timeout_s, 4 * 3600, 60, 48 * 3600)?,
+            calendar_poll: secs("opencast.calendar_poll_s", o.calendar_poll_s, 60, 5, 86_400)?,
+            calendar_cutoff: Duration::from_secs(86_400 * self.range("opencast.calendar_cutoff_days", o.calendar_cutoff_days, 14, 1, 366)?),
+            workflow: o.workflow.unwrap_or_else(|| "schedule-and-upload".to_owned()),
+            flavor,
+            retry_initial,
+            retry_max,
+        }))
     }
 
     fn validate(&self, raw: Raw, source: Option<PathBuf>) -> Result<Config, ConfigError> {
@@ -370,7 +518,9 @@ impl Validator<'_> {
             ),
         };
 
+        let opencast = self.opencast(raw.opencast)?;
         Ok(Config {
+            opencast,
             source,
             agent_name,
             board,
@@ -443,6 +593,30 @@ mod tests {
         assert!(e.contains("width") && e.contains("expected u32"), "{e}");
         let e = err("[capture\n");
         assert!(e.contains("/etc/lectern/lectern.toml"), "{e}");
+    }
+
+    #[test]
+    fn opencast_section() {
+        assert!(Config::defaults().opencast.is_none(), "no url, no Opencast");
+        let c = Config::parse(
+            "[opencast]\nurl = \"https://oc.example.edu/\"\npassword = \"s3cret\"\nauth = \"basic\"\ningest_url = \"http://ingest:8080/ingest\"",
+            None,
+        )
+        .unwrap();
+        let o = c.opencast.unwrap();
+        assert_eq!((o.url.as_str(), o.auth, o.ingest_url.as_deref()), ("https://oc.example.edu", OpencastAuth::Basic, Some("http://ingest:8080/ingest")));
+        assert_eq!((o.connect_timeout, o.flavor.as_str()), (Duration::from_secs(10), "presenter/source"));
+        assert!(!format!("{o:?}").contains("s3cret"), "the password never reaches a log");
+        for (text, want) in [
+            ("[opencast]\nurl = \"oc.example.edu\"", "key `opencast.url`: expected an http:// or https:// URL"),
+            ("[opencast]\nurl = \"http://oc\"\nauth = \"ntlm\"", "key `opencast.auth`"),
+            ("[opencast]\nurl = \"http://oc\"\nconnect_timeout_s = 0", "key `opencast.connect_timeout_s`"),
+            ("[opencast]\nurl = \"http://oc\"\nflavor = \"presenter\"", "key `opencast.flavor`"),
+            ("[opencast]\nurl = \"http://oc\"\nscheduler_url = \"ftp://x\"", "key `opencast.scheduler_url`"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

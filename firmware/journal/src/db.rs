@@ -135,6 +135,7 @@ pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<()> {
 
 /// `(what, CREATE TABLE IF NOT EXISTS ...)` of each module that owns tables beyond v1.
 const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
+    ("create outbox tables", crate::outbox::SCHEMA),
     ("create stitches table", crate::stitch_store::SCHEMA),
 ];
 

@@ -129,6 +129,7 @@ mod fsio;
 mod journal;
 mod levels;
 mod model;
+mod outbox;
 pub mod recovery;
 mod stitch_store;
 mod ts;
@@ -145,6 +146,7 @@ pub use model::{
     PartState, PartSummary, RecordingKind, RecordingState, RecordingSummary, SegmentRow,
     SegmentState, StateLogRow, MAX_RECORDING_ID_LEN,
 };
+pub use outbox::{Enqueued, NewEntry, Outbox, OutboxEntry, OUTBOX_CAPACITY, OUTBOX_DONE_KEEP};
 pub use recovery::{RecoveryAction, RecoveryReport};
 pub use ts::{
     encode_pts, pes_pts, pts90k_to_ns, sha256_file, verify_ts_file, TsScan, TsScanner,
