@@ -10,6 +10,7 @@ PACKAGES=(
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   gstreamer1.0-alsa libasound2-dev libasound2-plugins alsa-utils
   ffmpeg python3 python3-pip
+  fuse3
 )
 
 missing=()
