@@ -1,0 +1,119 @@
+//! The crate's single error type, [`OpencastError`], and the rule that decides whether a failed
+//! operation is worth retrying later ([`OpencastError::is_transient`]). Every variant names the
+//! URL or file involved, because the person reading the log line is an AV technician who needs to
+//! know *which* server call went wrong.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong talking to Opencast.
+#[derive(Debug, thiserror::Error)]
+pub enum OpencastError {
+    /// The request never got an HTTP answer: connection refused, DNS, TLS, a timeout, a reset.
+    /// This is what "the server is unreachable" looks like, so it is always retried.
+    #[error("{method} {url}: {source}")]
+    Transport {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// What ureq reported.
+        #[source]
+        source: ureq::Error,
+    },
+
+    /// The server answered with a status the call does not accept.
+    #[error("{method} {url}: HTTP {status}: {body}")]
+    Status {
+        /// HTTP method.
+        method: &'static str,
+        /// The full URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The first few hundred bytes of the answer, for the log.
+        body: String,
+    },
+
+    /// The credentials or the auth method in `[opencast]` are wrong: a 401 that survives a fresh
+    /// Digest challenge, or a 302 to the login page (what Opencast does when the request lacks
+    /// `X-Requested-Auth: Digest`, i.e. `auth = "basic"` against a Digest-only server).
+    #[error("{url}: authentication failed ({detail}); check opencast.username, opencast.password and opencast.auth")]
+    Auth {
+        /// The full URL.
+        url: String,
+        /// What the server did.
+        detail: String,
+    },
+
+    /// The service registry's answer could not be used.
+    #[error("service discovery {url}: {detail}")]
+    Discovery {
+        /// The registry URL (or the service type when no URL applies).
+        url: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
+
+    /// The calendar answer is not a complete iCalendar document.
+    #[error("calendar {url}: {detail}")]
+    Calendar {
+        /// The calendar URL.
+        url: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
+
+    /// A `WWW-Authenticate` challenge could not be parsed or asks for something we do not speak.
+    #[error("digest challenge: {0}")]
+    Challenge(String),
+
+    /// A queued operation could not be decoded (written by a different firmware version?).
+    #[error("outbox entry {id} ({kind}): {detail}")]
+    BadEntry {
+        /// Outbox row id.
+        id: i64,
+        /// The entry's kind.
+        kind: String,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// A local file of a recording (a track) could not be read.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The outbox store in the journal database failed.
+    #[error("outbox: {0}")]
+    Journal(#[from] lectern_journal::JournalError),
+}
+
+impl OpencastError {
+    /// Whether the operation that failed should stay queued and be tried again after a back-off.
+    ///
+    /// Unreachable servers, 5xx, 408 and 429 are transient. So are auth failures: they are a
+    /// configuration fault an operator fixes, and dropping queued recording states because a
+    /// password expired would lose exactly the metadata the outbox exists to keep. Other 4xx
+    /// answers (400 bad request, 404 unknown recording) will not change by retrying: the entry is
+    /// parked and logged instead of blocking everything queued behind it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OpencastError::Transport { .. } | OpencastError::Auth { .. } | OpencastError::Journal(_) => true,
+            OpencastError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            // A missing track file or a half-written calendar may still appear (the stitcher is
+            // late, the proxy cut the answer): retrying is cheap and never loses anything.
+            OpencastError::Io { .. } | OpencastError::Calendar { .. } | OpencastError::Discovery { .. } => true,
+            OpencastError::Challenge(_) | OpencastError::BadEntry { .. } => false,
+        }
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = OpencastError> = std::result::Result<T, E>;

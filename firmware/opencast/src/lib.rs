@@ -1,0 +1,41 @@
+//! The Opencast capture-agent client: service discovery, agent and recording states, the
+//! calendar, ingest, and offline operation through a persistent outbox.
+//!
+//! # Pieces
+//!
+//! - [`auth`]: Digest (MD5, `qop=auth`) and Basic, sans-IO.
+//! - [`discovery`]: the service registry's JSON → endpoint URLs, sans-IO.
+//! - [`client`]: the HTTP shell over `ureq`; one call each, every request with connect, read
+//!   and overall timeouts, Digest with `X-Requested-Auth: Digest`, streamed multipart uploads.
+//! - [`ops`]: the operations owed to the server, and the agent state rule (`offline` is never
+//!   sent).
+//! - [`ingest`]: what an ingest needs, ad-hoc jobs, and why a repeated ingest is safe.
+//! - [`uplink`]: the outbox (in the journal database) replayed in order through the client, with
+//!   back-off on an injected clock.
+//!
+//! Calendar *parsing* is not here: [`Client::fetch_calendar`] returns the bytes of a complete
+//! VCALENDAR (or "not modified") for `lectern-schedule`.
+//!
+//! # Offline operation
+//!
+//! Recording never waits for the server: the daemon records from its cached calendar, and every
+//! state change and ingest goes into the outbox in one SQLite transaction. While the server is
+//! unreachable the uplink retries with exponential back-off; when it answers again, the queue is
+//! replayed in the order it was written (recording states are never merged, so Opencast gets the
+//! whole history it would otherwise lose — opencast issue #1335), each recording is ingested once,
+//! and the current agent state is sent last.
+
+pub mod auth;
+pub mod client;
+pub mod discovery;
+mod error;
+pub mod ingest;
+pub mod ops;
+pub mod uplink;
+
+pub use client::{CalendarFetch, Client};
+pub use discovery::{Endpoints, Service};
+pub use error::{OpencastError, Result};
+pub use ingest::{IngestJob, Track};
+pub use ops::{AgentState, Operation, RecordingState};
+pub use uplink::{Backoff, PumpReport, Uplink};
