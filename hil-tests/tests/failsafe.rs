@@ -56,5 +56,51 @@ fn power_fail_edge_commits_everything_and_power_back_resumes_as_a_new_part() {
         assert_eq!(s.seq, i as i64 + 1, "sequence has a hole: {all:?}");
         assert_eq!(sha256_file(&s.path).unwrap(), s.sha256, "{s:?}");
     }
+
+    // The recording is final: both parts are stitched into one MP4 with a manifest.
+    let stitch = wait_stitched(&d, &id);
+    assert_eq!(stitch["state"], "done", "{stitch}");
+    let mp4 = d.media().join(stitch["path"].as_str().unwrap());
+    assert_eq!(sha256_file(&mp4).unwrap(), stitch["sha256"].as_str().unwrap());
+    assert_decodes_cleanly(&mp4);
+    let part2 = d.dir.path().join("part2.ts");
+    concat(&all[segs.len()..], &part2).unwrap();
+    let parts_total = kept + discover(&part2).unwrap().duration;
+    let stitched = discover(&mp4).unwrap();
+    assert!(stitched.has_video && stitched.has_audio, "{stitched:?}");
+    let diff = stitched.duration.as_secs_f64() - parts_total.as_secs_f64();
+    assert!(diff.abs() < 0.2, "stitched {:?} vs parts {parts_total:?}: the outage must be cut out, nothing else", stitched.duration);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.media().join(stitch["manifest"].as_str().unwrap())).unwrap()).unwrap();
+    assert_eq!(manifest["recording"]["id"], id.as_str());
+    assert_eq!(manifest["parts"].as_array().unwrap().len(), 2);
+    assert_eq!(manifest["gaps"][0]["cause"], "power", "{manifest}");
+    assert_eq!(manifest["stitched"]["sha256"], stitch["sha256"]);
+    let listed = manifest["parts"].as_array().unwrap().iter().flat_map(|p| p["segments"].as_array().unwrap().clone()).count();
+    assert_eq!(listed, all.len());
     assert!(d.terminate().unwrap().success());
+}
+
+/// Waits for the recording's stitch to finish and returns its `stitch` object from `recordings`.
+fn wait_stitched(d: &Daemon, id: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let found = wait_until("the stitch", Duration::from_secs(30), || {
+        let list = d.ctl(Request::Recordings).unwrap();
+        last = list["recordings"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["stitch"].clone();
+        matches!(last["state"].as_str(), Some("done" | "failed"))
+    });
+    found.unwrap_or_else(|e| panic!("{e}: last {last}\n{}", d.log_text()));
+    last
+}
+
+/// ffmpeg decodes every frame of `path` without a single error message.
+fn assert_decodes_cleanly(path: &std::path::Path) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && errors.trim().is_empty(), "{} does not decode cleanly:\n{errors}", path.display());
 }

@@ -127,13 +127,14 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     fresh_dir(&out.join("lectern"))?;
     fresh_dir(&out.join("anchor"))?;
 
-    eprintln!("xtask: cargo build --release --bins");
+    // Only the two binaries the benchmark runs: the rest of the workspace need not build.
+    eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--bins"])
+        .args(["build", "--release", "-p", "lecternd", "-p", "lectern-cli"])
         .current_dir(root)
         .status()?;
     if !st.success() {
-        bail!("cargo build --release --bins failed");
+        bail!("cargo build --release -p lecternd -p lectern-cli failed");
     }
     let bin = root.join("target/release");
     let setup = if opts.anchor {

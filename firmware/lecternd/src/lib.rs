@@ -13,6 +13,7 @@
 mod clock;
 pub mod logging;
 mod session;
+mod stitcher;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -30,6 +31,7 @@ use serde_json::{json, Value};
 
 pub use clock::{Clock, SystemClock};
 use session::Session;
+use stitcher::{StitchDone, Stitcher};
 
 /// Everything that can wake the main loop.
 enum Event {
@@ -39,6 +41,8 @@ enum Event {
     PowerFail(bool, Instant),
     /// A pipeline or journal error from the session of that generation.
     CaptureError { generation: u64, message: String },
+    /// The stitch worker finished a recording.
+    Stitched(StitchDone),
     Signal(i32),
 }
 
@@ -76,6 +80,9 @@ struct Daemon {
     watchdog: Option<Duration>,
     last_watchdog: Instant,
     status_line: String,
+    stitcher: Stitcher,
+    /// The recording the stitch worker is busy with.
+    stitching: Option<String>,
 }
 
 fn capture_settings(config: &Config) -> CaptureSettings {
@@ -124,6 +131,18 @@ fn led_pattern(led: Led) -> LedPattern {
         Led::Error => LedPattern::Error,
         Led::NotProvisioned => LedPattern::NotProvisioned,
     }
+}
+
+/// The box as the stitched recordings' manifests describe it.
+fn device_json(config: &Config) -> Value {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).ok();
+    json!({
+        "agent": config.agent_name,
+        "hostname": hostname,
+        "board": format!("{:?}", config.board.backend).to_lowercase(),
+        "software": format!("lecternd {}", env!("CARGO_PKG_VERSION")),
+        "arch": std::env::consts::ARCH,
+    })
 }
 
 fn rfc3339(ms: i64) -> Value {
@@ -191,6 +210,10 @@ impl Daemon {
         });
         let mut usec = 0;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let stitch_tx = tx.clone();
+        let stitcher = Stitcher::spawn(device_json(&config), clock.clone(), move |done| {
+            let _ = stitch_tx.send(Event::Stitched(done));
+        })?;
         let mut daemon = Daemon {
             config,
             clock,
@@ -216,6 +239,8 @@ impl Daemon {
             watchdog,
             last_watchdog: Instant::now(),
             status_line: String::new(),
+            stitcher,
+            stitching: None,
         };
         daemon.board.led.set_pattern(LedPattern::Idle);
         daemon.reload_schedule(true);
@@ -275,6 +300,9 @@ impl Daemon {
                 }
                 Some(ev) => self.on_event(ev),
             };
+            if !stop {
+                self.maybe_stitch();
+            }
             self.publish_status();
             if stop {
                 break;
@@ -314,6 +342,13 @@ impl Daemon {
                 } else {
                     log::debug!(target: "lecternd", "stale error from session {generation}: {message}");
                 }
+                false
+            }
+            Event::Stitched(done) => {
+                if let Err(e) = &done.result {
+                    log::warn!(target: "lecternd", "recording {}: stitch ended without a file: {e}", done.recording_id);
+                }
+                self.stitching = None;
                 false
             }
             Event::Signal(sig) => {
@@ -423,8 +458,16 @@ impl Daemon {
                         Outcome::Completed => lectern_journal::Outcome::Completed,
                         Outcome::Interrupted(r) => lectern_journal::Outcome::Interrupted(r),
                     };
+                    let completed = outcome == lectern_journal::Outcome::Completed;
                     match self.journal.finish_recording(&recording_id, outcome, self.clock.now_ms()) {
                         Ok(()) => {
+                            // A completed recording is final at once; an interrupted one only when
+                            // it will not be resumed (see `maybe_stitch`).
+                            if completed {
+                                if let Err(e) = self.journal.request_stitch(&recording_id, self.clock.now_ms()) {
+                                    log::error!(target: "lecternd", "recording {recording_id}: cannot queue its stitch: {e}");
+                                }
+                            }
                             if let Ok(Some(r)) = self.journal.recording(&recording_id) {
                                 log::info!(
                                     target: "lecternd",
@@ -476,7 +519,16 @@ impl Daemon {
             }
             Request::Recordings => {
                 let list = self.journal.recordings().map_err(|e| e.to_string())?;
-                Ok(json!({ "recordings": list }))
+                let mut out = Vec::with_capacity(list.len());
+                for r in list {
+                    let stitch = self.journal.stitch_status(&r.id).map_err(|e| e.to_string())?;
+                    let mut v = serde_json::to_value(&r).map_err(|e| e.to_string())?;
+                    v["stitch"] = stitch.map_or(Value::Null, |s| {
+                        json!({ "state": s.state, "path": s.path, "manifest": s.manifest_path, "bytes": s.bytes, "sha256": s.sha256, "error": s.error })
+                    });
+                    out.push(v);
+                }
+                Ok(json!({ "recordings": out }))
             }
             Request::Segments { recording_id } => {
                 let segs = self.journal.segments(&recording_id).map_err(|e| e.to_string())?;
@@ -535,6 +587,7 @@ impl Daemon {
                 "error": self.schedule_error,
             },
             "media_dir": self.config.journal.media_dir.display().to_string(),
+            "stitching": self.stitching,
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
@@ -564,6 +617,56 @@ impl Daemon {
         if let Some(r) = candidate {
             log::info!(target: "lecternd", "recording {}: interrupted ({}) {} s ago; resuming", r.id, r.end_reason.as_deref().unwrap_or("?"), (now - r.ended_at_ms.unwrap_or(now)) / 1000);
             let _ = self.feed(lectern_recorder::Event::ResumeAdhoc { id: r.id, title: r.title, started_at_ms: r.started_at_ms });
+        }
+    }
+
+    /// Declares interrupted recordings final once they will not be resumed, and hands the oldest
+    /// pending stitch to the worker. Only while idle: a stitch competes with a recording for the
+    /// card, and a recording that is about to resume is not final.
+    ///
+    /// An interrupted recording will not be resumed when it is ad-hoc and older than
+    /// `resume_adhoc_window`, or scheduled and its event (still in the schedule) has ended or is
+    /// gone from the schedule. A power-lost recording is never idle, so never final here.
+    fn maybe_stitch(&mut self) {
+        if self.stitching.is_some() || *self.recorder.state() != State::Idle {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let window = self.config.recorder.resume_adhoc_window.as_millis() as i64;
+        match self.journal.interrupted_not_final() {
+            Ok(list) => {
+                for r in list {
+                    let resumable = match (&r.kind, &r.event_uid) {
+                        (RecordingKind::Scheduled, Some(uid)) => self.recorder.schedule().iter().any(|s| &s.uid == uid && s.end_ms > now),
+                        _ => r.ended_at_ms.is_some_and(|t| t >= now - window) && window > 0,
+                    };
+                    if !resumable {
+                        log::info!(target: "lecternd", "recording {}: interrupted ({}) and not resumable; final", r.id, r.end_reason.as_deref().unwrap_or("?"));
+                        if let Err(e) = self.journal.request_stitch(&r.id, now) {
+                            log::error!(target: "lecternd", "recording {}: cannot queue its stitch: {e}", r.id);
+                        }
+                    }
+                }
+            }
+            Err(e) => log::error!(target: "lecternd", "cannot look for interrupted recordings: {e}"),
+        }
+        let pending = match self.journal.pending_stitches() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!(target: "lecternd", "cannot list pending stitches: {e}");
+                return;
+            }
+        };
+        for id in pending {
+            match self.journal.stitch_job(&id, now) {
+                Ok(job) => {
+                    self.stitching = Some(id);
+                    self.stitcher.submit(job);
+                    return;
+                }
+                // Gave up after too many attempts, or raced with a resume: try the next one.
+                Err(e) => log::warn!(target: "lecternd", "recording {id}: not stitched: {e}"),
+            }
         }
     }
 
