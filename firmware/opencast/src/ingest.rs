@@ -40,6 +40,9 @@ pub struct IngestJob {
     pub event_uid: String,
     /// A human title, for logs.
     pub title: String,
+    /// Whether the event is on Opencast's schedule; only then are recording states sent for it
+    /// (capture-admin refuses states for ids it did not schedule).
+    pub scheduled: bool,
     /// `episode.xml` of the event.
     pub episode_dc: Option<String>,
     /// `series.xml` of the event.
@@ -76,6 +79,31 @@ pub fn workflow_from_properties(text: &str) -> (Option<String>, BTreeMap<String,
 }
 
 impl IngestJob {
+    /// The job for a scheduled event: its catalogs and its agent properties (the
+    /// `org.opencastproject.capture.agent.properties` attachment) as the calendar delivered them.
+    pub fn scheduled(
+        recording_id: &str,
+        event_uid: &str,
+        title: &str,
+        episode_dc: Option<String>,
+        series_dc: Option<String>,
+        agent_properties: &str,
+        tracks: Vec<Track>,
+    ) -> IngestJob {
+        let (workflow, workflow_config) = workflow_from_properties(agent_properties);
+        IngestJob {
+            recording_id: recording_id.to_owned(),
+            event_uid: event_uid.to_owned(),
+            title: title.to_owned(),
+            scheduled: true,
+            episode_dc,
+            series_dc,
+            tracks,
+            workflow,
+            workflow_config,
+        }
+    }
+
     /// The job for an ad-hoc (button) recording: a UID derived from the recording id, a title
     /// with the room and the UTC start, and a generated episode catalog carrying them.
     pub fn adhoc(recording_id: &str, agent_name: &str, started_at_ms: i64, tracks: Vec<Track>) -> IngestJob {
@@ -92,6 +120,7 @@ impl IngestJob {
             recording_id: recording_id.to_owned(),
             event_uid: format!("lectern-adhoc-{recording_id}"),
             title,
+            scheduled: false,
             episode_dc: Some(episode),
             series_dc: None,
             tracks,

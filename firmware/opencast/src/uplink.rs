@@ -201,7 +201,7 @@ impl Uplink {
                     self.outbox.park(entry.id, &e.to_string())?;
                     if let Operation::Ingest(job) = &op {
                         // Best effort: the server refused the ingest, say so for the event.
-                        let _ = self.client.set_recording_state(&job.event_uid, RecordingState::UploadError);
+                        let _ = self.upload_state(job, RecordingState::UploadError);
                     }
                     report.parked += 1;
                 }
@@ -256,16 +256,34 @@ impl Uplink {
             Operation::RecordingState { event_uid, state } => self.client.set_recording_state(event_uid, *state),
             Operation::Ingest(job) => {
                 log::info!(target: "opencast", "recording {}: ingest of {:?} (event {}) starts", job.recording_id, job.title, job.event_uid);
-                self.client.set_recording_state(&job.event_uid, RecordingState::Uploading)?;
+                self.upload_state(job, RecordingState::Uploading)?;
                 if self.current == AgentState::Idle {
                     self.client.set_agent_state(AgentState::Uploading)?;
                     self.last_sent = Some(AgentState::Uploading);
                 }
                 self.client.ingest(job)?;
-                self.client.set_recording_state(&job.event_uid, RecordingState::UploadFinished)?;
+                self.upload_state(job, RecordingState::UploadFinished)?;
                 log::info!(target: "opencast", "recording {}: ingested", job.recording_id);
                 Ok(())
             }
+        }
+    }
+}
+
+impl Uplink {
+    /// A recording state around an ingest. The ingest matters more than the state: a refusal
+    /// (the event was deleted meanwhile) is logged and the ingest goes on; an unreachable server
+    /// fails the ingest attempt like any other call.
+    fn upload_state(&mut self, job: &IngestJob, state: RecordingState) -> Result<()> {
+        if !job.scheduled {
+            return Ok(());
+        }
+        match self.client.set_recording_state(&job.event_uid, state) {
+            Err(e) if !e.is_transient() => {
+                log::warn!(target: "opencast", "recording {}: state {} refused: {e}", job.recording_id, state.as_str());
+                Ok(())
+            }
+            r => r,
         }
     }
 }
