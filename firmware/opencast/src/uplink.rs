@@ -194,7 +194,7 @@ impl Uplink {
                     self.contact(t);
                     report.delivered.push(op);
                 }
-                Err(e) if e.is_transient() => return Ok(self.fail(entry.id, e, now(), report)?),
+                Err(e) if e.is_transient() => return self.fail(entry.id, e, now(), report),
                 Err(e) => {
                     log::error!(target: "opencast", "{} refused for good, parked: {e}", describe(&op));
                     self.contact(now());
@@ -238,7 +238,7 @@ impl Uplink {
     fn fail_state(&mut self, e: OpencastError, now_ms: i64, mut report: PumpReport) -> Result<PumpReport> {
         let delay = self.backoff.failed(now_ms);
         log::warn!(target: "opencast", "{e}; retrying in {} s", delay.as_secs());
-        if matches!(e, OpencastError::Transport { .. }) && self.backoff.failures() % 4 == 0 {
+        if matches!(e, OpencastError::Transport { .. }) && self.backoff.failures().is_multiple_of(4) {
             // A service that keeps failing may have moved: ask the registry again next time.
             self.client.forget_endpoints();
         }
