@@ -63,7 +63,8 @@ impl Daemon {
         if !config.exists() {
             let base = "[board]\nbackend = \"sim\"\nsim_socket = \"run/sim.sock\"\ndebounce_ms = 10\nlong_press_ms = 800\n\
                         [control]\nsocket = \"run/control.sock\"\n\
-                        [journal]\nmedia_dir = \"media\"\n";
+                        [journal]\nmedia_dir = \"media\"\n\
+                        [clock]\ntrust = \"always\"\n";
             std::fs::write(&config, merge(base, extra))?;
             // The journal refuses a missing media directory (an unmounted card must not fill the root fs).
             std::fs::create_dir_all(dir.path().join("media"))?;

@@ -209,6 +209,27 @@ fn a_scheduled_lecture_in_the_local_ics_is_recorded_for_its_remainder() {
 }
 
 #[test]
+fn an_untrusted_clock_holds_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:lecture-2\r\nDTSTART:{}\r\nDTEND:{}\r\nSUMMARY:Optics\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        fmt(now - chrono::Duration::seconds(30)),
+        fmt(now + chrono::Duration::seconds(600))
+    );
+    std::fs::write(dir.path().join("schedule.ics"), ics).unwrap();
+    let mut d = Daemon::start_in(dir, &format!("{SMALL}[schedule]\nics = \"schedule.ics\"\n[clock]\ntrust = \"never\"\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let status = d.status();
+    assert_eq!((status["state"].as_str(), status["schedule"]["events"].as_u64()), (Some("idle"), Some(1)), "{status}");
+    assert_eq!(status["clock"]["trusted"], false, "{status}");
+    assert!(status["clock"]["reason"].as_str().unwrap().contains("never"), "{status}");
+    assert!(d.log_text().contains("scheduled recordings wait"), "{}", d.log_text());
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
 fn cli_json_shapes_are_the_documented_ones() {
     let mut d = Daemon::start(SMALL).unwrap();
     let status: Value = serde_json::from_str(&d.cli(&["--json", "status"]).unwrap()).unwrap();

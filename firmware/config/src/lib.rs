@@ -49,6 +49,8 @@ struct Raw {
     #[serde(default)]
     power: RawPower,
     #[serde(default)]
+    clock: RawClock,
+    #[serde(default)]
     opencast: RawOpencast,
 }
 
@@ -141,6 +143,12 @@ struct RawControl {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawClock {
+    trust: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRecorder {
     adhoc_max_minutes: Option<u64>,
     resume_adhoc_window_minutes: Option<u64>,
@@ -216,6 +224,18 @@ pub struct JournalConfig {
 pub struct ScheduleConfig {
     pub ics: Option<PathBuf>,
     pub reload: Duration,
+}
+
+/// When the wall clock may drive scheduled recordings (`[clock] trust`). These boards have no
+/// RTC: before NTP the clock can be years off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockTrust {
+    /// Trusted once systemd-timesyncd or the kernel's NTP status says synchronised, or an RTC exists.
+    Auto,
+    /// Always trusted (the simulated board on a development machine; a box with a GPS clock).
+    Always,
+    /// Never trusted: scheduled recordings never start (a test setting).
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +340,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub control_socket: PathBuf,
     pub recorder: RecorderConfig,
+    pub clock_trust: ClockTrust,
     pub power: PowerConfig,
     /// `None` when `opencast.url` is not set: the box records from its local schedule only.
     pub opencast: Option<OpencastConfig>,
@@ -518,6 +539,12 @@ impl Validator<'_> {
             ),
         };
 
+        let clock_trust = match raw.clock.trust.as_deref().unwrap_or("auto") {
+            "auto" => ClockTrust::Auto,
+            "always" => ClockTrust::Always,
+            "never" => ClockTrust::Never,
+            other => return Err(self.invalid("clock.trust", "one of \"auto\", \"always\", \"never\"", format!("{other:?}"))),
+        };
         let opencast = self.opencast(raw.opencast)?;
         Ok(Config {
             opencast,
@@ -529,6 +556,7 @@ impl Validator<'_> {
             schedule,
             control_socket: self.path(raw.control.socket.unwrap_or_else(|| PathBuf::from("/run/lectern/control.sock"))),
             recorder,
+            clock_trust,
             power: PowerConfig {
                 hold: Duration::from_millis(self.range("power.hold_ms", raw.power.hold_ms, 2000, 0, 600_000)?),
                 poweroff_after: Some(self.range("power.poweroff_after_ms", raw.power.poweroff_after_ms, 0, 0, 600_000)?)
@@ -573,6 +601,7 @@ mod tests {
             ("[capture]\nwidth = 12", "key `capture.width`: expected a number from 160 to 3840, found 12"),
             ("[capture]\nvideo = \"hdmi\"", "key `capture.video`: expected \"test\" or \"v4l2\", found \"hdmi\""),
             ("[board]\nbackend = \"pigpio\"", "key `board.backend`"),
+            ("[clock]\ntrust = \"maybe\"", "key `clock.trust`"),
             ("[journal]\nsegment_seconds = 0.1", "key `journal.segment_seconds`"),
             ("[capture]\nwidth = 1281", "even numbers"),
             ("[agent]\nname = \"room 101\"", "key `agent.name`"),

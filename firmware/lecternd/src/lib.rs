@@ -29,7 +29,7 @@ use lectern_journal::{Journal, JournalOptions, NewRecording, RecordingKind};
 use lectern_recorder::{Action, Kind, Led, Outcome, PartEnd, Recorder, Settings, Slot, State};
 use serde_json::{json, Value};
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, SteadyClock};
 use session::Session;
 use stitcher::{StitchDone, Stitcher};
 
@@ -48,7 +48,7 @@ enum Event {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for start-up failures.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SteadyClock::system());
     Daemon::start(config, clock)?.main_loop();
     Ok(())
 }
@@ -83,6 +83,9 @@ struct Daemon {
     stitcher: Stitcher,
     /// The recording the stitch worker is busy with.
     stitching: Option<String>,
+    /// Whether the wall clock may drive the schedule, and why (see `clock.rs`).
+    clock_trusted: bool,
+    clock_reason: String,
 }
 
 fn capture_settings(config: &Config) -> CaptureSettings {
@@ -241,7 +244,10 @@ impl Daemon {
             status_line: String::new(),
             stitcher,
             stitching: None,
+            clock_trusted: false,
+            clock_reason: String::new(),
         };
+        daemon.check_clock();
         daemon.board.led.set_pattern(LedPattern::Idle);
         daemon.reload_schedule(true);
         daemon.resume_adhoc();
@@ -292,6 +298,16 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if *self.recorder.state() == State::Idle {
+                // Only while idle: a step during a recording must not cut or stretch it.
+                if let Some(step) = self.clock.reanchor() {
+                    log::warn!(target: "lecternd", "wall clock stepped by {:+.3} s; following it (idle)", step as f64 / 1e3);
+                    let _ = self.journal.log_state(None, "clock_step", &format!("{step:+} ms"), self.clock.now_ms());
+                }
+            }
+            if !self.clock_trusted {
+                self.check_clock();
+            }
             let stop = match event {
                 None => {
                     self.reload_schedule(false);
@@ -588,6 +604,7 @@ impl Daemon {
             },
             "media_dir": self.config.journal.media_dir.display().to_string(),
             "stitching": self.stitching,
+            "clock": { "trusted": self.clock_trusted, "reason": self.clock_reason },
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
@@ -617,6 +634,36 @@ impl Daemon {
         if let Some(r) = candidate {
             log::info!(target: "lecternd", "recording {}: interrupted ({}) {} s ago; resuming", r.id, r.end_reason.as_deref().unwrap_or("?"), (now - r.ended_at_ms.unwrap_or(now)) / 1000);
             let _ = self.feed(lectern_recorder::Event::ResumeAdhoc { id: r.id, title: r.title, started_at_ms: r.started_at_ms });
+        }
+    }
+
+    /// Asks whether the wall clock can be trusted yet and tells the recorder when that changes.
+    fn check_clock(&mut self) {
+        let policy = match self.config.clock_trust {
+            lectern_config::ClockTrust::Auto => clock::TrustPolicy::Auto,
+            lectern_config::ClockTrust::Always => clock::TrustPolicy::Always,
+            lectern_config::ClockTrust::Never => clock::TrustPolicy::Never,
+        };
+        let (trusted, reason) = clock::trust(policy, &clock::TrustProbe::default());
+        let first = self.clock_reason.is_empty();
+        if reason != self.clock_reason {
+            if trusted {
+                log::info!(target: "lecternd", "clock trusted: {reason}");
+            } else {
+                log::warn!(target: "lecternd", "clock not trusted, scheduled recordings wait: {reason}");
+            }
+        }
+        self.clock_reason = reason;
+        if trusted && *self.recorder.state() == State::Idle {
+            // NTP usually steps the clock when it first synchronises: follow it before the
+            // schedule is applied.
+            if let Some(step) = self.clock.reanchor() {
+                log::warn!(target: "lecternd", "wall clock stepped by {:+.3} s when it became trusted", step as f64 / 1e3);
+            }
+        }
+        if trusted != self.clock_trusted || first {
+            self.clock_trusted = trusted;
+            let _ = self.feed(lectern_recorder::Event::ClockTrust(trusted));
         }
     }
 

@@ -37,6 +37,8 @@
 //! - At start-up an ad-hoc recording cut short less than the configured window ago resumes as a
 //!   new part of the same recording (the daemon sends `ResumeAdhoc`); a scheduled one resumes
 //!   because the schedule says it is due.
+//! - Scheduled recordings start only once the daemon reports the wall clock trusted
+//!   (`ClockTrust(true)`); an event in progress then is recorded for its remainder.
 //! - Power-fail edge: everything captured is made durable at once (`PowerCut`), the recording is
 //!   marked "interrupted: power" and nothing new starts while the line is asserted. If the line
 //!   clears and stays clear for `power_hold_ms` while the recording is still wanted (scheduled end
@@ -127,6 +129,9 @@ pub enum Event {
     PowerFail,
     /// The power-fail input cleared: the supply is back (or it was a glitch).
     PowerRestored,
+    /// Whether the wall clock can be trusted (NTP synchronised, an RTC, or config). Until it is,
+    /// no scheduled recording starts; ad-hoc recordings need no wall time and still do.
+    ClockTrust(bool),
     /// The daemon is stopping (SIGTERM).
     Shutdown,
 }
@@ -233,11 +238,13 @@ pub struct Recorder {
     power_failing: bool,
     /// When the power-fail line was asserted, while it is; cleared once a power-off was asked for.
     power_fail_since: Option<Millis>,
+    /// See [`Event::ClockTrust`]; true until the daemon says otherwise.
+    clock_trusted: bool,
 }
 
 impl Recorder {
     pub fn new(settings: Settings) -> Recorder {
-        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None }
+        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None, clock_trusted: true }
     }
 
     pub fn state(&self) -> &State {
@@ -280,6 +287,16 @@ impl Recorder {
         self.suppressed.retain(|_, end| *end > now);
         match event {
             Event::Tick => {}
+            Event::ClockTrust(trusted) => {
+                if trusted != self.clock_trusted {
+                    out.push(Action::Note(if trusted {
+                        "clock trusted: the schedule applies".to_string()
+                    } else {
+                        "clock not trusted: scheduled recordings wait for it".to_string()
+                    }));
+                }
+                self.clock_trusted = trusted;
+            }
             Event::ScheduleLoaded(mut slots) => {
                 slots.sort_by(|a, b| (a.start_ms, &a.uid).cmp(&(b.start_ms, &b.uid)));
                 self.schedule = slots;
@@ -422,7 +439,8 @@ impl Recorder {
                 self.state = State::Recording { active };
             }
         }
-        let due = self.due_slot(now).cloned();
+        // An untrusted clock may be years off: the schedule waits for it (ad-hoc does not).
+        let due = if self.clock_trusted { self.due_slot(now).cloned() } else { None };
         if let Some(slot) = due {
             match self.state.active().map(|a| a.spec.kind.clone()) {
                 None => self.begin_scheduled(&slot, now, out),

@@ -126,6 +126,26 @@ fn event_in_progress_at_boot_records_the_remainder() {
 }
 
 #[test]
+fn untrusted_clock_holds_the_schedule_but_not_the_button() {
+    let id = adhoc(30);
+    check(
+        Settings::default(),
+        &[
+            (0, Event::ClockTrust(false), &[]),
+            // Due by the (untrusted) clock, but nothing starts.
+            (0, Event::ScheduleLoaded(vec![slot("lec-1", -600, 600)]), &[]),
+            (10, Event::Tick, &[]),
+            // The button needs no wall time.
+            (30, Event::ButtonPress, &[&format!("begin {id} until 14430"), &format!("start {id}"), "led Recording"]),
+            (40, Event::ButtonPress, &[&format!("stop {id} Closed"), &format!("finish {id} Completed"), "led Idle"]),
+            // NTP synchronised: the lecture in progress is recorded for its remainder.
+            (50, Event::ClockTrust(true), &["begin lec-1 until 600", "start lec-1", "led Recording"]),
+            (600, Event::Tick, &["stop lec-1 Closed", "finish lec-1 Completed", "led Idle"]),
+        ],
+    );
+}
+
+#[test]
 fn back_to_back_events_switch_in_one_step() {
     check(
         Settings::default(),
