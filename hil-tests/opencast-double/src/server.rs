@@ -217,7 +217,7 @@ fn serve_request(shared: &Shared, head: Head, r: &mut BufReader<TcpStream>, w: &
         fault = Some("slow");
         std::thread::sleep(faults.delay);
     }
-    if faults.garbage_body && !resp.body.is_empty() || faults.garbage_body && resp.status == 200 {
+    if faults.garbage_body && (resp.status == 200 || !resp.body.is_empty()) {
         fault = Some("garbage");
         resp.body = b"\xff\xfe\x00<<<<not what you asked for\x00\x80\x81 {\"services\": [".repeat(7);
     }
@@ -457,7 +457,7 @@ fn mp_xml(shared: &Shared, mp: &MediaPackage) -> String {
     let tracks: String = mp
         .tracks
         .iter()
-        .map(|t| format!("<track id=\"{}\" type=\"{}\"><mimetype>{}</mimetype><tags/><url>{base}/{}/{}</url><checksum type=\"md5\">{}</checksum><live>false</live></track>", t.id, xml_escape(&t.flavor), mime_of(&t.filename), t.id, xml_escape(&t.filename), t.md5))
+        .map(|t| format!("<track id=\"{}\" type=\"{}\"><mimetype>{}</mimetype><tags/><url>{base}/{}/{}</url><checksum type=\"sha256\">{}</checksum><live>false</live></track>", t.id, xml_escape(&t.flavor), mime_of(&t.filename), t.id, xml_escape(&t.filename), t.sha256))
         .collect();
     let catalogs: String = mp
         .catalogs
@@ -560,7 +560,7 @@ fn add_track(shared: &Shared, f: Form) -> Response {
     let id = format!("track-{}", shared.next_id());
     let file = file.clone();
     let resp = with_mediapackage(shared, &f, |mp| {
-        mp.tracks.push(Track { id, flavor, filename: file.filename.clone(), bytes: file.bytes, sha256: file.sha256.clone(), md5: file.md5.clone(), path: file.path.clone() });
+        mp.tracks.push(Track { id, flavor, filename: file.filename.clone(), bytes: file.bytes, sha256: file.sha256.clone(), path: file.path.clone() });
         Ok(())
     });
     if resp.status != 200 {

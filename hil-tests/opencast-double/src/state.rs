@@ -83,7 +83,6 @@ pub struct Track {
     pub filename: String,
     pub bytes: u64,
     pub sha256: String,
-    pub md5: String,
     pub path: PathBuf,
 }
 
