@@ -9,7 +9,7 @@ PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   gstreamer1.0-alsa libasound2-dev libasound2-plugins alsa-utils
-  ffmpeg python3 python3-pip
+  ffmpeg python3 python3-pip python3-venv
   fuse3
 )
 
