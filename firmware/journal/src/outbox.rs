@@ -28,12 +28,15 @@
 //!   last_error NULL, parked 0/1)`
 //! - `outbox_done(once_key PK, done_at_ms)`
 //!
-//! The [`Outbox`] has its own connection so the uplink thread never shares the main thread's;
-//! open it after [`crate::Journal::open`] has created the schema.
+//! Each [`Outbox`] has its own connection, so the thread that enqueues and the threads that
+//! deliver each open one on the same database; open them after [`crate::Journal::open`] has
+//! created the schema. Enqueue and ack take the write lock up front (`BEGIN IMMEDIATE`): a
+//! deferred transaction that read first could not wait for another writer under WAL and would
+//! fail with `SQLITE_BUSY` at once.
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db;
 use crate::error::{DbContext, Result};
@@ -148,7 +151,7 @@ impl Outbox {
     /// Queues an entry under the rules in the module doc, in one transaction.
     pub fn enqueue(&mut self, e: &NewEntry<'_>, now_ms: i64) -> Result<Enqueued> {
         let p = &self.db_path;
-        let tx = self.conn.transaction().db("begin outbox enqueue", p)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).db("begin outbox enqueue", p)?;
         if let Some(key) = e.once_key {
             let done: bool = tx
                 .query_row("SELECT EXISTS (SELECT 1 FROM outbox_done WHERE once_key = ?1)", [key], |r| r.get(0))
@@ -201,10 +204,25 @@ impl Outbox {
 
     /// The oldest queued (not parked) entry.
     pub fn peek(&self) -> Result<Option<OutboxEntry>> {
-        self.conn
-            .query_row(&format!("SELECT {ENTRY_COLUMNS} FROM outbox WHERE parked = 0 ORDER BY id LIMIT 1"), [], entry)
-            .optional()
-            .db("peek outbox", &self.db_path)
+        self.peek_where("1", "")
+    }
+
+    /// The oldest queued entry of this kind. Lets a consumer serve one kind on its own (long
+    /// uploads on their own thread) without reordering anything within that kind.
+    pub fn peek_kind(&self, kind: &str) -> Result<Option<OutboxEntry>> {
+        self.peek_where("kind = ?1", kind)
+    }
+
+    /// The oldest queued entry of any other kind.
+    pub fn peek_other_than(&self, kind: &str) -> Result<Option<OutboxEntry>> {
+        self.peek_where("kind <> ?1", kind)
+    }
+
+    fn peek_where(&self, filter: &str, kind: &str) -> Result<Option<OutboxEntry>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM outbox WHERE parked = 0 AND {filter} ORDER BY id LIMIT 1");
+        let mut stmt = self.conn.prepare_cached(&sql).db("prepare outbox peek", &self.db_path)?;
+        let r = if filter == "1" { stmt.query_row([], entry) } else { stmt.query_row([kind], entry) };
+        r.optional().db("peek outbox", &self.db_path)
     }
 
     /// All queued (not parked) entries, oldest first, at most `limit`.
@@ -243,7 +261,7 @@ impl Outbox {
     /// transaction. Acking an id that is gone (coalesced away meanwhile) does nothing.
     pub fn ack(&mut self, id: i64, now_ms: i64) -> Result<()> {
         let p = &self.db_path;
-        let tx = self.conn.transaction().db("begin outbox ack", p)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).db("begin outbox ack", p)?;
         let key: Option<Option<String>> = tx
             .query_row("SELECT once_key FROM outbox WHERE id = ?1", [id], |r| r.get(0))
             .optional()
@@ -337,6 +355,21 @@ mod tests {
         assert!(o.is_done("ingest:r1").unwrap());
         assert_eq!(add(&mut o, "ingest", "r1", false, Some("ingest:r1")), Enqueued::AlreadyDone);
         assert!(o.is_empty().unwrap());
+    }
+
+    #[test]
+    fn kinds_can_be_served_apart_and_handles_share_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut producer = open(&dir, 100);
+        let consumer = open(&dir, 100);
+        add(&mut producer, "rec", "a", false, None);
+        add(&mut producer, "ingest", "i1", false, Some("ingest:1"));
+        add(&mut producer, "rec", "b", false, None);
+        add(&mut producer, "ingest", "i2", false, Some("ingest:2"));
+        assert_eq!(consumer.peek_kind("ingest").unwrap().unwrap().payload, "i1");
+        assert_eq!(consumer.peek_other_than("ingest").unwrap().unwrap().payload, "a");
+        assert_eq!(consumer.peek().unwrap().unwrap().payload, "a");
+        assert!(consumer.peek_kind("none").unwrap().is_none());
     }
 
     #[test]

@@ -101,15 +101,18 @@ impl OpencastError {
     /// Unreachable servers, 5xx, 408 and 429 are transient. So are auth failures: they are a
     /// configuration fault an operator fixes, and dropping queued recording states because a
     /// password expired would lose exactly the metadata the outbox exists to keep. Other 4xx
-    /// answers (400 bad request, 404 unknown recording) will not change by retrying: the entry is
-    /// parked and logged instead of blocking everything queued behind it.
+    /// answers (400 bad request, 404 unknown recording) and a track file that no longer exists
+    /// will not change by retrying: the entry is parked and logged instead of blocking everything
+    /// queued behind it.
     pub fn is_transient(&self) -> bool {
         match self {
             OpencastError::Transport { .. } | OpencastError::Auth { .. } | OpencastError::Journal(_) => true,
             OpencastError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            // A missing track file or a half-written calendar may still appear (the stitcher is
-            // late, the proxy cut the answer): retrying is cheap and never loses anything.
-            OpencastError::Io { .. } | OpencastError::Calendar { .. } | OpencastError::Discovery { .. } => true,
+            // A track file that is gone will not come back; parking its ingest keeps it from
+            // blocking every ingest behind it. Any other read error (a flaky card) may pass.
+            OpencastError::Io { source, .. } => source.kind() != std::io::ErrorKind::NotFound,
+            // A half-written calendar or registry answer (a proxy cut it) may be whole next time.
+            OpencastError::Calendar { .. } | OpencastError::Discovery { .. } => true,
             OpencastError::Challenge(_) | OpencastError::BadEntry { .. } => false,
         }
     }

@@ -10,8 +10,9 @@
 //! - [`ops`]: the operations owed to the server, and the agent state rule (`offline` is never
 //!   sent).
 //! - [`ingest`]: what an ingest needs, ad-hoc jobs, and why a repeated ingest is safe.
-//! - [`uplink`]: the outbox (in the journal database) replayed in order through the client, with
-//!   back-off on an injected clock.
+//! - [`uplink`]: the outbox (in the journal database) filled through a [`Queue`] and replayed in
+//!   order through the client by two [`Uplink`] lanes (states; ingests), with back-off on an
+//!   injected clock.
 //!
 //! Calendar *parsing* is not here: [`Client::fetch_calendar`] returns the bytes of a complete
 //! VCALENDAR (or "not modified") for `lectern-schedule`.
@@ -23,7 +24,7 @@
 //! unreachable the uplink retries with exponential back-off; when it answers again, the queue is
 //! replayed in the order it was written (recording states are never merged, so Opencast gets the
 //! whole history it would otherwise lose — opencast issue #1335), each recording is ingested once,
-//! and the current agent state is sent last.
+//! after its capture states, and the current agent state is sent last.
 
 pub mod auth;
 pub mod client;
@@ -38,4 +39,4 @@ pub use discovery::{Endpoints, Service};
 pub use error::{OpencastError, Result};
 pub use ingest::{IngestJob, Track};
 pub use ops::{AgentState, Operation, RecordingState};
-pub use uplink::{Backoff, PumpReport, Uplink};
+pub use uplink::{Backoff, Lane, PumpReport, Queue, Uplink};

@@ -1,30 +1,44 @@
-//! The uplink: the outbox replayed through the [`Client`], with retry back-off on an injected
-//! clock. This is how every state change and every ingest reaches Opencast; nothing calls the
-//! client for them directly, so an unreachable server only ever delays them, in order.
+//! Delivery: the outbox replayed through the [`Client`] with retry back-off on an injected clock.
+//! This is how every state change and every ingest reaches Opencast; nothing calls the client for
+//! them directly, so an unreachable server only ever delays them, in order.
 //!
-//! # Rules
+//! # Shape
 //!
-//! - [`Uplink::agent_state`], [`Uplink::recording_state`] and [`Uplink::ingest`] only enqueue
-//!   (one SQLite transaction each) and never touch the network, so the recorder's thread can call
-//!   them without waiting on a server.
-//! - [`Uplink::pump`] sends queued operations oldest first until the queue is empty or one fails.
-//!   A transient failure ([`OpencastError::is_transient`]) leaves the entry at the head and
-//!   arms the [`Backoff`]; nothing behind it overtakes it. A permanent refusal (a 4xx other than
-//!   408/429) parks the entry with the reason and goes on with the next one.
-//! - An ingest is acked only after its final `ingest/` call succeeded (see [`crate::ingest`]).
-//!   Around it the uplink reports `uploading` for the recording and, when the agent is otherwise
-//!   idle, for the agent, then `upload_finished` (or `upload_error` when the server refuses the
-//!   ingest for good).
-//! - After the queue drains, if the last agent state the server got is not the current one, or a
-//!   heartbeat interval has passed since anything reached the server, the current agent state is
-//!   sent (see the agent state rule in [`crate::ops`]).
+//! - [`Queue`] is the producer's handle (the main loop): [`Queue::agent_state`],
+//!   [`Queue::recording_state`] and [`Queue::ingest`] only enqueue, one SQLite transaction each,
+//!   and never touch the network.
+//! - [`Uplink`] is a consumer with its own outbox connection and client, serving one [`Lane`]:
+//!   - [`Lane::States`] delivers agent and recording states, oldest first;
+//!   - [`Lane::Ingests`] delivers ingests, oldest first, each only once every state queued
+//!     before it has been delivered (so a recording's `capture_finished` always precedes its
+//!     `uploading`).
 //!
-//! `pump` blocks for as long as the HTTP calls take (bounded by the client's timeouts), so it runs
-//! on the uplink's own thread, never on the main loop.
+//!   The lanes run on two threads because an upload can take an hour on a slow uplink, and the
+//!   next lecture's `capturing` must not wait behind it (pyCA runs capture, ingest and agent state
+//!   as separate services for the same reason). Within a lane nothing overtakes anything.
+//!
+//! # Rules of [`Uplink::pump`]
+//!
+//! - Entries are sent oldest first until the lane is empty or one fails. A transient failure
+//!   ([`OpencastError::is_transient`]) leaves the entry at the head and arms the lane's
+//!   [`Backoff`]. A permanent refusal (a 4xx other than 408/429, a track file that is gone) parks
+//!   the entry with the reason, for an operator, and goes on with the next one.
+//! - An ingest is acked only after its final `ingest/` call succeeded (see [`crate::ingest`]);
+//!   around it the lane reports `uploading` and then `upload_finished` (or `upload_error` when
+//!   the server refuses the ingest for good) for scheduled events.
+//! - Agent state (states lane): the state reported is the newest one queued, except that `idle`
+//!   is reported as `uploading` while the ingest lane is uploading. After the lane drains, if the
+//!   server's last word differs from that, or a heartbeat interval passed since anything reached
+//!   the server, it is sent again. `offline` is never sent (see [`crate::ops`]).
+//!
+//! `pump` blocks for as long as its HTTP calls take (bounded by the client's timeouts), so each
+//! lane runs on its own thread, never on the main loop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use lectern_journal::{Enqueued, NewEntry, Outbox};
+use lectern_journal::{Enqueued, NewEntry, Outbox, OutboxEntry};
 
 use crate::client::Client;
 use crate::error::{OpencastError, Result};
@@ -77,6 +91,63 @@ impl Backoff {
     }
 }
 
+/// The producer's handle on the outbox; see the module doc.
+#[derive(Debug)]
+pub struct Queue {
+    outbox: Outbox,
+}
+
+impl Queue {
+    /// Wraps an outbox connection.
+    pub fn new(outbox: Outbox) -> Queue {
+        Queue { outbox }
+    }
+
+    /// The outbox, for status queries.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Queues one operation under its coalescing and exactly-once rules. A full outbox is logged
+    /// and reported, not an error: the recording goes on.
+    pub fn push(&mut self, op: &Operation, now_ms: i64) -> Result<Enqueued> {
+        let key = op.once_key();
+        let payload = op.to_payload();
+        let e = NewEntry { kind: op.kind(), payload: &payload, coalesce: op.coalesces(), once_key: key.as_deref() };
+        let r = self.outbox.enqueue(&e, now_ms)?;
+        if let Enqueued::Full { capacity } = r {
+            log::error!(target: "opencast", "outbox full ({capacity} entries): {} not queued", describe(op));
+        }
+        Ok(r)
+    }
+
+    /// The agent's real state changed (idle, capturing, error, shutting down).
+    pub fn agent_state(&mut self, state: AgentState, now_ms: i64) -> Result<Enqueued> {
+        self.push(&Operation::AgentState(state), now_ms)
+    }
+
+    /// A scheduled recording changed state.
+    pub fn recording_state(&mut self, event_uid: &str, state: RecordingState, now_ms: i64) -> Result<Enqueued> {
+        self.push(&Operation::RecordingState { event_uid: event_uid.to_owned(), state }, now_ms)
+    }
+
+    /// A recording is finished and stitched: queue its ingest (once per recording id, ever).
+    pub fn ingest(&mut self, job: IngestJob, now_ms: i64) -> Result<Enqueued> {
+        self.push(&Operation::Ingest(job), now_ms)
+    }
+}
+
+/// Which operations an [`Uplink`] delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Agent and recording states.
+    States,
+    /// Ingests.
+    Ingests,
+}
+
+const INGEST: &str = "ingest";
+
 /// What one [`Uplink::pump`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PumpReport {
@@ -90,33 +161,41 @@ pub struct PumpReport {
     pub backing_off: bool,
 }
 
-/// The outbox, the client and the back-off; see the module doc.
+/// One delivery lane; see the module doc.
 pub struct Uplink {
+    lane: Lane,
     client: Client,
     outbox: Outbox,
     backoff: Backoff,
     heartbeat_ms: i64,
-    current: AgentState,
+    /// Set by the ingest lane while it uploads; read by the states lane.
+    uploading: Arc<AtomicBool>,
+    /// The newest agent state delivered from the queue: what the agent really is.
+    current: Option<AgentState>,
+    /// What the server last accepted as the agent state.
     last_sent: Option<AgentState>,
     last_contact_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uplink").field("current", &self.current).field("backoff", &self.backoff).finish_non_exhaustive()
+        f.debug_struct("Uplink").field("lane", &self.lane).field("current", &self.current).field("backoff", &self.backoff).finish_non_exhaustive()
     }
 }
 
 impl Uplink {
-    /// An uplink over `client` and `outbox`; `heartbeat` is how often the current agent state is
-    /// re-sent when nothing else reaches the server.
-    pub fn new(client: Client, outbox: Outbox, backoff: Backoff, heartbeat: Duration) -> Uplink {
+    /// A lane over its own `client` and `outbox` connection. Both lanes of one agent share
+    /// `uploading`; `heartbeat` is how often the states lane re-sends the agent state when
+    /// nothing else reaches the server.
+    pub fn new(lane: Lane, client: Client, outbox: Outbox, backoff: Backoff, heartbeat: Duration, uploading: Arc<AtomicBool>) -> Uplink {
         Uplink {
+            lane,
             client,
             outbox,
             backoff,
             heartbeat_ms: heartbeat.as_millis() as i64,
-            current: AgentState::Idle,
+            uploading,
+            current: None,
             last_sent: None,
             last_contact_ms: None,
         }
@@ -142,42 +221,30 @@ impl Uplink {
         &self.backoff
     }
 
-    fn enqueue(&mut self, op: &Operation, now_ms: i64) -> Result<Enqueued> {
-        let key = op.once_key();
-        let payload = op.to_payload();
-        let e = NewEntry { kind: op.kind(), payload: &payload, coalesce: op.coalesces(), once_key: key.as_deref() };
-        let r = self.outbox.enqueue(&e, now_ms)?;
-        if let Enqueued::Full { capacity } = r {
-            log::error!(target: "opencast", "outbox full ({capacity} entries): {} not queued", op.kind());
+    /// The next entry of this lane that may be sent now.
+    fn next(&self) -> Result<Option<OutboxEntry>> {
+        match self.lane {
+            Lane::States => Ok(self.outbox.peek_other_than(INGEST)?),
+            Lane::Ingests => {
+                let Some(ingest) = self.outbox.peek_kind(INGEST)? else { return Ok(None) };
+                // States queued before this ingest go first (the states lane delivers them).
+                match self.outbox.peek_other_than(INGEST)? {
+                    Some(state) if state.id < ingest.id => Ok(None),
+                    _ => Ok(Some(ingest)),
+                }
+            }
         }
-        Ok(r)
     }
 
-    /// The agent's real state changed (idle, capturing, error, shutting down).
-    pub fn agent_state(&mut self, state: AgentState, now_ms: i64) -> Result<Enqueued> {
-        self.current = state;
-        self.enqueue(&Operation::AgentState(state), now_ms)
-    }
-
-    /// A scheduled recording changed state.
-    pub fn recording_state(&mut self, event_uid: &str, state: RecordingState, now_ms: i64) -> Result<Enqueued> {
-        self.enqueue(&Operation::RecordingState { event_uid: event_uid.to_owned(), state }, now_ms)
-    }
-
-    /// A recording is finished and stitched: queue its ingest (once per recording id, ever).
-    pub fn ingest(&mut self, job: IngestJob, now_ms: i64) -> Result<Enqueued> {
-        self.enqueue(&Operation::Ingest(job), now_ms)
-    }
-
-    /// Sends what is queued; see the module doc. `now` is read once per operation so a long
-    /// upload moves the clock on.
+    /// Sends what is queued for this lane; see the module doc. `now` is read once per
+    /// operation so a long upload moves the clock on.
     pub fn pump(&mut self, now: &mut dyn FnMut() -> i64) -> Result<PumpReport> {
         let mut report = PumpReport::default();
         if !self.backoff.ready(now()) {
             report.backing_off = true;
             return Ok(report);
         }
-        while let Some(entry) = self.outbox.peek()? {
+        while let Some(entry) = self.next()? {
             let op = match Operation::from_entry(&entry) {
                 Ok(op) => op,
                 Err(e) => {
@@ -194,7 +261,10 @@ impl Uplink {
                     self.contact(t);
                     report.delivered.push(op);
                 }
-                Err(e) if e.is_transient() => return self.fail(entry.id, e, now(), report),
+                Err(e) if e.is_transient() => {
+                    self.outbox.record_failure(entry.id, &e.to_string())?;
+                    return Ok(self.fail(e, now(), report));
+                }
                 Err(e) => {
                     log::error!(target: "opencast", "{} refused for good, parked: {e}", describe(&op));
                     self.contact(now());
@@ -207,70 +277,77 @@ impl Uplink {
                 }
             }
         }
-        let t = now();
-        let stale = self.last_contact_ms.is_none_or(|c| t - c >= self.heartbeat_ms);
-        if self.last_sent != Some(self.current) || stale {
-            match self.client.set_agent_state(self.current) {
-                Ok(()) => {
-                    self.last_sent = Some(self.current);
-                    self.contact(now());
+        if self.lane == Lane::States {
+            if let Some(reported) = self.current.map(|s| self.reported(s)) {
+                let t = now();
+                let stale = self.last_contact_ms.is_none_or(|c| t - c >= self.heartbeat_ms);
+                if self.last_sent != Some(reported) || stale {
+                    match self.client.set_agent_state(reported) {
+                        Ok(()) => {
+                            self.last_sent = Some(reported);
+                            self.contact(now());
+                        }
+                        Err(e) if e.is_transient() => return Ok(self.fail(e, now(), report)),
+                        Err(e) => log::error!(target: "opencast", "agent state {} refused: {e}", reported.as_str()),
+                    }
                 }
-                Err(e) if e.is_transient() => return self.fail_state(e, now(), report),
-                Err(e) => log::error!(target: "opencast", "agent state {} refused: {e}", self.current.as_str()),
             }
         }
         Ok(report)
     }
 
+    /// `idle` while the other lane uploads is `uploading`.
+    fn reported(&self, s: AgentState) -> AgentState {
+        if s == AgentState::Idle && self.uploading.load(Ordering::SeqCst) {
+            AgentState::Uploading
+        } else {
+            s
+        }
+    }
+
     fn contact(&mut self, now_ms: i64) {
         if self.backoff.failures() > 0 {
-            log::info!(target: "opencast", "server reachable again after {} failed attempts", self.backoff.failures());
+            log::info!(target: "opencast", "{:?} lane: server reachable again after {} failed attempts", self.lane, self.backoff.failures());
         }
         self.backoff.succeeded();
         self.last_contact_ms = Some(now_ms);
     }
 
-    fn fail(&mut self, id: i64, e: OpencastError, now_ms: i64, report: PumpReport) -> Result<PumpReport> {
-        self.outbox.record_failure(id, &e.to_string())?;
-        self.fail_state(e, now_ms, report)
-    }
-
-    fn fail_state(&mut self, e: OpencastError, now_ms: i64, mut report: PumpReport) -> Result<PumpReport> {
+    fn fail(&mut self, e: OpencastError, now_ms: i64, mut report: PumpReport) -> PumpReport {
         let delay = self.backoff.failed(now_ms);
-        log::warn!(target: "opencast", "{e}; retrying in {} s", delay.as_secs());
+        log::warn!(target: "opencast", "{e}; {:?} lane retries in {} s", self.lane, delay.as_secs());
         if matches!(e, OpencastError::Transport { .. }) && self.backoff.failures().is_multiple_of(4) {
             // A service that keeps failing may have moved: ask the registry again next time.
             self.client.forget_endpoints();
         }
         report.failed = Some(e.to_string());
-        Ok(report)
+        report
     }
 
     fn deliver(&mut self, op: &Operation) -> Result<()> {
         match op {
             Operation::AgentState(s) => {
-                self.client.set_agent_state(*s)?;
-                self.last_sent = Some(*s);
+                let reported = self.reported(*s);
+                self.client.set_agent_state(reported)?;
+                self.current = Some(*s);
+                self.last_sent = Some(reported);
                 Ok(())
             }
             Operation::RecordingState { event_uid, state } => self.client.set_recording_state(event_uid, *state),
             Operation::Ingest(job) => {
                 log::info!(target: "opencast", "recording {}: ingest of {:?} (event {}) starts", job.recording_id, job.title, job.event_uid);
                 self.upload_state(job, RecordingState::Uploading)?;
-                if self.current == AgentState::Idle {
-                    self.client.set_agent_state(AgentState::Uploading)?;
-                    self.last_sent = Some(AgentState::Uploading);
-                }
-                self.client.ingest(job)?;
+                self.uploading.store(true, Ordering::SeqCst);
+                let r = self.client.ingest(job);
+                self.uploading.store(false, Ordering::SeqCst);
+                r?;
                 self.upload_state(job, RecordingState::UploadFinished)?;
                 log::info!(target: "opencast", "recording {}: ingested", job.recording_id);
                 Ok(())
             }
         }
     }
-}
 
-impl Uplink {
     /// A recording state around an ingest. The ingest matters more than the state: a refusal
     /// (the event was deleted meanwhile) is logged and the ingest goes on; an unreachable server
     /// fails the ingest attempt like any other call.

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use lectern_journal::{Enqueued, Outbox};
 use lectern_opencast::{
-    AgentState, Backoff, CalendarFetch, Client, IngestJob, OpencastError, RecordingState, Track, Uplink,
+    AgentState, Backoff, CalendarFetch, Client, IngestJob, Lane, OpencastError, Queue, RecordingState, Track, Uplink,
 };
 use lectern_opencast_double::{Config as DoubleConfig, Double, Down, Event, Faults};
 use sha2::{Digest, Sha256};
@@ -40,6 +42,17 @@ fn record(dir: &Path, uid: &str, len: usize) -> (Track, String) {
     let path = dir.join(format!("{uid}.ts"));
     std::fs::write(&path, &bytes).unwrap();
     (Track { path, flavor: "presenter/source".into() }, format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// A producer queue and both lanes on one database, as the daemon wires them.
+fn lanes(cfg: &lectern_config::OpencastConfig, db: &Path) -> (Queue, Uplink, Uplink, Arc<AtomicBool>) {
+    let uploading = Arc::new(AtomicBool::new(false));
+    let lane = |l| {
+        let backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+        Uplink::new(l, Client::new(cfg, AGENT), Outbox::open(db).unwrap(), backoff, Duration::from_secs(600), uploading.clone())
+    };
+    let (states, ingests) = (lane(Lane::States), lane(Lane::Ingests));
+    (Queue::new(Outbox::open(db).unwrap()), states, ingests, uploading)
 }
 
 fn job_for(ev: &Event, track: Track) -> IngestJob {
@@ -126,11 +139,10 @@ fn an_ingest_interrupted_before_the_final_call_is_redone_and_ingested_once() {
     let ev = event("ev-x", 1_800_000_000_000, 30);
     d.set_events(vec![ev.clone()]);
     let tmp = tempfile::tempdir().unwrap();
-    let outbox = Outbox::open(&tmp.path().join("lectern.db")).unwrap();
-    let mut up = Uplink::new(Client::new(&config(&d.url(), "digest"), AGENT), outbox, Backoff::new(Duration::from_secs(5), Duration::from_secs(300)), Duration::from_secs(600));
+    let (mut q, _, mut up, _) = lanes(&config(&d.url(), "digest"), &tmp.path().join("lectern.db"));
     let (track, _) = record(tmp.path(), "ev-x", 10_000);
     let mut t = 1_800_000_000_000i64;
-    assert!(matches!(up.ingest(job_for(&ev, track.clone()), t).unwrap(), Enqueued::Added(_)));
+    assert!(matches!(q.ingest(job_for(&ev, track.clone()), t).unwrap(), Enqueued::Added(_)));
     d.set_faults(Faults { status: Some(503), only_path_prefix: Some("/ingest/ingest".into()), ..Faults::default() });
     let r = up.pump(&mut || t).unwrap();
     assert!(r.delivered.is_empty() && r.failed.as_deref().is_some_and(|f| f.contains("503")), "{r:?}");
@@ -143,7 +155,42 @@ fn an_ingest_interrupted_before_the_final_call_is_redone_and_ingested_once() {
     assert_eq!(s.mediapackages.len(), 2, "the retry started from createMediaPackage");
     assert_eq!(s.ingested().count(), 1);
     assert_eq!(s.recording_states_of("ev-x"), ["uploading", "uploading", "upload_finished"]);
-    assert_eq!(up.ingest(job_for(&ev, track), t).unwrap(), Enqueued::AlreadyDone);
+    assert_eq!(q.ingest(job_for(&ev, track), t).unwrap(), Enqueued::AlreadyDone);
+}
+
+/// A long upload runs on the ingest lane while the states lane goes on: the agent shows
+/// `uploading` meanwhile, a state queued during the upload is delivered before it ends, and the
+/// agent is `idle` again afterwards.
+#[test]
+fn states_are_not_held_up_by_a_long_upload() {
+    let d = double(false);
+    let now = 1_800_000_000_000i64;
+    let (ev1, ev2) = (event("ev-1", now - 7_200_000, 60), event("ev-2", now + 60_000, 60));
+    d.set_events(vec![ev1.clone(), ev2.clone()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut q, mut states, mut ingests, uploading) = lanes(&config(&d.url(), "digest"), &tmp.path().join("lectern.db"));
+    q.agent_state(AgentState::Idle, now).unwrap();
+    assert_eq!(states.pump(&mut || now).unwrap().delivered.len(), 1);
+    let (track, _) = record(tmp.path(), "ev-1", 100_000);
+    q.ingest(job_for(&ev1, track), now).unwrap();
+    d.set_faults(Faults { delay: Duration::from_millis(1500), only_path_prefix: Some("/ingest/addTrack".into()), ..Faults::default() });
+    let upload = std::thread::spawn(move || ingests.pump(&mut || now).unwrap());
+    while !uploading.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    q.agent_state(AgentState::Capturing, now).unwrap();
+    q.recording_state("ev-2", RecordingState::Capturing, now).unwrap();
+    q.agent_state(AgentState::Idle, now).unwrap();
+    let r = states.pump(&mut || now).unwrap();
+    assert_eq!(r.delivered.len(), 3, "{r:?}");
+    assert!(uploading.load(Ordering::SeqCst), "delivered while the upload still runs");
+    assert!(d.snapshot().ingested().next().is_none());
+    assert_eq!(upload.join().unwrap().delivered.len(), 1);
+    states.pump(&mut || now).unwrap();
+    let s = d.snapshot();
+    assert_eq!(s.agent_states_of(AGENT), ["idle", "capturing", "uploading", "idle"]);
+    assert_eq!(s.recording_states_of("ev-2"), ["capturing"]);
+    assert_eq!(s.recording_states_of("ev-1"), ["uploading", "upload_finished"]);
 }
 
 /// Issue 3, offline operation: the server is down for three simulated days with ten scheduled
@@ -159,11 +206,11 @@ fn three_days_down_ten_lectures_replayed_in_order_and_ingested_once() {
     let events: Vec<Event> = (0..10).map(|i| event(&format!("lecture-{i:02}"), t0 + 2 * hour + i * 7 * hour, 90)).collect();
     d.set_events(events.clone());
     let cfg = config(&d.url(), "digest");
-    let mut up = Uplink::new(Client::new(&cfg, AGENT), Outbox::open(&db).unwrap(), Backoff::new(cfg.retry_initial, cfg.retry_max), Duration::from_secs(600));
+    let (mut q, mut up, mut ingests, _) = lanes(&cfg, &db);
 
     // Online at t0: register and cache the calendar.
     let mut now = t0;
-    up.agent_state(AgentState::Idle, now).unwrap();
+    q.agent_state(AgentState::Idle, now).unwrap();
     assert_eq!(up.pump(&mut || now).unwrap().delivered.len(), 1);
     let CalendarFetch::Calendar { etag, bytes: cached } = up.client().fetch_calendar(None, now).unwrap() else { panic!() };
     for ev in &events {
@@ -183,36 +230,39 @@ fn three_days_down_ten_lectures_replayed_in_order_and_ingested_once() {
         now += 60_000;
         for ev in &events {
             if ev.start.timestamp_millis() == now {
-                up.agent_state(AgentState::Capturing, now).unwrap();
-                up.recording_state(&ev.uid, RecordingState::Capturing, now).unwrap();
+                q.agent_state(AgentState::Capturing, now).unwrap();
+                q.recording_state(&ev.uid, RecordingState::Capturing, now).unwrap();
             }
             if ev.end.timestamp_millis() == now {
                 let (track, sha) = record(tmp.path(), &ev.uid, 50_000);
                 shas.insert(ev.uid.clone(), sha);
-                up.recording_state(&ev.uid, RecordingState::CaptureFinished, now).unwrap();
-                up.agent_state(AgentState::Idle, now).unwrap();
-                up.ingest(job_for(ev, track), now).unwrap();
+                q.recording_state(&ev.uid, RecordingState::CaptureFinished, now).unwrap();
+                q.agent_state(AgentState::Idle, now).unwrap();
+                q.ingest(job_for(ev, track), now).unwrap();
             }
         }
         if now % (10 * 60_000) == 0 {
             assert!(up.client().fetch_calendar(etag.as_deref(), now).is_err(), "the server is down");
             fetch_failures += 1;
         }
-        let r = up.pump(&mut || now).unwrap();
-        assert!(r.delivered.is_empty() && r.parked == 0, "nothing reaches a server that is down: {r:?}");
-        attempts += usize::from(!r.backing_off);
+        for lane in [&mut up, &mut ingests] {
+            let r = lane.pump(&mut || now).unwrap();
+            assert!(r.delivered.is_empty() && r.parked == 0, "nothing reaches a server that is down: {r:?}");
+            attempts += usize::from(r.failed.is_some());
+        }
     }
     assert!(!up.online());
     eprintln!("3 days offline: {attempts} delivery attempts, {fetch_failures} failed calendar fetches");
     assert_eq!(shas.len(), 10, "all ten lectures were recorded while offline");
-    assert!(attempts < 72 * 60 / 4, "the back-off spaces the attempts ({attempts} in 3 days)");
+    assert!(attempts < 72 * 60 / 4, "the back-off spaces the failed attempts ({attempts} in 3 days)");
     assert!(fetch_failures > 400);
     assert_eq!(up.outbox().len().unwrap(), 10 * 5, "per lecture: agent capturing, capturing, capture_finished, agent idle, ingest");
     assert!(d.snapshot().recording_states.is_empty());
 
-    // A reboot while offline loses nothing: the queue is in the journal database.
-    drop(up);
-    let mut up = Uplink::new(Client::new(&cfg, AGENT), Outbox::open(&db).unwrap(), Backoff::new(cfg.retry_initial, cfg.retry_max), Duration::from_secs(600));
+    // A reboot while offline loses nothing: the queue is in the journal database. The agent's
+    // state after the reboot is queued again by the daemon, as at any start.
+    drop((q, up, ingests));
+    let (mut q, mut up, mut ingests, _) = lanes(&cfg, &db);
     assert_eq!(up.outbox().len().unwrap(), 50);
 
     // The server returns.
@@ -221,20 +271,30 @@ fn three_days_down_ten_lectures_replayed_in_order_and_ingested_once() {
     for _ in 0..10 {
         now += 300_000;
         delivered.extend(up.pump(&mut || now).unwrap().delivered);
+        delivered.extend(ingests.pump(&mut || now).unwrap().delivered);
         if up.outbox().is_empty().unwrap() {
             break;
         }
     }
+    up.pump(&mut || now).unwrap();
     assert!(up.outbox().is_empty().unwrap() && up.online());
     assert_eq!(delivered.len(), 50);
 
     let s = d.snapshot();
-    let want: Vec<(String, &str)> = events
+    let queued: Vec<(String, &str)> = events
         .iter()
-        .flat_map(|ev| ["capturing", "capture_finished", "uploading", "upload_finished"].map(|st| (ev.uid.clone(), st)))
+        .flat_map(|ev| ["capturing", "capture_finished"].map(|st| (ev.uid.clone(), st)))
         .collect();
-    let got: Vec<(String, &str)> = s.recording_states.iter().map(|r| (r.id.clone(), r.state.as_str())).collect();
-    assert_eq!(got, want, "recording states replayed in the order they happened");
+    let got: Vec<(String, &str)> = s
+        .recording_states
+        .iter()
+        .filter(|r| ["capturing", "capture_finished"].contains(&r.state.as_str()))
+        .map(|r| (r.id.clone(), r.state.as_str()))
+        .collect();
+    assert_eq!(got, queued, "the queued recording states replayed in the order they happened");
+    for ev in &events {
+        assert_eq!(s.recording_states_of(&ev.uid), ["capturing", "capture_finished", "uploading", "upload_finished"], "{}", ev.uid);
+    }
     let ingested: Vec<_> = s.ingested().collect();
     assert_eq!(ingested.len(), 10, "each lecture ingested once");
     assert_eq!(s.mediapackages.len(), 10, "no ingest had to be retried");
@@ -252,9 +312,10 @@ fn three_days_down_ten_lectures_replayed_in_order_and_ingested_once() {
     let before = d.snapshot().requests.len();
     now += 60_000;
     assert!(up.pump(&mut || now).unwrap().delivered.is_empty());
+    assert!(ingests.pump(&mut || now).unwrap().delivered.is_empty());
     for ev in &events {
         let (track, _) = record(tmp.path(), &ev.uid, 10);
-        assert_eq!(up.ingest(job_for(ev, track), now).unwrap(), Enqueued::AlreadyDone);
+        assert_eq!(q.ingest(job_for(ev, track), now).unwrap(), Enqueued::AlreadyDone);
     }
     assert!(d.snapshot().requests.len() <= before + 1, "at most a heartbeat");
     assert_eq!(d.snapshot().ingested().count(), 10);
