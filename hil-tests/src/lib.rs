@@ -358,3 +358,5 @@ mod tests {
         assert_eq!(super::parse_hms("0:01:02.500000000"), Some(std::time::Duration::from_millis(62_500)));
     }
 }
+
+pub mod powercut;

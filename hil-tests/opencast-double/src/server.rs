@@ -150,7 +150,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut r = BufReader::with_capacity(64 * 1024, read_half);
     let mut w = stream;
-    loop {
+    while !shared.stop.load(Ordering::SeqCst) {
         let head = match read_head(&mut r) {
             Ok(h) => h,
             Err(HeadError::Closed) | Err(HeadError::Io(_)) => return,

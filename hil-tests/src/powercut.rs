@@ -1,0 +1,379 @@
+//! The power-cut scenario runner (issue 4): the real `lecternd` on the sim board records an ad-hoc
+//! recording onto cutfs; at a seeded random instant it is SIGKILLed (with or without a power-fail
+//! warning some time before) and the filesystem is cut, so everything not fsynced is gone; the
+//! invariants are checked on what survived; the daemon is started again on it ("reboot") and
+//! resumes the recording as a new part. At the end the recording is stopped and checked whole.
+//!
+//! Invariants after every cut: every segment the journal had reported committed (a snapshot read
+//! through a read-only SQLite connection just before the kill) is still committed with its length
+//! and checksum, and its file has them too; committed sequence numbers have no holes; the database
+//! opens and passes `PRAGMA integrity_check`; after the reboot the recording is resumed and no
+//! older part or other recording stays open. At the end: the recording is `completed` with nothing
+//! open, every part's media lost at most `UNWARNED_LOSS` to an unwarned cut and at most
+//! `WARNED_LOSS` to a warned one, and the final media decodes end to end ([`check_final_media`],
+//! the stitcher hook).
+//!
+//! A violation is returned as a [`Violation`] error naming the cut and the seed, so a failure can be
+//! replayed with `LECTERN_POWERCUT_SEED`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lectern_control::Request;
+
+use crate::{discover, segments, sha256_file, wait_until, Daemon, Seg, SMALL};
+
+/// What an unwarned cut may cost: the journal fsyncs the open segment every 950 ms, plus one
+/// polling step of the harness's wall-clock measurement.
+pub const UNWARNED_LOSS: Duration = Duration::from_millis(1_050);
+/// What a warned cut may cost. The issue asks for "nothing"; what remains is measurement error:
+/// the harness sees a part start when its first segment row appears (polled every 50 ms) and the
+/// part's duration comes from PTS, short of its last frame.
+pub const WARNED_LOSS: Duration = Duration::from_millis(150);
+
+/// A broken invariant (as opposed to a harness or daemon failure to run at all).
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "power-cut invariant violated: {}", self.0)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+fn violation(msg: String) -> anyhow::Error {
+    Violation(msg).into()
+}
+
+/// How a run is shaped; [`Options::new`] gives the defaults for `cuts` cuts from `seed`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cuts: usize,
+    pub seed: u64,
+    /// Probability that a cut is preceded by a power-fail warning.
+    pub warn_probability: f64,
+    /// How long before the kill the warning comes.
+    pub warn_lead: Duration,
+    /// Each part records for a uniformly random time in this range before the cut.
+    pub record: (Duration, Duration),
+    /// `LECTERN_JOURNAL_FAULT` for the daemon (harness self-test only).
+    pub fault: Option<String>,
+}
+
+impl Options {
+    pub fn new(cuts: usize, seed: u64) -> Options {
+        Options {
+            cuts,
+            seed,
+            warn_probability: 0.5,
+            warn_lead: Duration::from_millis(300),
+            record: (Duration::from_millis(500), Duration::from_secs(5)),
+            fault: None,
+        }
+    }
+}
+
+/// The seed from `LECTERN_POWERCUT_SEED`, or a fresh one from the clock.
+pub fn seed_from_env() -> Result<u64> {
+    match std::env::var("LECTERN_POWERCUT_SEED") {
+        Ok(s) => s.trim().parse().with_context(|| format!("LECTERN_POWERCUT_SEED={s:?}: expected an unsigned integer")),
+        Err(_) => Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64),
+    }
+}
+
+/// SplitMix64: a few lines, good enough to pick instants, and stable across platforms and
+/// versions so a seed replays the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn between(&mut self, (lo, hi): (Duration, Duration)) -> Duration {
+        lo + (hi.saturating_sub(lo)).mul_f64(self.unit())
+    }
+}
+
+/// Sets `LECTERN_JOURNAL_FAULT` for the daemons this process starts, until dropped.
+struct FaultEnv;
+
+impl FaultEnv {
+    fn set(fault: &str) -> FaultEnv {
+        std::env::set_var("LECTERN_JOURNAL_FAULT", fault);
+        FaultEnv
+    }
+}
+
+impl Drop for FaultEnv {
+    fn drop(&mut self) {
+        std::env::remove_var("LECTERN_JOURNAL_FAULT");
+    }
+}
+
+/// One cut as it happened.
+#[derive(Clone, Debug)]
+pub struct Cut {
+    pub warned: bool,
+    /// Wall time from the part's first segment row to the warning (warned) or the kill.
+    pub captured: Duration,
+    /// `captured` minus the media the part kept after recovery (negative clamps to zero).
+    pub lost: Duration,
+    /// What cutfs dropped at this cut.
+    pub dropped_bytes: u64,
+}
+
+/// The outcome of a run without violations.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub cuts: Vec<Cut>,
+    pub elapsed: Duration,
+    /// Media duration of the final checked media, and the wall time captured in total.
+    pub media: Duration,
+    pub captured: Duration,
+}
+
+impl Report {
+    /// (p50, max) of the media lost per cut of one kind.
+    pub fn loss(&self, warned: bool) -> Option<(Duration, Duration)> {
+        let mut l: Vec<Duration> = self.cuts.iter().filter(|c| c.warned == warned).map(|c| c.lost).collect();
+        l.sort();
+        Some((*l.get(l.len() / 2)?, *l.last()?))
+    }
+}
+
+/// Runs the scenario. `Err` is either a [`Violation`] (downcast to tell) or a failure to run.
+pub fn run(opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    let mut rng = Rng(opts.seed);
+    let dir = tempfile::tempdir()?;
+    let media = dir.path().join("card");
+    std::fs::create_dir(&media)?;
+    let mut fs = lectern_cutfs::CutFs::mount(&media)?;
+    // Power stays "lost" for longer than any cut's warning lead, so a warned daemon never resumes
+    // by itself before it is killed.
+    let extra = format!("{SMALL}[journal]\nmedia_dir = \"{}\"\n[power]\nhold_ms = 600000\n", media.display());
+    // Every (re)start inherits the fault, so it stays set for the whole run. Callers that run
+    // several scenarios in one process must not overlap a faulty run with a clean one.
+    let _fault = opts.fault.as_ref().map(|f| FaultEnv::set(f));
+    let mut d = Daemon::start_in(dir, &extra)?;
+    let id = d.ctl(Request::RecordStart { title: Some("power-cut".into()) })?["recording"]["id"]
+        .as_str()
+        .context("record start returned no id")?
+        .to_owned();
+    let mut cuts = Vec::new();
+    let mut walls = Vec::new();
+    for n in 1..=opts.cuts {
+        let ctx = |e: anyhow::Error| e.context(format!("cut {n} of {} (replay: LECTERN_POWERCUT_SEED={})", opts.cuts, opts.seed));
+        let (cut, wall) = one_cut(&mut d, &mut fs, &media, &id, n as i64, opts, &mut rng).map_err(ctx)?;
+        walls.push(wall);
+        cuts.push(cut);
+    }
+    // The last part records and is stopped cleanly.
+    let t0 = first_row(&d, &media, opts.cuts as i64 + 1)?;
+    std::thread::sleep(rng.between(opts.record));
+    let stopped = d.ctl(Request::RecordStop)?;
+    walls.push(t0.elapsed());
+    let _ = d.terminate();
+    let db = open_ro(&media)?;
+    let final_state: String = db.query_row("SELECT state FROM recordings WHERE id = ?1", [&id], |r| r.get(0))?;
+    if final_state != "completed" {
+        return Err(violation(format!("the recording ended {final_state}, not completed: {stopped}")));
+    }
+    check_nothing_open(&db, &id, None)?;
+    let segs = check_committed(&db, &media, &id, &[])?;
+    for (i, (cut, wall)) in cuts.iter_mut().zip(&walls).enumerate() {
+        let kept = part_media(&segs, i as i64 + 1);
+        cut.lost = wall.saturating_sub(kept);
+        let allowed = if cut.warned { WARNED_LOSS } else { UNWARNED_LOSS };
+        if cut.lost > allowed {
+            return Err(violation(format!(
+                "cut {} ({}) lost {:?} of {wall:?} captured (allowed {allowed:?}; seed {})",
+                i + 1,
+                if cut.warned { "warned" } else { "unwarned" },
+                cut.lost,
+                opts.seed
+            )));
+        }
+    }
+    let captured: Duration = walls.iter().sum();
+    let allowed: Duration = cuts.iter().map(|c| if c.warned { WARNED_LOSS } else { UNWARNED_LOSS }).sum();
+    let scratch = tempfile::tempdir()?;
+    let media_len = check_final_media(&segs, scratch.path(), captured.saturating_sub(allowed))?;
+    drop(db);
+    fs.unmount()?;
+    Ok(Report { seed: opts.seed, cuts, elapsed: started.elapsed(), media: media_len, captured })
+}
+
+/// One cycle: record part `part` for a random time, warn or not, kill, cut, check, reboot.
+fn one_cut(
+    d: &mut Daemon,
+    fs: &mut lectern_cutfs::CutFs,
+    media: &Path,
+    id: &str,
+    part: i64,
+    opts: &Options,
+    rng: &mut Rng,
+) -> Result<(Cut, Duration)> {
+    let t0 = first_row(d, media, part)?;
+    std::thread::sleep(rng.between(opts.record));
+    let warned = rng.unit() < opts.warn_probability;
+    let wall = if warned {
+        d.cli(&["sim", "powerfail", "on"])?;
+        let wall = t0.elapsed();
+        std::thread::sleep(opts.warn_lead);
+        wall
+    } else {
+        t0.elapsed()
+    };
+    let snapshot = {
+        let db = open_ro(media)?;
+        segments(&db, media, id)?.into_iter().filter(|s| s.state == "committed").collect::<Vec<_>>()
+    };
+    d.kill()?;
+    let stats = fs.cut()?;
+    {
+        let db = open_ro(media)?;
+        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(violation(format!("integrity_check after the cut: {check}")));
+        }
+        check_committed(&db, media, id, &snapshot)?;
+    }
+    d.restart()?;
+    wait_until("the recording to resume after the reboot", Duration::from_secs(20), || {
+        let s = d.status();
+        s["state"] == "recording" && s["recording"]["id"] == id
+    })
+    .map_err(|e| violation(format!("{e}: status {}", d.status())))?;
+    check_nothing_open(&open_ro(media)?, id, Some(part + 1))?;
+    Ok((Cut { warned, captured: wall, lost: Duration::ZERO, dropped_bytes: stats.last_cut_dropped_bytes }, wall))
+}
+
+fn open_ro(media: &Path) -> Result<rusqlite::Connection> {
+    let db = rusqlite::Connection::open_with_flags(media.join("lectern.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    Ok(db)
+}
+
+/// Waits for part `part`'s first segment row (media has started to arrive) and returns when.
+fn first_row(d: &Daemon, media: &Path, part: i64) -> Result<Instant> {
+    wait_until(&format!("part {part}'s first segment"), Duration::from_secs(20), || {
+        open_ro(media)
+            .and_then(|db| {
+                Ok(db.query_row(
+                    "SELECT count(*) FROM segments s JOIN parts p ON s.part_id = p.id WHERE p.seq = ?1",
+                    [part],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .is_ok_and(|n| n > 0)
+    })
+    .with_context(|| format!("daemon log tail:\n{}", tail(&d.log_text(), 30)))?;
+    Ok(Instant::now())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Every snapshot segment is still committed with the same length and checksum, its file has
+/// them, and the committed sequence has no holes. Returns the committed segments now.
+fn check_committed(db: &rusqlite::Connection, media: &Path, id: &str, snapshot: &[Seg]) -> Result<Vec<Seg>> {
+    let now: Vec<Seg> = segments(db, media, id)?.into_iter().filter(|s| s.state == "committed").collect();
+    for (i, s) in now.iter().enumerate() {
+        if s.seq != i as i64 + 1 {
+            return Err(violation(format!("committed segments have a hole before seq {}", s.seq)));
+        }
+    }
+    for s in snapshot {
+        let Some(n) = now.iter().find(|n| n.seq == s.seq) else {
+            return Err(violation(format!("segment {} was committed before the cut and has no committed row after it", s.seq)));
+        };
+        if (n.bytes, &n.sha256) != (s.bytes, &s.sha256) {
+            return Err(violation(format!("segment {} changed from {} bytes to {} across the cut", s.seq, s.bytes, n.bytes)));
+        }
+    }
+    for s in &now {
+        check_file(s)?;
+    }
+    Ok(now)
+}
+
+fn check_file(s: &Seg) -> Result<()> {
+    let len = std::fs::metadata(&s.path).map(|m| m.len() as i64);
+    match len {
+        Err(e) => Err(violation(format!("committed segment {} ({}) is missing: {e}", s.seq, s.path.display()))),
+        Ok(len) if len != s.bytes => Err(violation(format!("committed segment {} has {len} bytes, its row says {}", s.seq, s.bytes))),
+        Ok(_) if sha256_file(&s.path)? != s.sha256 => Err(violation(format!("committed segment {} fails its checksum", s.seq))),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// No part other than `current` (the one just resumed, if any) is open, and no recording other
+/// than `id` is `recording` (and `id` only while a part is current).
+fn check_nothing_open(db: &rusqlite::Connection, id: &str, current: Option<i64>) -> Result<()> {
+    let open_parts: Vec<i64> = db
+        .prepare("SELECT seq FROM parts WHERE recording_id = ?1 AND state = 'open'")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if open_parts.iter().any(|&p| Some(p) != current) {
+        return Err(violation(format!("parts {open_parts:?} are open; only {current:?} may be")));
+    }
+    let recording: Vec<String> = db
+        .prepare("SELECT id FROM recordings WHERE state = 'recording'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if recording.iter().any(|r| r != id || current.is_none()) {
+        return Err(violation(format!("recordings {recording:?} stay open")));
+    }
+    Ok(())
+}
+
+/// The media a part kept, from its committed segments' durations.
+fn part_media(segs: &[Seg], part: i64) -> Duration {
+    Duration::from_nanos(segs.iter().filter(|s| s.part_seq == part).map(|s| s.duration_ns.max(0) as u64).sum())
+}
+
+/// STITCHER HOOK (issue 4 × failsafe): checks the final deliverable decodes end to end and is at
+/// least `at_least` long. Until the daemon produces the stitched file (firmware/stitch, wired by
+/// the lead), this concatenates each part's segments (MPEG-TS concatenates byte-wise; parts are
+/// separate encoder runs whose timestamps restart, so they are checked one by one) and decodes
+/// each with GStreamer's discoverer; the sum of their durations stands in for the stitched file's.
+/// Replace the body with: find the recording's stitched file, `discover` it, compare its duration.
+pub fn check_final_media(segs: &[Seg], scratch: &Path, at_least: Duration) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut parts: Vec<i64> = segs.iter().map(|s| s.part_seq).collect();
+    parts.dedup();
+    for part in parts {
+        let of_part: Vec<&Seg> = segs.iter().filter(|s| s.part_seq == part).collect();
+        let out: PathBuf = scratch.join(format!("part-{part}.ts"));
+        let mut f = std::fs::File::create(&out)?;
+        for s in &of_part {
+            std::io::copy(&mut std::fs::File::open(&s.path)?, &mut f)?;
+        }
+        drop(f);
+        let found = discover(&out).map_err(|e| violation(format!("part {part} does not decode: {e:#}")))?;
+        if !found.has_video {
+            return Err(violation(format!("part {part} decodes without video")));
+        }
+        total += found.duration;
+    }
+    if total < at_least {
+        bail!(Violation(format!("the final media lasts {total:?}, less than the {at_least:?} it must keep")));
+    }
+    Ok(total)
+}
