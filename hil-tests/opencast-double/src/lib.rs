@@ -159,6 +159,7 @@ impl Double {
             state_changed: Condvar::new(),
             counter: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
         });
         let s = shared.clone();
@@ -191,11 +192,22 @@ impl Double {
         *lock(&self.shared.calendar) = CalendarSource::Raw(ics);
     }
 
-    /// Sets the fault switches; they apply to every request whose head is read from now on.
+    /// Sets the fault switches; they apply to every request whose head is read from now on. A
+    /// change into or out of `Down::Refuse` returns once the listener is closed or open again.
     pub fn set_faults(&self, faults: Faults) {
+        let refuse = matches!(faults.down, Some(Down::Refuse));
         *lock(&self.shared.faults) = faults;
         self.shared.faults_changed.notify_all();
         self.wake_accept();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut f = lock(&self.shared.faults);
+        while self.shared.refusing.load(Ordering::SeqCst) != refuse {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                log::error!(target: "opencast_double", "the accept thread did not apply down={:?} within 5 s", f.down);
+                break;
+            };
+            f = self.shared.faults_changed.wait_timeout(f, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     pub fn faults(&self) -> Faults {

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub state_changed: Condvar,
     pub counter: AtomicU64,
     pub stop: AtomicBool,
+    /// The listener is closed because of `Down::Refuse`.
+    pub refusing: AtomicBool,
     pub connections: AtomicUsize,
 }
 
@@ -100,9 +102,12 @@ pub(crate) fn accept_loop(shared: Arc<Shared>, mut listener: Option<TcpListener>
         }
         let refuse = matches!(lock(&shared.faults).down, Some(Down::Refuse));
         if refuse {
-            // Close the listening socket so that connects are refused, until the fault clears.
+            // Close the listening socket so that connects are refused, until the fault clears;
+            // `refusing` tells `Double::set_faults` that the switch has taken effect.
             listener = None;
             let mut f = lock(&shared.faults);
+            shared.refusing.store(true, Ordering::SeqCst);
+            shared.faults_changed.notify_all();
             while matches!(f.down, Some(Down::Refuse)) && !shared.stop.load(Ordering::SeqCst) {
                 f = shared.faults_changed.wait(f).unwrap_or_else(|e| e.into_inner());
             }
@@ -111,7 +116,12 @@ pub(crate) fn accept_loop(shared: Arc<Shared>, mut listener: Option<TcpListener>
         let l = match &listener {
             Some(l) => l,
             None => match TcpListener::bind(shared.addr) {
-                Ok(l) => listener.insert(l),
+                Ok(l) => {
+                    let _f = lock(&shared.faults);
+                    shared.refusing.store(false, Ordering::SeqCst);
+                    shared.faults_changed.notify_all();
+                    listener.insert(l)
+                }
                 Err(e) => {
                     log::error!(target: "opencast_double", "cannot listen on {} again: {e}", shared.addr);
                     std::thread::sleep(Duration::from_millis(100));
