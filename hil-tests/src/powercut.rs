@@ -24,9 +24,10 @@ use lectern_control::Request;
 
 use crate::{discover, segments, sha256_file, wait_until, Daemon, Seg, SMALL};
 
-/// What an unwarned cut may cost: the journal fsyncs the open segment every 950 ms, plus one
-/// polling step of the harness's wall-clock measurement.
-pub const UNWARNED_LOSS: Duration = Duration::from_millis(1_050);
+/// What an unwarned cut may cost (issue 4: "≤ 1 s per unwarned cut"): the journal fsyncs the
+/// open segment every 950 ms. The harness's wall clock errs on the short side (it sees a part start
+/// only when its first row appears), so it adds nothing to this allowance.
+pub const UNWARNED_LOSS: Duration = Duration::from_secs(1);
 /// What a warned cut may cost. The issue asks for "nothing"; what remains is measurement error:
 /// the harness sees a part start when its first segment row appears (polled every 50 ms) and the
 /// part's duration comes from PTS, short of its last frame.
@@ -158,10 +159,13 @@ impl Report {
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
     let mut rng = Rng(opts.seed);
-    let dir = tempfile::tempdir()?;
-    let media = dir.path().join("card");
+    // The card gets its own directory, dropped after the mount (declared first, dropped last), so
+    // no one deletes through a live mount or leaves a mountpoint behind.
+    let card = tempfile::tempdir()?;
+    let media = card.path().join("card");
     std::fs::create_dir(&media)?;
     let mut fs = lectern_cutfs::CutFs::mount(&media)?;
+    let dir = tempfile::tempdir()?;
     // Power stays "lost" for longer than any cut's warning lead, so a warned daemon never resumes
     // by itself before it is killed.
     let extra = format!("{SMALL}[journal]\nmedia_dir = \"{}\"\n[power]\nhold_ms = 600000\n", media.display());
