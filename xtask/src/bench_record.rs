@@ -292,7 +292,8 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
             let done = stopping.take().unwrap().join().expect("stop thread")?;
             l_stopped = Some((
                 done,
-                procfs::counters(lpid).context("lecternd's counters after stop")?,
+                // The stitch of the finished recording may already be running: not the recording.
+                procfs::counters_excluding(lpid, "stitcher").context("lecternd's counters after stop")?,
             ));
         }
 

@@ -64,6 +64,27 @@ pub fn counters(pid: u32) -> Option<Counters> {
     })
 }
 
+/// [`counters`] of a process minus those of its live threads named `thread` (e.g. lecternd's
+/// `stitcher`, which remuxes a recording once it has stopped: its writes are the stitch, not the
+/// recording). A thread's counters live in `/proc/PID/task/TID/{stat,io}`.
+pub fn counters_excluding(pid: u32, thread: &str) -> Option<Counters> {
+    let mut total = counters(pid)?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != thread {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let io = std::fs::read_to_string(dir.join("io")).ok()?;
+        total.cpu_ticks = total.cpu_ticks.saturating_sub(ticks);
+        total.write_bytes = total.write_bytes.saturating_sub(field_kb_or_bytes(&io, "write_bytes:")?);
+    }
+    Some(total)
+}
+
 /// Busy ticks of the whole machine, all CPUs together (/proc/stat: everything but idle and
 /// iowait), to tell how much else ran during a measurement.
 pub fn machine_busy_ticks() -> u64 {
