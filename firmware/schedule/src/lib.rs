@@ -1,220 +1,200 @@
-//! The local schedule: a minimal RFC 5545 reader for the `.ics` file named in the config.
+//! The schedule: turns calendar bytes (an Opencast capture-agent calendar or a plain `.ics`
+//! timetable) into [`ScheduledEvent`]s, and computes the [`Change`]s between two schedules.
 //!
-//! It owns turning calendar bytes into [`ScheduledEvent`]s and nothing else: no I/O beyond
-//! [`load_file`], no clock. Lines are unfolded at the byte level before any UTF-8 decoding, so an
-//! Opencast-style fold through a multi-byte character survives; CRLF and LF are both accepted and
-//! TEXT values are unescaped. A calendar without `END:VCALENDAR` is treated as truncated and
-//! rejected whole, so a half-downloaded file never replaces a good schedule.
+//! It owns parsing and diffing and nothing else: no network, no store, no clock (the one
+//! exception, [`load_file`], reads the wall clock for its recurrence horizon and is meant for the
+//! daemon's local-file source and the CLI). The journal stores what this crate returns.
 //!
-//! Supported now: VEVENTs with UTC `DTSTART`/`DTEND` (`...Z`), `UID`, `SUMMARY`, `LOCATION`.
-//! Time-zone (`TZID`) times and `RRULE` recurrences are rejected with an error naming the line;
-//! the Opencast calendar issue replaces this reader with a maintained crate that expands them.
+//! # Pipeline
+//!
+//! 1. [`lines`]: unfold at the byte level (CRLF or LF; a line starting with a space or tab continues
+//!    the previous one) *before* UTF-8 decoding, so a fold through a multi-byte character
+//!    survives; every logical line keeps the 1-based number of the physical line it starts on.
+//!    The same pass checks the component structure (`BEGIN`/`END` nesting, a leading
+//!    `BEGIN:VCALENDAR`, a final `END:VCALENDAR`), so a non-calendar or truncated reply is
+//!    rejected with the line where it went wrong.
+//! 2. The `icalendar` crate parses the unfolded text into components and properties and
+//!    unescapes TEXT values (D10).
+//! 3. [`mod@event`]: each VEVENT becomes one event, or, with `RRULE`/`RDATE`, one event per
+//!    occurrence inside the horizon of [`ParseOptions`] (expanded by the `rrule` crate; `TZID`
+//!    local times through `chrono-tz`). Opencast's base64 `ATTACH`es are decoded: `episode.xml`
+//!    and `series.xml` are kept as bytes for ingest, the capture-agent properties give the
+//!    workflow, its configuration and the device names.
+//!
+//! A calendar is used whole or not at all: any error (bad date, `DTEND` not after `DTSTART`,
+//! missing `UID`, bad base64, truncation, …) is a [`ScheduleError`] naming the line of the
+//! original input, and no events are returned.
+//!
+//! # Occurrence ids
+//!
+//! A recurring event's occurrences get the uid `UID-YYYYMMDDTHHMMSSZ` (the occurrence's original
+//! start in UTC), so the same occurrence keeps its uid across fetches, and an override
+//! (`RECURRENCE-ID`) that moves it shows up as a move, not as a cancel plus an add.
 
+mod diff;
+mod event;
+mod lines;
+mod props;
+mod reply;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Serialize, Serializer};
 
-/// A calendar that cannot be used, with the 1-based (unfolded) line where it went wrong.
+pub use diff::{diff, Change};
+pub use reply::{parse_reply, Reply};
+
+/// A calendar that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
+    /// The calendar file could not be read.
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a usable calendar. `line` is the 1-based line of the original input
+    /// (before unfolding) where the problem is.
     #[error("line {line}: {message}")]
-    Parse { line: usize, message: String },
-    #[error("calendar is truncated: no END:VCALENDAR")]
-    Truncated,
+    Parse {
+        /// 1-based physical line number in the input.
+        line: usize,
+        /// What was wrong, in words an AV technician can act on.
+        message: String,
+    },
+    /// The server answered with a status that carries no calendar.
+    #[error("server replied HTTP {status}, not a calendar")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+    },
+}
+
+impl ScheduleError {
+    /// The 1-based input line a parse error points at.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ScheduleError::Parse { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn at(line: usize, message: impl Into<String>) -> ScheduleError {
+        ScheduleError::Parse { line, message: message.into() }
+    }
 }
 
 /// One lecture to record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScheduledEvent {
+    /// Opencast's recording id (`UID`), or `UID-YYYYMMDDTHHMMSSZ` for an occurrence of a
+    /// recurring event.
     pub uid: String,
+    /// Start, UTC.
     pub start: DateTime<Utc>,
+    /// End, UTC; always after `start`.
     pub end: DateTime<Utc>,
+    /// `SUMMARY`, unescaped; empty when absent.
     pub title: String,
+    /// `LOCATION` (Opencast: the capture agent's name).
     pub location: Option<String>,
+    /// `RELATED-TO` (Opencast: the series id).
+    pub series: Option<String>,
+    /// `LAST-MODIFIED`, UTC.
+    pub last_modified: Option<DateTime<Utc>>,
+    /// `org.opencastproject.workflow.definition` from the capture-agent properties.
+    pub workflow: Option<String>,
+    /// `org.opencastproject.workflow.config.*` with that prefix stripped.
+    pub workflow_config: BTreeMap<String, String>,
+    /// `capture.device.names`, split at commas.
+    pub device_names: Vec<String>,
+    /// The decoded `episode.xml` attachment (Dublin Core), kept for ingest.
+    #[serde(rename = "episode_xml_bytes", serialize_with = "byte_len")]
+    pub episode_xml: Option<Vec<u8>>,
+    /// The decoded `series.xml` attachment (Dublin Core), kept for ingest.
+    #[serde(rename = "series_xml_bytes", serialize_with = "byte_len")]
+    pub series_xml: Option<Vec<u8>>,
+}
+
+/// Attachments are shown as their size in JSON: the CLI is for reading, the bytes are for ingest.
+fn byte_len<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(b) => s.serialize_some(&b.len()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A parsed calendar: its events sorted by start, then uid.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Calendar {
+    /// Every event to record, occurrences of recurring events expanded.
+    pub events: Vec<ScheduledEvent>,
+}
+
+/// How far recurrences are expanded and how much a calendar may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Occurrences that end at or before this are not expanded.
+    pub from: DateTime<Utc>,
+    /// Occurrences that start at or after this are not expanded.
+    pub until: DateTime<Utc>,
+    /// At most this many occurrences per recurring event (a hostile `RRULE` cannot explode
+    /// memory); more are dropped with a warning in the log.
+    pub max_occurrences: u16,
+    /// A calendar with more events than this (after expansion) is rejected.
+    pub max_events: usize,
+    /// Dates all recurrences of a calendar may yield on their way from DTSTART to the end of the
+    /// horizon, counted before the horizon filter. The `rrule` crate always walks from DTSTART,
+    /// so an old DTSTART with a fine-grained rule would otherwise cost unbounded CPU; a calendar
+    /// that needs more is rejected.
+    pub max_steps: usize,
+    /// The zone of "floating" local times (no `Z`, no `TZID`); `None` rejects them.
+    pub floating_tz: Option<chrono_tz::Tz>,
+}
+
+impl ParseOptions {
+    /// Days ahead that recurrences are expanded by default (pyCA's `cal_lookahead` is 14 too).
+    pub const DEFAULT_LOOKAHEAD_DAYS: i64 = 14;
+
+    /// The default horizon around `now`: from one day back (so a lecture running now is kept)
+    /// to [`Self::DEFAULT_LOOKAHEAD_DAYS`] ahead, 1000 occurrences per event, 10 000 events,
+    /// 100 000 recurrence steps (a daily rule may start 270 years back, an hourly one 11).
+    pub fn around(now: DateTime<Utc>) -> ParseOptions {
+        ParseOptions {
+            from: now - Duration::days(1),
+            until: now + Duration::days(Self::DEFAULT_LOOKAHEAD_DAYS),
+            max_occurrences: 1000,
+            max_events: 10_000,
+            max_steps: 100_000,
+            floating_tz: None,
+        }
+    }
+}
+
+/// Parses a whole calendar; see the crate docs for what is accepted.
+pub fn parse(bytes: &[u8], opts: &ParseOptions) -> Result<Calendar, ScheduleError> {
+    let doc = lines::scan(bytes)?;
+    let text = doc.unfolded_text();
+    let parsed = icalendar::parser::read_calendar(&text).map_err(|e| doc.parser_error(&e))?;
+    let mut events = event::collect(&doc, &parsed, opts)?;
+    events.sort_by(|a, b| (a.start, &a.uid).cmp(&(b.start, &b.uid)));
+    Ok(Calendar { events })
+}
+
+/// Reads and parses a calendar file with [`ParseOptions::around`] the current time.
+pub fn load_file(path: &Path) -> Result<Vec<ScheduledEvent>, ScheduleError> {
+    load_file_with(path, &ParseOptions::around(Utc::now())).map(|c| c.events)
 }
 
 /// Reads and parses a calendar file.
-pub fn load_file(path: &Path) -> Result<Vec<ScheduledEvent>, ScheduleError> {
+pub fn load_file_with(path: &Path, opts: &ParseOptions) -> Result<Calendar, ScheduleError> {
     let bytes = std::fs::read(path).map_err(|source| ScheduleError::Read { path: path.display().to_string(), source })?;
-    parse(&bytes)
-}
-
-/// Unfolds content lines at the byte level: a CRLF or LF followed by one space or tab continues
-/// the previous line. Returns each logical line with the physical line number it started on.
-fn unfold(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        match raw.first() {
-            Some(b' ') | Some(b'\t') if !out.is_empty() => out.last_mut().unwrap().1.extend_from_slice(&raw[1..]),
-            _ if raw.is_empty() => {}
-            _ => out.push((i + 1, raw.to_vec())),
-        }
-    }
-    out
-}
-
-/// Undoes RFC 5545 TEXT escaping (`\n`, `\,`, `\;`, `\\`).
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') | Some('N') => out.push('\n'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-fn parse_utc(line: usize, value: &str, params: &str) -> Result<DateTime<Utc>, ScheduleError> {
-    let err = |message: String| ScheduleError::Parse { line, message };
-    if params.to_ascii_uppercase().contains("TZID=") {
-        return Err(err(format!("time-zone local time {value:?} is not supported yet; use UTC (…Z)")));
-    }
-    let Some(naive) = value.strip_suffix('Z') else {
-        return Err(err(format!("expected a UTC date-time like 20261126T090000Z, found {value:?}")));
-    };
-    NaiveDateTime::parse_from_str(naive, "%Y%m%dT%H%M%S")
-        .map(|n| n.and_utc())
-        .map_err(|e| err(format!("bad date-time {value:?}: {e}")))
-}
-
-#[derive(Default)]
-struct Partial {
-    line: usize,
-    uid: Option<String>,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-    title: Option<String>,
-    location: Option<String>,
-}
-
-/// Parses a whole calendar. Events are returned sorted by start, then UID.
-pub fn parse(bytes: &[u8]) -> Result<Vec<ScheduledEvent>, ScheduleError> {
-    let mut events = Vec::new();
-    let mut current: Option<Partial> = None;
-    let mut began = false;
-    let mut ended = false;
-    for (line, raw) in unfold(bytes) {
-        let text = String::from_utf8(raw).map_err(|_| ScheduleError::Parse { line, message: "not valid UTF-8".into() })?;
-        let Some((head, value)) = text.split_once(':') else {
-            return Err(ScheduleError::Parse { line, message: format!("expected NAME:VALUE, found {text:?}") });
-        };
-        let (name, params) = head.split_once(';').unwrap_or((head, ""));
-        let name = name.to_ascii_uppercase();
-        match (name.as_str(), &mut current) {
-            ("BEGIN", None) if value.eq_ignore_ascii_case("VCALENDAR") => began = true,
-            ("END", None) if value.eq_ignore_ascii_case("VCALENDAR") => ended = true,
-            ("BEGIN", None) if value.eq_ignore_ascii_case("VEVENT") => {
-                if !began {
-                    return Err(ScheduleError::Parse { line, message: "VEVENT outside VCALENDAR".into() });
-                }
-                current = Some(Partial { line, ..Partial::default() })
-            }
-            ("END", Some(p)) if value.eq_ignore_ascii_case("VEVENT") => {
-                let missing = |what: &str| ScheduleError::Parse { line: p.line, message: format!("VEVENT has no {what}") };
-                let ev = ScheduledEvent {
-                    uid: p.uid.take().ok_or_else(|| missing("UID"))?,
-                    start: p.start.ok_or_else(|| missing("DTSTART"))?,
-                    end: p.end.ok_or_else(|| missing("DTEND"))?,
-                    title: p.title.take().unwrap_or_default(),
-                    location: p.location.take(),
-                };
-                if ev.end <= ev.start {
-                    return Err(ScheduleError::Parse { line: p.line, message: format!("event {} ends ({}) before it starts ({})", ev.uid, ev.end, ev.start) });
-                }
-                events.push(ev);
-                current = None;
-            }
-            ("UID", Some(p)) => p.uid = Some(unescape(value)),
-            ("DTSTART", Some(p)) => p.start = Some(parse_utc(line, value, params)?),
-            ("DTEND", Some(p)) => p.end = Some(parse_utc(line, value, params)?),
-            ("SUMMARY", Some(p)) => p.title = Some(unescape(value)),
-            ("LOCATION", Some(p)) => p.location = Some(unescape(value)),
-            ("RRULE", Some(_)) => {
-                return Err(ScheduleError::Parse { line, message: "RRULE recurrences are not supported yet".into() })
-            }
-            _ => {}
-        }
-    }
-    if current.is_some() || !ended {
-        return Err(ScheduleError::Truncated);
-    }
-    events.sort_by(|a, b| (a.start, &a.uid).cmp(&(b.start, &b.uid)));
-    Ok(events)
+    parse(&bytes, opts)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cal(body: &str) -> String {
-        format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n{body}END:VCALENDAR\r\n")
-    }
-
-    #[test]
-    fn reads_utc_events_sorted() {
-        let text = cal(
-            "BEGIN:VEVENT\r\nUID:b\r\nDTSTART:20261126T100000Z\r\nDTEND:20261126T110000Z\r\nSUMMARY:Second\r\nEND:VEVENT\r\n\
-             BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20261126T090000Z\r\nDTEND:20261126T093000Z\r\nSUMMARY:First\\, with comma\r\nEND:VEVENT\r\n",
-        );
-        let ev = parse(text.as_bytes()).unwrap();
-        assert_eq!(ev.iter().map(|e| e.uid.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(ev[0].title, "First, with comma");
-        assert_eq!(ev[0].start.to_rfc3339(), "2026-11-26T09:00:00+00:00");
-    }
-
-    #[test]
-    fn unfolds_at_the_byte_level_through_a_multibyte_character() {
-        // "Übung" folded between the two bytes of 'Ü' (0xC3 0x9C).
-        let bytes: &[u8] = b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:u\nDTSTART:20261126T090000Z\nDTEND:20261126T100000Z\nSUMMARY:\xC3\n \x9Cbung mit Leerzeichen\nEND:VEVENT\nEND:VCALENDAR\n";
-        let ev = parse(bytes).unwrap();
-        assert_eq!(ev[0].title, "Übung mit Leerzeichen");
-    }
-
-    #[test]
-    fn shared_opencast_fixtures_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/calendars");
-        if !dir.is_dir() {
-            eprintln!("SKIP: no shared fixtures at {}", dir.display());
-            return;
-        }
-        let cases = [("week.ics", 10), ("empty.ics", 0), ("unicode-fold.ics", 1), ("edit-before.ics", 3), ("edit-after.ics", 3)];
-        for (file, count) in cases {
-            let ev = load_file(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert_eq!(ev.len(), count, "{file}");
-        }
-        let week = load_file(&dir.join("week.ics")).unwrap();
-        assert!(week.iter().any(|e| e.title == "Linear Algebra, Lecture 1"));
-    }
-
-    #[test]
-    fn bad_calendars_name_what_is_wrong() {
-        let cases: &[(&str, &str)] = &[
-            ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n", "truncated"),
-            (&cal("BEGIN:VEVENT\r\nUID:x\r\nDTSTART:20261126T090000\r\nDTEND:20261126T100000Z\r\nEND:VEVENT\r\n"), "line 5: expected a UTC date-time"),
-            (&cal("BEGIN:VEVENT\r\nDTSTART:20261126T090000Z\r\nDTEND:20261126T100000Z\r\nEND:VEVENT\r\n"), "line 3: VEVENT has no UID"),
-            (&cal("BEGIN:VEVENT\r\nUID:x\r\nDTSTART:20261126T100000Z\r\nDTEND:20261126T090000Z\r\nEND:VEVENT\r\n"), "ends"),
-            (&cal("BEGIN:VEVENT\r\nUID:x\r\nDTSTART;TZID=Europe/Berlin:20261126T100000\r\nDTEND:20261126T110000Z\r\nEND:VEVENT\r\n"), "line 5: time-zone"),
-            (&cal("garbage\r\n"), "line 3: expected NAME:VALUE"),
-        ];
-        for (text, want) in cases {
-            let e = parse(text.as_bytes()).unwrap_err().to_string();
-            assert!(e.contains(want), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn an_empty_complete_calendar_is_valid_and_empty() {
-        assert_eq!(parse(cal("").as_bytes()).unwrap(), vec![]);
-    }
-}
+mod tests;

@@ -1,0 +1,177 @@
+//! The bounded fuzz harness for the calendar parser (run by `cargo test`, so CI runs it on every
+//! change): arbitrary bytes, mutated real calendars and generated recurrence rules must never
+//! panic, and every parse error must name a line that exists in the input. The case counts keep
+//! the whole file to a few seconds; raise `PROPTEST_CASES` locally for a longer run.
+
+use chrono::{TimeZone, Utc};
+use lectern_schedule::{parse, parse_reply, ParseOptions, ScheduleError};
+use proptest::prelude::*;
+
+/// A calendar exercising every feature, for when the shared fixtures are not checked out.
+const SAMPLE: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:w\r\nDTSTART;TZID=Europe/Berlin:20300318T100000\r\n\
+DTEND;TZID=Europe/Berlin:20300318T113000\r\nRRULE:FREQ=WEEKLY;COUNT=3\r\nEXDATE;TZID=Europe/Berlin:20300325T100000\r\n\
+SUMMARY:Café\\, folded \r\n th\r\n rough\r\nATTACH;ENCODING=BASE64;VALUE=BINARY;X-APPLE-FILENAME=episode.xml:PGVwaXNvZGUvPg==\r\n\
+END:VEVENT\r\nBEGIN:VEVENT\r\nUID:w\r\nRECURRENCE-ID:20300401T080000Z\r\nDTSTART:20300402T080000Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:o\r\nDTSTART:20300304T081500Z\r\nDTEND:20300304T091500Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+/// The default options with a smaller recurrence budget, so a hostile rule costs milliseconds
+/// here (the budget itself is tested in the unit tests).
+fn opts() -> ParseOptions {
+    ParseOptions { max_steps: 5000, ..ParseOptions::around(Utc.with_ymd_and_hms(2030, 3, 4, 0, 0, 0).unwrap()) }
+}
+
+fn seeds() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/calendars");
+    let mut out = vec![SAMPLE.as_bytes().to_vec()];
+    for name in ["week.ics", "edit-before.ics", "unicode-fold.ics", "empty.ics"] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            out.push(bytes);
+        }
+    }
+    out
+}
+
+/// Parses and checks the only promises a bad input gets: no panic, and a line that exists.
+fn check_no_panic(bytes: &[u8]) {
+    let physical = bytes.split(|&b| b == b'\n').count();
+    match parse(bytes, &opts()) {
+        Ok(cal) => {
+            for e in &cal.events {
+                assert!(e.end > e.start, "{}: end not after start", e.uid);
+            }
+        }
+        Err(ScheduleError::Parse { line, message }) => {
+            assert!((1..=physical).contains(&line), "line {line} of {physical}: {message}");
+            assert!(!message.is_empty());
+        }
+        Err(other) => panic!("parse returned a non-parse error: {other}"),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Truncate(usize),
+    Delete(usize, usize),
+    Insert(usize, Vec<u8>),
+    Flip(usize, u8),
+    DuplicateLine(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), 0usize..200).prop_map(|(a, n)| Mutation::Delete(a, n)),
+        (any::<usize>(), prop::collection::vec(prop_oneof![Just(b'\n'), Just(b' '), Just(b':'), Just(b';'), Just(b'\r'), any::<u8>()], 0..12))
+            .prop_map(|(a, b)| Mutation::Insert(a, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::Flip(a, b)),
+        any::<usize>().prop_map(Mutation::DuplicateLine),
+    ]
+}
+
+fn apply(mut bytes: Vec<u8>, m: &Mutation) -> Vec<u8> {
+    let len = bytes.len().max(1);
+    match m {
+        Mutation::Truncate(at) => bytes.truncate(at % len),
+        Mutation::Delete(at, n) => {
+            let at = at % len;
+            let end = (at + n).min(bytes.len());
+            bytes.drain(at.min(end)..end);
+        }
+        Mutation::Insert(at, b) => {
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, b.iter().copied());
+        }
+        Mutation::Flip(at, b) => {
+            if !bytes.is_empty() {
+                let at = at % bytes.len();
+                bytes[at] ^= b | 1;
+            }
+        }
+        Mutation::DuplicateLine(at) => {
+            let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+            if !lines.is_empty() {
+                let i = at % lines.len();
+                let mut out: Vec<u8> = lines[..=i].concat();
+                out.extend_from_slice(lines[i]);
+                out.extend(lines[i + 1..].concat());
+                bytes = out;
+            }
+        }
+    }
+    bytes
+}
+
+/// RRULEs built from real parts with hostile values.
+fn rrule() -> impl Strategy<Value = String> {
+    let freq = prop::sample::select(vec!["SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY", "NONE"]);
+    let part = prop_oneof![
+        (-3i64..100000).prop_map(|n| format!("INTERVAL={n}")),
+        (-3i64..100000).prop_map(|n| format!("COUNT={n}")),
+        (-400i64..400).prop_map(|n| format!("BYSETPOS={n}")),
+        (-60i64..60).prop_map(|n| format!("BYMONTHDAY={n}")),
+        (-400i64..400).prop_map(|n| format!("BYYEARDAY={n}")),
+        (-60i64..60).prop_map(|n| format!("BYWEEKNO={n}")),
+        (-2i64..14).prop_map(|n| format!("BYMONTH={n}")),
+        (-2i64..62).prop_map(|n| format!("BYSECOND={n}")),
+        (-2i64..26).prop_map(|n| format!("BYHOUR={n}")),
+        (-60i64..60).prop_map(|n| format!("BYDAY={n}MO,TU,SU")),
+        (1i64..99999).prop_map(|y| format!("UNTIL={y:04}0101T000000Z")),
+        Just("WKST=XX".to_owned()),
+    ];
+    (freq, prop::collection::vec(part, 0..4)).prop_map(|(f, parts)| {
+        let mut s = format!("FREQ={f}");
+        for p in parts {
+            s.push(';');
+            s.push_str(&p);
+        }
+        s
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_no_panic(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_calendar_header_never_panic(tail in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'\n'), Just(b':')], 0..256)) {
+        let mut bytes = b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\n".to_vec();
+        bytes.extend(tail);
+        check_no_panic(&bytes);
+    }
+
+    #[test]
+    fn mutated_calendars_never_panic(seed in any::<prop::sample::Index>(), mutations in prop::collection::vec(mutation(), 1..6)) {
+        let seeds = seeds();
+        let bytes = mutations.iter().fold(seed.get(&seeds).clone(), apply);
+        check_no_panic(&bytes);
+    }
+
+    #[test]
+    fn replies_never_panic(status in 0u16..1000, seed in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
+        let seeds = seeds();
+        let body = seed.get(&seeds);
+        let body = &body[..cut.index(body.len() + 1)];
+        if let Ok(lectern_schedule::Reply::Calendar(_)) = parse_reply(status, body, &opts()) {
+            prop_assert!((200..300).contains(&status));
+        }
+    }
+}
+
+proptest! {
+    // Each case walks up to `max_steps` recurrence dates, so fewer cases keep this to seconds.
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_recurrences_never_panic(rule in rrule(), start in 0i64..4_000_000_000, tz in prop::sample::select(vec!["", ";TZID=Europe/Berlin", ";TZID=America/New_York", ";TZID=Pacific/Apia"])) {
+        let start = Utc.timestamp_opt(start, 0).unwrap().format("%Y%m%dT%H%M%S").to_string();
+        let z = if tz.is_empty() { "Z" } else { "" };
+        let text = format!(
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:r\r\nDTSTART{tz}:{start}{z}\r\nDURATION:PT1H\r\nRRULE:{rule}\r\nEXDATE{tz}:{start}{z}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        );
+        check_no_panic(text.as_bytes());
+    }
+}
