@@ -39,4 +39,4 @@ pub use discovery::{Endpoints, Service};
 pub use error::{OpencastError, Result};
 pub use ingest::{IngestJob, Track};
 pub use ops::{AgentState, Operation, RecordingState};
-pub use uplink::{Backoff, Lane, PumpReport, Queue, Uplink};
+pub use uplink::{spawn, Backoff, Lane, LaneThread, PumpReport, Queue, Uplink};

@@ -32,10 +32,10 @@
 //!   the server, it is sent again. `offline` is never sent (see [`crate::ops`]).
 //!
 //! `pump` blocks for as long as its HTTP calls take (bounded by the client's timeouts), so each
-//! lane runs on its own thread, never on the main loop.
+//! lane runs on its own thread ([`spawn`]), never on the main loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use lectern_journal::{Enqueued, NewEntry, Outbox, OutboxEntry};
@@ -148,6 +148,9 @@ pub enum Lane {
 
 const INGEST: &str = "ingest";
 
+/// How often an ingests lane thread that waits for the states lane looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(1);
+
 /// What one [`Uplink::pump`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PumpReport {
@@ -159,6 +162,8 @@ pub struct PumpReport {
     pub failed: Option<String>,
     /// Whether the pump waited for the back-off and sent nothing.
     pub backing_off: bool,
+    /// Ingests lane: an ingest is queued but waits for older states on the other lane.
+    pub waiting_for_states: bool,
 }
 
 /// One delivery lane; see the module doc.
@@ -277,6 +282,9 @@ impl Uplink {
                 }
             }
         }
+        if self.lane == Lane::Ingests {
+            report.waiting_for_states = self.outbox.peek_kind(INGEST)?.is_some();
+        }
         if self.lane == Lane::States {
             if let Some(reported) = self.current.map(|s| self.reported(s)) {
                 let t = now();
@@ -363,6 +371,68 @@ impl Uplink {
             r => r,
         }
     }
+}
+
+/// A lane running on its own thread; see [`spawn`]. Dropping it stops the thread after the
+/// current pump (bounded by the client's timeouts) and joins it.
+#[derive(Debug)]
+pub struct LaneThread {
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LaneThread {
+    /// Makes the lane pump now (call after queueing something); never blocks.
+    pub fn wake(&self) {
+        if let Some(w) = &self.wake {
+            // A full channel means a wake-up is already pending, which is all this asks for.
+            let _ = w.try_send(());
+        }
+    }
+}
+
+impl Drop for LaneThread {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `uplink` on a thread named after its lane: it pumps when woken, when its back-off
+/// expires, and at least every `poll` (which also carries the states lane's heartbeat). `clock`
+/// is the injected wall clock in Unix milliseconds. A store error is logged and retried at the
+/// next poll rather than ending the thread: delivery must outlive a busy database.
+pub fn spawn(mut uplink: Uplink, clock: Arc<dyn Fn() -> i64 + Send + Sync>, poll: Duration) -> std::io::Result<LaneThread> {
+    let (tx, rx) = mpsc::sync_channel::<()>(1);
+    let name = match uplink.lane {
+        Lane::States => "oc-states",
+        Lane::Ingests => "oc-ingests",
+    };
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || loop {
+        let waiting = match uplink.pump(&mut || clock()) {
+            Ok(r) => r.waiting_for_states,
+            Err(e) => {
+                log::error!(target: "opencast", "{:?} lane: {e}", uplink.lane);
+                false
+            }
+        };
+        let now = clock();
+        let mut wait = match uplink.backoff.next_at_ms() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).max(0) as u64).min(poll),
+            None => poll,
+        };
+        if waiting {
+            // The other lane has no handle on this one; look again soon (one small query).
+            wait = wait.min(WAITING_RECHECK);
+        }
+        match rx.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    })?;
+    Ok(LaneThread { wake: Some(tx), thread: Some(thread) })
 }
 
 fn describe(op: &Operation) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use lectern_journal::{Enqueued, Outbox};
 use lectern_opencast::{
-    AgentState, Backoff, CalendarFetch, Client, IngestJob, Lane, OpencastError, Queue, RecordingState, Track, Uplink,
+    spawn, AgentState, Backoff, CalendarFetch, Client, IngestJob, Lane, OpencastError, Queue, RecordingState, Track, Uplink,
 };
 use lectern_opencast_double::{Config as DoubleConfig, Double, Down, Event, Faults};
 use sha2::{Digest, Sha256};
@@ -319,4 +319,41 @@ fn three_days_down_ten_lectures_replayed_in_order_and_ingested_once() {
     }
     assert!(d.snapshot().requests.len() <= before + 1, "at most a heartbeat");
     assert_eq!(d.snapshot().ingested().count(), 10);
+}
+
+/// The lanes on their own threads with the real clock, as the daemon runs them: a wake-up after
+/// queueing delivers at once; a server that is down is retried after the back-off without one.
+#[test]
+fn lane_threads_deliver_on_wake_and_retry_by_themselves() {
+    let d = double(false);
+    let now = Utc::now().timestamp_millis();
+    let ev = event("ev-t", now - 3_600_000, 30);
+    d.set_events(vec![ev.clone()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(&d.url(), "digest");
+    cfg.retry_initial = Duration::from_millis(200);
+    let (mut q, states, ingests, _) = lanes(&cfg, &tmp.path().join("lectern.db"));
+    let clock: Arc<dyn Fn() -> i64 + Send + Sync> = Arc::new(|| Utc::now().timestamp_millis());
+    let poll = Duration::from_secs(3600);
+    let (states, ingests) = (spawn(states, clock.clone(), poll).unwrap(), spawn(ingests, clock, poll).unwrap());
+
+    q.agent_state(AgentState::Idle, now).unwrap();
+    states.wake();
+    assert!(d.wait_for(Duration::from_secs(5), |s| s.agent_states_of(AGENT) == ["idle"]).is_some());
+
+    d.set_faults(Faults { status: Some(503), ..Faults::default() });
+    let (track, _) = record(tmp.path(), "ev-t", 1000);
+    q.recording_state("ev-t", RecordingState::CaptureFinished, now).unwrap();
+    q.ingest(job_for(&ev, track), now).unwrap();
+    states.wake();
+    ingests.wake();
+    assert!(d.wait_for(Duration::from_secs(5), |s| s.requests.iter().any(|r| r.status == 503)).is_some());
+    d.set_faults(Faults::default());
+    // No wake-up: the back-off timer alone brings the queue through.
+    let s = d
+        .wait_for(Duration::from_secs(10), |s| s.ingested().count() == 1 && s.recording_states_of("ev-t").len() == 3)
+        .expect("ingested after the back-off");
+    assert_eq!(s.recording_states_of("ev-t"), ["capture_finished", "uploading", "upload_finished"]);
+    drop((states, ingests));
+    assert!(q.outbox().is_empty().unwrap());
 }
