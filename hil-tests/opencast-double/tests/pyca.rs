@@ -71,17 +71,23 @@ impl Group {
     }
 
     fn stop(&mut self) {
+        let pgid = self.pgid;
         let signal = |sig: &str| {
-            let _ = Command::new("kill").args([sig, "--", &format!("-{}", self.pgid)]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill").args([sig, "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+        };
+        let wait_gone = |me: &mut Self, secs: u64| {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            while me.alive() && Instant::now() < deadline {
+                // Reap pyca itself; its children are reaped by init once it is gone.
+                let _ = me.child.try_wait();
+                std::thread::sleep(Duration::from_millis(100));
+            }
         };
         signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.alive() && Instant::now() < deadline {
-            let _ = self.child.try_wait();
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_gone(self, 5);
         signal("-KILL");
         let _ = self.child.wait();
+        wait_gone(self, 2);
     }
 }
 
