@@ -300,10 +300,22 @@ fn route(shared: &Shared, head: &Head, body: &mut Body<'_>) -> Response {
         ("POST", ["ingest", "addTrack"]) => form().map(|f| add_track(shared, f)),
         ("POST", ["ingest", "ingest"]) => form().map(|f| ingest(shared, None, &f)),
         ("POST", ["ingest", "ingest", wd]) => form().map(|f| ingest(shared, Some(wd), &f)),
-        (_, ["services", ..] | ["capture-admin", ..] | ["recordings", ..] | ["ingest", ..]) => Ok(Response::text(405, format!("{method} {} is not an Opencast endpoint the double serves", head.path))),
-        _ => Ok(Response::text(404, format!("{} is not served by the Opencast double", head.path))),
+        _ => Ok(match allowed_method(&seg) {
+            Some(m) => Response::text(405, format!("{} takes {m}, not {method}", head.path)).with_header("Allow", m),
+            None => Response::text(404, format!("{} is not served by the Opencast double", head.path)),
+        }),
     };
     result.unwrap_or_else(|r| r)
+}
+
+/// The method a known endpoint takes (JAX-RS answers a known path with the wrong method with a 405).
+fn allowed_method(seg: &[&str]) -> Option<&'static str> {
+    match seg {
+        ["services", "available.json"] | ["recordings", "calendars"] | ["ingest", "createMediaPackage"] => Some("GET"),
+        ["capture-admin", "agents", _] | ["capture-admin", "agents", _, "configuration"] | ["capture-admin", "recordings", _] => Some("POST"),
+        ["ingest", "addDCCatalog" | "addTrack" | "ingest"] | ["ingest", "ingest", _] => Some("POST"),
+        _ => None,
+    }
 }
 
 fn services(shared: &Shared, head: &Head) -> Response {

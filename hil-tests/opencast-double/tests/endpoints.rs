@@ -210,7 +210,9 @@ fn ingest_flow_and_malformed_requests() {
         assert_eq!(r.status, 400, "{path} {fields:?}: {}", r.text());
         assert!(r.text().contains(why), "{path}: {:?} should mention {why:?}", r.text());
     }
-    assert_eq!(get(&d, "/ingest/nothing", &[]).status, 405);
+    assert_eq!(get(&d, "/ingest/nothing", &[]).status, 404);
+    let r = get(&d, "/ingest/addTrack", &[]);
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST".into())));
     assert_eq!(get(&d, "/elsewhere", &[]).status, 404);
 }
 
