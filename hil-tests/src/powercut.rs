@@ -234,14 +234,12 @@ fn one_cut(
     let t0 = first_row(d, media, part)?;
     std::thread::sleep(rng.between(opts.record));
     let warned = rng.unit() < opts.warn_probability;
-    let wall = if warned {
+    // Read the clock before the edge or the kill, so the wall time errs short, never long.
+    let wall = t0.elapsed();
+    if warned {
         d.cli(&["sim", "powerfail", "on"])?;
-        let wall = t0.elapsed();
         std::thread::sleep(opts.warn_lead);
-        wall
-    } else {
-        t0.elapsed()
-    };
+    }
     let snapshot = {
         let db = open_ro(media)?;
         segments(&db, media, id)?.into_iter().filter(|s| s.state == "committed").collect::<Vec<_>>()

@@ -23,6 +23,9 @@ use crate::model::{Attr, Model, SetAttr};
 
 const TTL: Duration = Duration::from_secs(1);
 const BLOCK_SIZE: u32 = 4096;
+/// `S_IFMT` and `S_IFREG` from `<sys/stat.h>` (the same on every Linux architecture).
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
 
 /// The `fuser::Filesystem` serving one mount of a shared model (the model outlives remounts).
 pub struct CutFuse {
@@ -112,7 +115,7 @@ impl fuser::Filesystem for CutFuse {
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
         // Only regular files: the media directory holds nothing else.
-        if mode & libc_s_ifmt() != libc_s_ifreg() {
+        if mode & S_IFMT != S_IFREG {
             return reply.error(Errno::EPERM);
         }
         entry(reply, self.lock().create(parent.0, name, mode & !umask, req.uid(), req.gid(), false));
@@ -265,13 +268,4 @@ impl fuser::Filesystem for CutFuse {
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         empty(reply, self.lock().getattr(ino.0).map(drop));
     }
-}
-
-/// `S_IFMT` and `S_IFREG` from `<sys/stat.h>` (identical on every Linux architecture).
-const fn libc_s_ifmt() -> u32 {
-    0o170000
-}
-
-const fn libc_s_ifreg() -> u32 {
-    0o100000
 }

@@ -34,6 +34,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How often a busy unmount is tried, 50 ms apart (one second in all).
+const UNMOUNT_ATTEMPTS: u32 = 20;
+
 /// A mounted cutfs. Dropping it unmounts (errors are logged, as drop cannot return them).
 pub struct CutFs {
     model: Arc<Mutex<model::Model>>,
@@ -93,12 +96,23 @@ impl CutFs {
             return Err(Error::NotMounted(self.mountpoint.clone()));
         }
         let err = |source| Error::Unmount { path: self.mountpoint.clone(), source };
-        let mut cmd = std::process::Command::new("fusermount3");
-        cmd.arg("-u").args(lazy.then_some("-z")).arg("--").arg(&self.mountpoint);
-        let out = cmd.output().map_err(|e| err(std::io::Error::new(e.kind(), format!("fusermount3 (apt: fuse3): {e}"))))?;
-        if !out.status.success() {
+        // A file closed a moment ago can still pin the mount: any fork in this process (another
+        // test spawning a child) briefly holds a copy of every descriptor until its exec. So
+        // "busy" is retried for a while before it counts.
+        let mut attempts = 0;
+        loop {
+            let mut cmd = std::process::Command::new("fusermount3");
+            cmd.arg("-u").args(lazy.then_some("-z")).arg("--").arg(&self.mountpoint);
+            let out = cmd.output().map_err(|e| err(std::io::Error::new(e.kind(), format!("fusermount3 (apt: fuse3): {e}"))))?;
+            if out.status.success() {
+                break;
+            }
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(err(std::io::Error::other(msg)));
+            attempts += 1;
+            if !msg.contains("busy") || attempts >= UNMOUNT_ATTEMPTS {
+                return Err(err(std::io::Error::other(msg)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         // The kernel has dropped the connection, so the session thread ends on its own (and fuser's
         // own unmount at drop finds nothing left to do).
