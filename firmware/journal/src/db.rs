@@ -137,6 +137,7 @@ pub(crate) fn migrate(conn: &mut Connection, db_path: &Path) -> Result<()> {
 const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
     ("create outbox tables", crate::outbox::SCHEMA),
     ("create stitches table", crate::stitch_store::SCHEMA),
+    ("create schedule tables", crate::schedule_cache::SCHEMA),
 ];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.

@@ -131,6 +131,7 @@ mod levels;
 mod model;
 mod outbox;
 pub mod recovery;
+mod schedule_cache;
 mod stitch_store;
 mod ts;
 mod writer;
@@ -148,6 +149,7 @@ pub use model::{
 };
 pub use outbox::{Enqueued, NewEntry, Outbox, OutboxEntry, OUTBOX_CAPACITY, OUTBOX_DONE_KEEP};
 pub use recovery::{RecoveryAction, RecoveryReport};
+pub use schedule_cache::{ReplyOutcome, ScheduleMeta, SCHEDULE_RETENTION_MS};
 pub use ts::{
     encode_pts, pes_pts, pts90k_to_ns, sha256_file, verify_ts_file, TsScan, TsScanner,
     TS_PACKET_LEN, TS_SYNC_BYTE,
@@ -160,5 +162,7 @@ pub use writer::{cut_due, PartWriter};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod schedule_cache_tests;
 #[cfg(test)]
 mod stitch_tests;
