@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use lectern_config::Config;
 use lectern_control::Request;
 use serde_json::Value;
@@ -22,6 +22,8 @@ commands:
   recordings                  recordings with durations, parts, segments, bytes
   segments ID                 the segments of one recording
   schedule parse FILE         the events the agent would store from an .ics file, as JSON
+                              (uid, start/end RFC 3339 UTC, title, workflow, device names...;
+                              recurrences 14 days ahead); a bad file: FILE:LINE: why, exit 1
   sim button [press|long|down|up]   press the simulated board's button
   sim powerfail on|off        assert or clear the simulated power-fail line
   sim led | sim state         the simulated board's LED and inputs
@@ -108,10 +110,24 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Parses a calendar exactly as the daemon does (same crate, same horizon: recurrences from a day
+/// ago to `ParseOptions::DEFAULT_LOOKAHEAD_DAYS` ahead) and prints the events it would store.
+/// A bad calendar prints `FILE:LINE: what was wrong`, the form editors and CI logs link to.
 fn schedule_parse(file: &Path) -> anyhow::Result<ExitCode> {
-    let events = lectern_schedule::load_file(file).with_context(|| format!("{}", file.display()))?;
-    println!("{}", serde_json::to_string_pretty(&events)?);
-    Ok(ExitCode::SUCCESS)
+    match lectern_schedule::load_file(file) {
+        Ok(events) => {
+            println!("{}", serde_json::to_string_pretty(&events)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(lectern_schedule::ScheduleError::Parse { line, message }) => {
+            eprintln!("{}:{line}: {message}", file.display());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("lectern: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn sim(opts: &Opts, words: &[&str]) -> anyhow::Result<ExitCode> {

@@ -66,6 +66,28 @@ fn name_end(text: &str) -> Option<usize> {
 
 /// Unfolds, decodes and checks the structure of a calendar.
 pub(crate) fn scan(bytes: &[u8]) -> Result<Doc, ScheduleError> {
+    let result = scan_lines(bytes);
+    // A reply cut off mid-line fails on its last, partial line with whatever that fragment looks
+    // like ("expected NAME:VALUE, found \"ATTA\""); say what actually happened instead.
+    let last_no = last_line(bytes);
+    let tail = bytes.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+    let tail = tail.strip_suffix(b"\r").unwrap_or(tail);
+    let is_calendar = unfold(bytes).first().is_some_and(|(_, first)| first.eq_ignore_ascii_case(b"BEGIN:VCALENDAR"));
+    match result {
+        Err(e) if is_calendar && e.line() == Some(last_no) && !tail.is_empty() && !tail.eq_ignore_ascii_case(b"END:VCALENDAR") => {
+            Err(ScheduleError::at(last_no, "calendar is truncated: the input stops in the middle of a line, without END:VCALENDAR"))
+        }
+        other => other,
+    }
+}
+
+/// The number of the input's last physical line (a final newline ends it, starting no new one).
+fn last_line(bytes: &[u8]) -> usize {
+    let pieces = bytes.split(|&b| b == b'\n').count();
+    if bytes.ends_with(b"\n") { pieces - 1 } else { pieces }.max(1)
+}
+
+fn scan_lines(bytes: &[u8]) -> Result<Doc, ScheduleError> {
     let raw = unfold(bytes);
     let Some((first_no, first)) = raw.first() else {
         return Err(ScheduleError::at(1, "empty input: not a calendar (no BEGIN:VCALENDAR)"));
@@ -122,7 +144,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Doc, ScheduleError> {
     match root {
         Some(root) => Ok(Doc { lines, root }),
         None => {
-            let last = lines.last().map_or(1, |l| l.no);
+            let last = last_line(bytes);
             let inner = stack.last().expect("an unclosed calendar leaves its components open");
             Err(ScheduleError::at(
                 last,

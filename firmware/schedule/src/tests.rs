@@ -146,6 +146,11 @@ fn bad_calendars_name_the_line_and_what_is_wrong() {
     check("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n", "ERR line 3: calendar is truncated: no END:VCALENDAR (the input ends inside VEVENT begun on line 2)");
     check(cal(&ev(ONE)).trim_end_matches("END:VCALENDAR\r\n"), "ERR line 7: calendar is truncated");
     check(cal(&ev(ONE)) + "X:y\r\n", "ERR line 9: content after END:VCALENDAR");
+    // Cut off in the middle of a line (here a folded ATTACH), the error says so.
+    let full = cal(&ev(&format!("{ONE}ATTACH;ENCODING=BASE64;X-APPLE-FILENAME=e\r\n pisode.xml:PD94bWw=\r\n")));
+    check(&full[..full.find("PD94").unwrap() + 3], "ERR line 8: calendar is truncated: the input stops in the middle of a line");
+    check(&cal(&ev(ONE))[..60], "ERR line 5: calendar is truncated: the input stops in the middle of a line");
+    check(cal(&ev(ONE)).trim_end(), r#"a 03-04T09:00Z..03-04T10:00Z """#);
     check(cal("garbage\r\n"), "ERR line 3: expected NAME:VALUE, found \"garbage\"");
     check(cal("BAD NAME:x\r\n"), "ERR line 3: bad property name");
     check(cal("BEGIN:VEVENT\r\nEND:VTODO\r\n"), "ERR line 4: END:VTODO does not close BEGIN:VEVENT on line 3");
@@ -216,7 +221,7 @@ fn replies() {
         (404, b"", "ERR server replied HTTP 404"),
         (200, b"<html>login</html>", "ERR line 1: not a calendar"),
         (200, body.strip_suffix("END:VCALENDAR\r\n").unwrap().as_bytes(), "ERR line 7: calendar is truncated"),
-        (200, &body.as_bytes()[..body.len() - 10], "ERR line 8: END:V does not close BEGIN:VCALENDAR"),
+        (200, &body.as_bytes()[..body.len() - 10], "ERR line 8: calendar is truncated: the input stops in the middle of a line"),
     ];
     for (status, body, expect) in cases {
         let got = events(parse_reply(*status, body, &opts()));

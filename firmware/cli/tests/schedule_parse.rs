@@ -1,0 +1,58 @@
+//! `lectern schedule parse FILE` through the built binary: the JSON an AV team reads, and the
+//! `FILE:LINE: what was wrong` line and non-zero exit for a calendar the agent would refuse.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Runs the CLI on `calendar` written to a temp file; returns (exit code, stdout, stderr) with the
+/// file's path replaced by `FILE`.
+fn run(calendar: &[u8]) -> (i32, String, String) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("lectern-schedule-parse-{}-{n}.ics", std::process::id()));
+    std::fs::write(&path, calendar).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lectern")).args(["schedule", "parse"]).arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&path.display().to_string(), "FILE");
+    (out.status.code().unwrap_or(-1), clean(&out.stdout), clean(&out.stderr))
+}
+
+fn check(calendar: &str, expect_code: i32, expect_output: &str) {
+    let (code, stdout, stderr) = run(calendar.as_bytes());
+    assert_eq!(code, expect_code, "stdout: {stdout}\nstderr: {stderr}");
+    let output = if code == 0 { stdout } else { stderr };
+    assert!(output.contains(expect_output), "expected {expect_output:?} in:\n{output}");
+}
+
+const EVENT: &str = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:u1\r\nDTSTART;TZID=Europe/Berlin:20300304T100000\r\nDTEND:20300304T100000Z\r\nSUMMARY:Caf\u{e9}\\, Teil 1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+#[test]
+fn schedule_parse_prints_json_or_file_line_errors() {
+    check(EVENT, 0, r#""start": "2030-03-04T09:00:00Z""#);
+    check(EVENT, 0, r#""title": "Café, Teil 1""#);
+    check("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", 0, "[]");
+    check(&EVENT.replace("DTEND:20300304T100000Z", "DTEND:20300304T080000Z"), 1, "FILE:5: event u1 ends");
+    check(&EVENT.replace("UID:u1\r\n", ""), 1, "FILE:2: VEVENT has no UID");
+    check(&EVENT[..EVENT.len() - 15], 1, "FILE:7: calendar is truncated");
+    check("<html>502</html>", 1, "FILE:1: not a calendar");
+}
+
+#[test]
+fn schedule_parse_reads_the_shared_opencast_fixture() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/calendars/week.ics");
+    let Ok(bytes) = std::fs::read(&fixture) else {
+        eprintln!("SKIP: no {}", fixture.display());
+        return;
+    };
+    let (code, stdout, stderr) = run(&bytes);
+    assert_eq!(code, 0, "{stderr}");
+    let events: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 10);
+    for e in events {
+        for key in ["uid", "start", "end", "title", "workflow", "device_names"] {
+            assert!(!e[key].is_null(), "{key} missing in {e}");
+        }
+        assert!(e["start"].as_str().unwrap().ends_with('Z'), "{e}");
+    }
+}
