@@ -3,21 +3,31 @@
 //!
 //! - `bench-record`: the recording benchmark of issue 2 against the pyca + ffmpeg anchor
 //!   (bench_record.rs, anchor.rs; results in docs/benchmarks.md).
+//! - `bench-stitch`: the stitching benchmark of issue 4 against `ffmpeg -f concat -c copy`
+//!   (bench_stitch.rs; results in docs/benchmarks.md).
 
 mod anchor;
 mod bench_record;
+mod bench_stitch;
 mod child;
 mod procfs;
 
 use std::path::Path;
 
 const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P]
+       cargo xtask bench-stitch [--minutes N] [--out DIR] [--clip-seconds S]
 
   bench-record   record N minutes (default 10) of 720p30 x264 veryfast 4000 kbit/s with the release
                  lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
                  prints a markdown table (also OUT/report.md; samples in OUT/samples.csv).
                  OUT defaults to target/bench-record; PSS is sampled every --interval s (default 5);
-                 Lectern's sim camera shows videotestsrc pattern P (default smpte, see bench_record.rs).";
+                 Lectern's sim camera shows videotestsrc pattern P (default smpte, see bench_record.rs).
+
+  bench-stitch   build a synthetic N-minute recording (default 60) in 3 parts of 2 s segments from a
+                 repeated S-second clip (default 60) of 720p30 4000 kbit/s, then time the release
+                 stitcher against ffmpeg -f concat -c copy (with and without +faststart), twice each;
+                 prints a markdown table (also OUT/report.md). OUT defaults to target/bench-stitch and
+                 caches the clip and segments.";
 
 fn main() -> anyhow::Result<()> {
     // xtask/ sits directly in the workspace root.
@@ -29,6 +39,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("bench-record") => {
             bench_record::run(bench_record::Options::parse(&args[1..], &root)?, &root)
+        }
+        Some("bench-stitch") => {
+            bench_stitch::run(bench_stitch::Options::parse(&args[1..], &root)?, &root)
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

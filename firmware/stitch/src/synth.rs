@@ -2,8 +2,12 @@
 //! bench-stitch`: shifting every PTS, DTS and PCR of a transport stream (to
 //! give parts arbitrary clock bases, across the 33-bit wrap, or to repeat a
 //! clip end to end), and cutting a stream into segments at video keyframes
-//! with the latest PAT and PMT copied in front, as the capture chunker does.
-//! Nothing here is used by [`crate::stitch`].
+//! with the latest PAT and PMT copied in front, as the capture chunker does;
+//! and asking `ffprobe` what a media file holds. Nothing here is used by
+//! [`crate::stitch`].
+
+use std::path::Path;
+use std::process::Command;
 
 use crate::ts::PACKET_LEN;
 
@@ -133,6 +137,74 @@ fn starts_keyframe(pes: &[u8]) -> bool {
     let es = pes.get(9 + pes[8] as usize..).unwrap_or(&[]);
     es.windows(4)
         .any(|w| w[0..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 5 | 7))
+}
+
+/// What `ffprobe -count_packets` reports about a media file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    pub video_packets: u64,
+    pub audio_packets: u64,
+    /// Container start time, seconds.
+    pub start_s: f64,
+    /// Container duration, seconds.
+    pub duration_s: f64,
+}
+
+/// Runs `ffprobe -count_packets` (which demuxes the whole file) on `path`.
+pub fn ffprobe(path: &Path) -> std::io::Result<Probe> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-of",
+            "default",
+            "-show_entries",
+        ])
+        .arg("stream=codec_type,nb_read_packets:format=start_time,duration")
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "ffprobe {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut p = Probe {
+        video_packets: 0,
+        audio_packets: 0,
+        start_s: f64::NAN,
+        duration_s: f64::NAN,
+    };
+    let mut kind = String::new();
+    // Transport streams list their streams twice, also inside [PROGRAM].
+    let mut in_program = false;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line {
+            "[PROGRAM]" => in_program = true,
+            "[/PROGRAM]" => in_program = false,
+            _ => {}
+        }
+        let Some((key, value)) = line.split_once('=').filter(|_| !in_program) else {
+            continue;
+        };
+        match key {
+            "codec_type" => kind = value.to_owned(),
+            "nb_read_packets" => {
+                let n: u64 = value.parse().unwrap_or(0);
+                match kind.as_str() {
+                    "video" => p.video_packets += n,
+                    "audio" => p.audio_packets += n,
+                    _ => {}
+                }
+            }
+            "start_time" => p.start_s = value.parse().unwrap_or(f64::NAN),
+            "duration" => p.duration_s = value.parse().unwrap_or(f64::NAN),
+            _ => {}
+        }
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

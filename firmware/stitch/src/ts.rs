@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{malformed, Pos, Result, StitchError};
 
@@ -75,6 +75,23 @@ impl Assembler {
     }
 }
 
+/// Where a packet is, without allocating (a [`Pos`] is made only for a PES
+/// start or an error).
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    file: &'a Path,
+    offset: u64,
+}
+
+impl Loc<'_> {
+    fn pos(self) -> Pos {
+        Pos {
+            file: self.file.to_owned(),
+            offset: self.offset,
+        }
+    }
+}
+
 /// Demultiplexes one part and calls `sink` for every complete PES of the
 /// video and audio streams, in stream order.
 pub fn demux_part(
@@ -84,9 +101,10 @@ pub fn demux_part(
 ) -> Result<DemuxStats> {
     let mut d = Demuxer::default();
     let mut buf = vec![0u8; PACKET_LEN * READ_PACKETS];
-    // Bytes of a packet that straddles two files, with where it started.
+    // Bytes of a packet that straddles two reads (or files), and where it
+    // started.
     let mut carry = 0usize;
-    let mut carry_pos: Option<Pos> = None;
+    let mut carry_loc: Option<Loc<'_>> = None;
     for path in files {
         let mut file = File::open(path).map_err(|source| StitchError::Read {
             path: path.clone(),
@@ -104,33 +122,29 @@ pub fn demux_part(
             }
             let avail = carry + n;
             let whole = avail / PACKET_LEN * PACKET_LEN;
-            // The first packet may have started in the previous file or read.
-            let first_pos = carry_pos.take().unwrap_or_else(|| Pos {
-                file: path.clone(),
-                offset: file_off,
-            });
+            // Offset in this file of buf[0]; the first packet may have begun
+            // in the previous file.
             let mut off = file_off as i64 - carry as i64;
             for (i, pkt) in buf[..whole].chunks_exact(PACKET_LEN).enumerate() {
-                let pos = if i == 0 && carry > 0 {
-                    first_pos.clone()
-                } else {
-                    Pos {
-                        file: path.clone(),
-                        offset: off as u64,
-                    }
+                let loc = match carry_loc.take() {
+                    Some(l) if i == 0 => l,
+                    _ => Loc {
+                        file: path,
+                        offset: off.max(0) as u64,
+                    },
                 };
-                d.packet(pkt, pos, &mut sink)?;
+                d.packet(pkt, loc, &mut sink)?;
                 off += PACKET_LEN as i64;
             }
             file_off += n as u64;
             buf.copy_within(whole..avail, 0);
-            if avail > whole && carry_pos.is_none() {
-                carry_pos = Some(Pos {
-                    file: path.clone(),
-                    offset: (file_off as i64 - (avail - whole) as i64).max(0) as u64,
+            carry = avail - whole;
+            if carry > 0 && carry_loc.is_none() {
+                carry_loc = Some(Loc {
+                    file: path,
+                    offset: file_off - carry as u64,
                 });
             }
-            carry = avail - whole;
         }
     }
     if carry > 0 {
@@ -168,11 +182,14 @@ impl Demuxer {
     fn packet(
         &mut self,
         pkt: &[u8],
-        pos: Pos,
+        loc: Loc<'_>,
         sink: &mut impl FnMut(Pes<'_>) -> Result<()>,
     ) -> Result<()> {
         if pkt[0] != SYNC {
-            return Err(StitchError::NotTs { pos, found: pkt[0] });
+            return Err(StitchError::NotTs {
+                pos: loc.pos(),
+                found: pkt[0],
+            });
         }
         let pusi = pkt[1] & 0x40 != 0;
         let pid = u16::from_be_bytes([pkt[1] & 0x1f, pkt[2]]);
@@ -182,7 +199,10 @@ impl Demuxer {
             0b11 => {
                 let af_len = pkt[4] as usize;
                 if af_len > 183 {
-                    return Err(malformed(&pos, format!("adaptation field length {af_len}")));
+                    return Err(malformed(
+                        &loc.pos(),
+                        format!("adaptation field length {af_len}"),
+                    ));
                 }
                 (5 + af_len, has_stuffing(&pkt[4..5 + af_len]))
             }
@@ -192,11 +212,11 @@ impl Demuxer {
         let payload = &pkt[payload_start..];
         if pid == 0 {
             if pusi {
-                self.pmt_pid = parse_pat(payload, &pos)?.or(self.pmt_pid);
+                self.pmt_pid = parse_pat(payload, &loc.pos())?.or(self.pmt_pid);
             }
         } else if Some(pid) == self.pmt_pid {
             if pusi {
-                self.parse_pmt(payload, &pos)?;
+                self.parse_pmt(payload, &loc.pos())?;
             }
         } else {
             let stream = if Some(pid) == self.video_pid {
@@ -207,7 +227,7 @@ impl Demuxer {
                 None
             };
             if let Some((asm, kind)) = stream {
-                push(asm, kind, pusi, payload, stuffed, pos, sink)?;
+                push(asm, kind, pusi, payload, stuffed, loc, sink)?;
             }
         }
         Ok(())
@@ -276,7 +296,7 @@ fn push(
     pusi: bool,
     payload: &[u8],
     stuffed: bool,
-    pos: Pos,
+    loc: Loc<'_>,
     sink: &mut impl FnMut(Pes<'_>) -> Result<()>,
 ) -> Result<()> {
     if pusi {
@@ -285,7 +305,7 @@ fn push(
         }
         asm.buf.clear();
         asm.active = true;
-        asm.pos = Some(pos);
+        asm.pos = Some(loc.pos());
     } else if !asm.active {
         // The part began inside a PES (never for our segments); skip to the
         // next PES start.

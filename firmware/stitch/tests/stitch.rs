@@ -82,28 +82,8 @@ fn num(v: &Value) -> f64 {
 
 /// (video packets, audio packets, format duration s) of a media file.
 fn probe_counts(path: &Path) -> Result<(u64, u64, f64)> {
-    let j = ffprobe_json(
-        path,
-        &[
-            "-count_packets",
-            "-show_entries",
-            "stream=codec_type,nb_read_packets:format=duration",
-        ],
-    )?;
-    let count = |kind: &str| -> u64 {
-        j["streams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["codec_type"] == kind)
-            .map(|s| num(&s["nb_read_packets"]) as u64)
-            .sum()
-    };
-    Ok((
-        count("video"),
-        count("audio"),
-        num(&j["format"]["duration"]),
-    ))
+    let p = synth::ffprobe(path)?;
+    Ok((p.video_packets, p.audio_packets, p.duration_s))
 }
 
 /// Packets as (is_video, pts seconds, duration seconds).
