@@ -88,6 +88,19 @@ impl ParamSets {
     }
 }
 
+impl ParamSets {
+    /// Takes another part's parameter sets; they must equal ours.
+    pub fn merge(&mut self, other: ParamSets, pos: &Pos) -> Result<()> {
+        if let Some(sps) = other.sps {
+            Self::offer(&mut self.sps, &sps, pos, "H.264 SPS")?;
+        }
+        if let Some(pps) = other.pps {
+            Self::offer(&mut self.pps, &pps, pos, "H.264 PPS")?;
+        }
+        Ok(())
+    }
+}
+
 /// What pass 1 needs to know about an access unit.
 pub struct AuInfo {
     /// Size of the AVCC sample.

@@ -262,6 +262,106 @@ struct VIn {
     key: bool,
 }
 
+/// What pass 1 learned from one part, before it is placed on the timeline.
+struct PartScan {
+    video: Vec<VIn>,
+    audio: Vec<(i64, u32)>,
+    /// Track (0 video, 1 audio) of each sample in stream order.
+    order: Vec<u8>,
+    dropped: u32,
+    params: h264::ParamSets,
+    audio_config: Option<(adts::Config, Pos)>,
+}
+
+/// Pass 1 for one part: sample sizes, flags and unwrapped times.
+fn scan_part(index: usize, part: &Part) -> Result<PartScan> {
+    let mut scan = PartScan {
+        video: Vec::new(),
+        audio: Vec::new(),
+        order: Vec::new(),
+        dropped: 0,
+        params: h264::ParamSets::default(),
+        audio_config: None,
+    };
+    scan.dropped = walk_part(index, part, |s, pos| {
+        match s {
+            Sample::Video { pts, dts, au } => {
+                let info = h264::scan_au(au, pos, &mut scan.params)?;
+                if scan.video.is_empty() && !info.key {
+                    log::warn!(target: "stitch", "{pos}: part {index} does not start with a keyframe");
+                }
+                scan.video.push(VIn {
+                    pts,
+                    dts,
+                    size: info.size,
+                    key: info.key,
+                });
+                scan.order.push(0);
+            }
+            Sample::Audio { pts, frame, config } => {
+                check_audio(&mut scan.audio_config, config, pos)?;
+                scan.audio.push((pts, frame.len() as u32));
+                scan.order.push(1);
+            }
+        }
+        Ok(())
+    })?;
+    if scan.video.is_empty() {
+        return Err(StitchError::EmptyPart {
+            part: index,
+            first_file: part.segments[0].clone(),
+        });
+    }
+    Ok(scan)
+}
+
+/// Records the first AAC configuration seen and refuses a different one.
+fn check_audio(
+    known: &mut Option<(adts::Config, Pos)>,
+    config: adts::Config,
+    pos: &Pos,
+) -> Result<()> {
+    match known {
+        None => *known = Some((config, pos.clone())),
+        Some((c, _)) if *c == config => {}
+        Some(_) => {
+            return Err(StitchError::Incompatible {
+                pos: pos.clone(),
+                what: "AAC configuration",
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`scan_part`] for all parts on up to four threads (parts are
+/// independent until they are placed on the timeline) and returns the
+/// results in part order.
+fn scan_parts(parts: &[Part]) -> Vec<Result<PartScan>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(parts.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::from_iter((0..parts.len()).map(|_| None)));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(part) = parts.get(i) else { break };
+                let r = scan_part(i, part);
+                results.lock().expect("no panics while holding the lock")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no panics while holding the lock")
+        .into_iter()
+        .map(|r| r.expect("every part was scanned"))
+        .collect()
+}
+
 /// Pass 1: the sample tables and the output timeline.
 fn plan(parts: &[Part]) -> Result<Plan> {
     let mut params = h264::ParamSets::default();
@@ -269,56 +369,23 @@ fn plan(parts: &[Part]) -> Result<Plan> {
     let mut tl = Timeline::default();
     let mut order = Vec::new();
     let mut reports = Vec::new();
-    for (index, part) in parts.iter().enumerate() {
-        let mut video = Vec::new();
-        let mut audio = Vec::new();
-        let part_order_start = order.len();
-        let dropped = walk_part(index, part, |s, pos| {
-            match s {
-                Sample::Video { pts, dts, au } => {
-                    let info = h264::scan_au(au, pos, &mut params)?;
-                    if video.is_empty() && !info.key {
-                        log::warn!(target: "stitch", "{pos}: part {index} does not start with a keyframe");
-                    }
-                    video.push(VIn {
-                        pts,
-                        dts,
-                        size: info.size,
-                        key: info.key,
-                    });
-                    order.push(0);
-                }
-                Sample::Audio { pts, frame, config } => {
-                    match &audio_config {
-                        None => audio_config = Some((config, pos.clone())),
-                        Some((c, _)) if *c == config => {}
-                        Some(_) => {
-                            return Err(StitchError::Incompatible {
-                                pos: pos.clone(),
-                                what: "AAC configuration",
-                            })
-                        }
-                    }
-                    audio.push((pts, frame.len() as u32));
-                    order.push(1);
-                }
-            }
-            Ok(())
-        })?;
-        if video.is_empty() {
-            return Err(StitchError::EmptyPart {
-                part: index,
-                first_file: part.segments[0].clone(),
-            });
+    for (index, scan) in scan_parts(parts).into_iter().enumerate() {
+        let scan = scan?;
+        let pos = Pos {
+            file: parts[index].segments[0].clone(),
+            offset: 0,
+        };
+        params.merge(scan.params, &pos)?;
+        if let Some((config, pos)) = &scan.audio_config {
+            check_audio(&mut audio_config, *config, pos)?;
         }
         let rate = audio_config
             .as_ref()
             .map_or(48_000, |(c, _)| c.sample_rate());
-        let mut r = tl.add_part(&video, &audio, rate);
-        r.dropped_tail_units = dropped;
+        let mut r = tl.add_part(&scan.video, &scan.audio, rate);
+        r.dropped_tail_units = scan.dropped;
         log::debug!(target: "stitch", "part {index}: {r:?}");
-        // Keep mdat order consistent with what was kept.
-        debug_assert_eq!(order.len() - part_order_start, video.len() + audio.len());
+        order.extend_from_slice(&scan.order);
         reports.push(r);
     }
     let sps = params
