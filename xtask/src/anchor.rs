@@ -240,3 +240,10 @@ fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+impl Setup {
+    /// The `pyca` entry point of the virtualenv.
+    pub fn pyca_bin(&self) -> PathBuf {
+        self.venv.join("bin/pyca")
+    }
+}

@@ -5,8 +5,11 @@
 //!   (bench_record.rs, anchor.rs; results in docs/benchmarks.md).
 //! - `bench-stitch`: the stitching benchmark of issue 4 against `ffmpeg -f concat -c copy`
 //!   (bench_stitch.rs; results in docs/benchmarks.md).
+//! - `bench-kill`: what survives a kill or a power cut, Lectern against pyca 4.4's default and
+//!   Raspberry Pi capture commands (issue 4; bench_kill.rs; results in docs/benchmarks.md).
 
 mod anchor;
+mod bench_kill;
 mod bench_record;
 mod bench_stitch;
 mod child;
@@ -16,6 +19,7 @@ use std::path::Path;
 
 const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P]
        cargo xtask bench-stitch [--minutes N] [--out DIR] [--clip-seconds S]
+       cargo xtask bench-kill [--seconds 20] [--trials N] [--out DIR]
 
   bench-record   record N minutes (default 10) of 720p30 x264 veryfast 4000 kbit/s with the release
                  lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
@@ -27,7 +31,14 @@ const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [
                  repeated S-second clip (default 60) of 720p30 4000 kbit/s, then time the release
                  stitcher against ffmpeg -f concat -c copy (with and without +faststart), twice each;
                  prints a markdown table (also OUT/report.md). OUT defaults to target/bench-stitch and
-                 caches the clip and segments.";
+                 caches the clip and segments.
+
+  bench-kill     record with the release lecternd (720p30 x264 4000 kbit/s, sim board) and, at the
+                 same time, pyca 4.4 with its default and its Raspberry Pi capture commands; kill
+                 each S seconds (default 20) into its capture: SIGKILL of the process group, then
+                 SIGKILL + power cut on cutfs, then (Lectern) cut after the GPIO warning; measure
+                 the decodable media left. N trials (default 1); prints a markdown table (also
+                 OUT/report.md). OUT defaults to target/bench-kill (pyca venv, camera streams).";
 
 fn main() -> anyhow::Result<()> {
     // xtask/ sits directly in the workspace root.
@@ -43,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Some("bench-stitch") => {
             bench_stitch::run(bench_stitch::Options::parse(&args[1..], &root)?, &root)
         }
+        Some("bench-kill") => bench_kill::run(bench_kill::Options::parse(&args[1..], &root)?, &root),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
