@@ -26,7 +26,7 @@
 //! once it has been cancelled that long; both are pruned by every replace. The table therefore
 //! holds at most the calendar's live window plus a week of cancellations.
 
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use lectern_schedule::{diff, parse_reply, Change, ParseOptions, Reply, ScheduleError, ScheduledEvent};
@@ -175,15 +175,16 @@ impl Journal {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).db("begin schedule replace", &db_path)?;
         let old = scheduled(&tx, cutoff).db("read cached schedule", &db_path)?;
         let changes = diff(&old, &live);
-        let mut written = BTreeSet::new();
+        let by_uid: HashMap<&str, &ScheduledEvent> = live.iter().map(|e| (e.uid.as_str(), e)).collect();
+        let mut written = HashSet::new();
         for change in &changes {
             match change {
                 Change::Cancelled { uid, .. } => {
                     tx.execute("UPDATE schedule_events SET state = 'cancelled', changed_at_ms = ?2 WHERE uid = ?1", params![uid, now_ms])
                         .db("cancel scheduled event", &db_path)?;
                 }
-                other if written.insert(other.uid().to_owned()) => {
-                    let event = live.iter().find(|e| e.uid == other.uid()).expect("diff only names uids of the new schedule");
+                other if written.insert(other.uid()) => {
+                    let event = by_uid.get(other.uid()).expect("diff only names uids of the new schedule");
                     upsert(&tx, event, now_ms).db("store scheduled event", &db_path)?;
                 }
                 _ => {}

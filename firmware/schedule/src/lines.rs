@@ -155,14 +155,16 @@ fn scan_lines(bytes: &[u8]) -> Result<Doc, ScheduleError> {
 }
 
 impl Doc {
-    /// The unfolded calendar, one logical line per `\n`-terminated line, property names in
+    /// The unfolded calendar, one logical line per CRLF-terminated line, property names in
     /// upper case (they are case-insensitive, and `icalendar` only unescapes upper-case TEXT
-    /// properties).
+    /// properties). CRLF, not LF: the crate looks for `\r\n` first when it reads a value, and
+    /// on LF-only text that search runs to the end of the input for every line (a 2.6 MB
+    /// calendar took 22 s instead of 0.1 s).
     pub(crate) fn unfolded_text(&self) -> String {
-        let mut out = String::with_capacity(self.lines.iter().map(|l| l.text.len() + 1).sum());
+        let mut out = String::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
         for l in &self.lines {
             out.push_str(&l.text);
-            out.push('\n');
+            out.push_str("\r\n");
         }
         out
     }
