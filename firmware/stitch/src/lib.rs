@@ -250,8 +250,10 @@ fn walk_part(
 /// The result of pass 1.
 struct Plan {
     tracks: Vec<Track>,
-    /// Track index (into `tracks`) of every sample in mdat order.
+    /// Track index (into `tracks`) of every sample in stream order.
     order: Vec<u8>,
+    /// The chunks in mdat order, as (track, sample count).
+    chunks: Vec<(u8, u32)>,
     report: Report,
 }
 
@@ -368,6 +370,7 @@ fn plan(parts: &[Part]) -> Result<Plan> {
     let mut audio_config: Option<(adts::Config, Pos)> = None;
     let mut tl = Timeline::default();
     let mut order = Vec::new();
+    let mut part_ends = Vec::new();
     let mut reports = Vec::new();
     for (index, scan) in scan_parts(parts).into_iter().enumerate() {
         let scan = scan?;
@@ -386,6 +389,7 @@ fn plan(parts: &[Part]) -> Result<Plan> {
         r.dropped_tail_units = scan.dropped;
         log::debug!(target: "stitch", "part {index}: {r:?}");
         order.extend_from_slice(&scan.order);
+        part_ends.push(order.len());
         reports.push(r);
     }
     let sps = params
@@ -405,7 +409,7 @@ fn plan(parts: &[Part]) -> Result<Plan> {
     if let Some((config, _)) = audio_config {
         tracks.push(tl.audio_track(config));
     }
-    layout_chunks(&mut tracks, &order);
+    let chunks = layout_chunks(&mut tracks, &order, &part_ends);
     let duration = tl.offset;
     Ok(Plan {
         report: Report {
@@ -418,6 +422,7 @@ fn plan(parts: &[Part]) -> Result<Plan> {
         },
         tracks,
         order,
+        chunks,
     })
 }
 
@@ -620,25 +625,63 @@ fn snap_video(video: &[VIn]) -> Vec<VIn> {
         .collect()
 }
 
-/// Groups samples into chunks: each run of consecutive samples of one track
-/// in mdat order is one chunk.
-fn layout_chunks(tracks: &mut [Track], order: &[u8]) {
+/// A chunk closes once it spans this long (track time, first to last sample).
+const CHUNK_SECONDS: u64 = 1;
+/// A chunk also closes once this many samples of the stream have gone by since
+/// it opened, so a track that stalls cannot make pass 2 buffer the other.
+const CHUNK_MAX_SPAN: usize = 256;
+
+/// Groups samples into chunks of about a second per track, closed at the end
+/// of each part, and orders the chunks by their first sample's place in the
+/// stream. Fills each track's chunk table (offsets relative to mdat's payload)
+/// and returns the chunks in mdat order as (track, sample count). Pass 2
+/// holds back samples of one track only while an earlier chunk of the other
+/// is still open, which the two limits above keep to a few seconds of media.
+fn layout_chunks(tracks: &mut [Track], order: &[u8], part_ends: &[usize]) -> Vec<(u8, u32)> {
+    // (first sample's stream index, track, first sample's track index, count)
+    let mut closed: Vec<(usize, u8, usize, u32)> = Vec::new();
+    let mut open: Vec<Option<(usize, usize, u32)>> = vec![None; tracks.len()];
     let mut next = vec![0usize; tracks.len()];
-    let mut offset = 0u64;
-    let mut i = 0;
-    while i < order.len() {
-        let t = order[i] as usize;
-        let run = order[i..].iter().take_while(|&&x| x as usize == t).count();
-        let track = &mut tracks[t];
-        let bytes: u64 = track.sizes[next[t]..next[t] + run]
-            .iter()
-            .map(|&s| s as u64)
-            .sum();
-        track.chunks.push((offset, run as u32));
-        offset += bytes;
-        next[t] += run;
-        i += run;
+    let mut part_end = part_ends.iter().peekable();
+    for (k, &t) in order.iter().enumerate() {
+        let tu = t as usize;
+        let i = next[tu];
+        next[tu] += 1;
+        let c = open[tu].get_or_insert((k, i, 0));
+        c.2 += 1;
+        let track = &tracks[tu];
+        let full = track.times[i] - track.times[c.1] >= track.timescale as u64 * CHUNK_SECONDS;
+        let part_done = part_end.next_if(|&&e| e == k + 1).is_some();
+        for (u, slot) in open.iter_mut().enumerate() {
+            let close = part_done
+                || (u == tu && full)
+                || slot.is_some_and(|c| k + 1 - c.0 >= CHUNK_MAX_SPAN);
+            if close {
+                if let Some((k0, i0, n)) = slot.take() {
+                    closed.push((k0, u as u8, i0, n));
+                }
+            }
+        }
     }
+    closed.extend(
+        open.iter()
+            .enumerate()
+            .filter_map(|(u, c)| c.map(|(k0, i0, n)| (k0, u as u8, i0, n))),
+    );
+    closed.sort_unstable_by_key(|c| c.0);
+    let mut offset = 0u64;
+    closed
+        .into_iter()
+        .map(|(_, t, i0, n)| {
+            let track = &mut tracks[t as usize];
+            track.chunks.push((offset, n));
+            offset += track.sizes[i0..i0 + n as usize]
+                .iter()
+                .map(|&s| s as u64)
+                .sum::<u64>();
+            (t, n)
+        })
+        .collect()
 }
 
 /// Pass 2: writes ftyp, moov, mdat. Returns (SHA-256 hex, bytes written).
@@ -713,15 +756,74 @@ fn copy<W: Write + Send>(parts: &[Part], plan: &Plan, mut out: W) -> Result<(Str
     })
 }
 
-/// Streams every sample of every part into `buf`, calling `flush` whenever
-/// `buf` holds a write buffer's worth. Checks each sample against pass 1.
+/// Pass 2's reordering from stream order into the planned chunk order.
+struct Reorder<'a> {
+    plan: &'a Plan,
+    /// Index of the chunk being written (`plan.chunks`), and how many of its
+    /// samples are still to come.
+    head: usize,
+    head_left: u32,
+    /// Per track: samples already in the output, and bytes (with their sample
+    /// count) held back because an earlier chunk of another track is open.
+    written: [usize; 2],
+    held: [Vec<u8>; 2],
+    held_n: [usize; 2],
+}
+
+impl Reorder<'_> {
+    /// Whether the next sample of track `t` goes straight to the output.
+    fn direct(&self, t: usize) -> bool {
+        self.held_n[t] == 0 && self.head_left > 0 && self.plan.chunks[self.head].0 as usize == t
+    }
+
+    /// Accounts for one sample written straight to the output.
+    fn wrote(&mut self, t: usize, out: &mut Vec<u8>) {
+        self.written[t] += 1;
+        self.head_left -= 1;
+        self.advance(out);
+    }
+
+    /// Moves to the next chunk while the current one is complete, moving
+    /// held-back samples of its track to the output.
+    fn advance(&mut self, out: &mut Vec<u8>) {
+        while self.head_left == 0 {
+            self.head += 1;
+            let Some(&(t, n)) = self.plan.chunks.get(self.head) else {
+                return;
+            };
+            let t = t as usize;
+            self.head_left = n;
+            let m = self.held_n[t].min(n as usize);
+            if m > 0 {
+                let sizes = &self.plan.tracks[t].sizes[self.written[t]..self.written[t] + m];
+                let bytes: usize = sizes.iter().map(|&s| s as usize).sum();
+                out.extend_from_slice(&self.held[t][..bytes]);
+                self.held[t].drain(..bytes);
+                self.held_n[t] -= m;
+                self.written[t] += m;
+                self.head_left -= m as u32;
+            }
+        }
+    }
+}
+
+/// Streams every sample of every part into `buf` in the planned chunk order,
+/// calling `flush` whenever `buf` holds a write buffer's worth. Checks each
+/// sample against pass 1.
 fn produce(
     parts: &[Part],
     plan: &Plan,
     buf: &mut Vec<u8>,
     mut flush: impl FnMut(&mut Vec<u8>) -> bool,
 ) -> Result<()> {
-    let mut next = [0usize; 2];
+    let mut r = Reorder {
+        plan,
+        head: 0,
+        head_left: plan.chunks.first().map_or(0, |c| c.1),
+        written: [0; 2],
+        held: [Vec::new(), Vec::new()],
+        held_n: [0; 2],
+    };
     let mut k = 0usize;
     let mut writer_gone = false;
     for (index, part) in parts.iter().enumerate() {
@@ -729,18 +831,24 @@ fn produce(
             if writer_gone {
                 return Ok(());
             }
-            let (t, n) = match s {
-                Sample::Video { au, .. } => (0, h264::write_avcc(au, buf)),
+            let t = match s {
+                Sample::Video { .. } => 0,
+                Sample::Audio { .. } => 1,
+            };
+            let direct = r.direct(t);
+            let target = if direct { &mut *buf } else { &mut r.held[t] };
+            let n = match s {
+                Sample::Video { au, .. } => h264::write_avcc(au, target),
                 Sample::Audio { frame, .. } => {
-                    buf.extend_from_slice(frame);
-                    (1, frame.len())
+                    target.extend_from_slice(frame);
+                    frame.len()
                 }
             };
             let planned = plan.order.get(k).copied();
             let size = plan
                 .tracks
                 .get(t)
-                .and_then(|tr| tr.sizes.get(next[t]))
+                .and_then(|tr| tr.sizes.get(r.written[t] + r.held_n[t]))
                 .copied();
             if planned != Some(t as u8) || size != Some(n as u32) {
                 return Err(StitchError::Changed {
@@ -748,7 +856,11 @@ fn produce(
                     what: format!("sample {k}: planned track {planned:?} size {size:?}, found track {t} size {n}"),
                 });
             }
-            next[t] += 1;
+            if direct {
+                r.wrote(t, buf);
+            } else {
+                r.held_n[t] += 1;
+            }
             k += 1;
             if buf.len() >= WRITE_BUF && !flush(buf) {
                 writer_gone = true;
@@ -756,7 +868,7 @@ fn produce(
             Ok(())
         })?;
     }
-    if k != plan.order.len() {
+    if k != plan.order.len() || r.head < plan.chunks.len() {
         return Err(StitchError::Changed {
             pos: Pos {
                 file: parts[parts.len() - 1]
@@ -766,7 +878,12 @@ fn produce(
                     .unwrap_or_default(),
                 offset: 0,
             },
-            what: format!("{k} samples found, {} planned", plan.order.len()),
+            what: format!(
+                "{k} samples found, {} planned; chunk {} of {} unfinished",
+                plan.order.len(),
+                r.head,
+                plan.chunks.len()
+            ),
         });
     }
     Ok(())

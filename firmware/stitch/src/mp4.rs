@@ -476,12 +476,16 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             .map(|i| (be32(stsc, 8 + 12 * i), be32(stsc, 12 + 12 * i)))
             .collect();
         let mut sample = 0usize;
+        // stsc runs are sorted by first chunk; walk them alongside the chunks.
+        let mut run = 0usize;
         for (ci, &chunk_off) in offsets.iter().enumerate() {
             let chunk_no = ci as u32 + 1;
+            while run + 1 < runs.len() && runs[run + 1].0 <= chunk_no {
+                run += 1;
+            }
             let n = runs
-                .iter()
-                .rev()
-                .find(|(first, _)| *first <= chunk_no)
+                .get(run)
+                .filter(|(first, _)| *first <= chunk_no)
                 .map_or(0, |r| r.1);
             let bytes: u64 = sizes
                 .get(sample..sample + n as usize)
