@@ -83,6 +83,9 @@ fn a_valid_empty_calendar_empties_the_cache() {
     apply(&mut j, 200, &week(), now());
     assert_eq!(apply(&mut j, 200, &cal(&[]), now() + 1), "applied [cancelled a, cancelled b, cancelled c]");
     assert!(cached(&j).is_empty());
+    // Rescheduled after the cancellation, the cancelled rows come back.
+    assert_eq!(apply(&mut j, 200, &week(), now() + 2), "applied [added a, added b, added c]");
+    assert_eq!(cached(&j), ["a Algebra", "b Biology", "c Chemistry"]);
 }
 
 #[test]

@@ -332,11 +332,16 @@ pub(crate) fn collect(doc: &Doc, cal: &icalendar::parser::Calendar, opts: &Parse
     let mut masters = Vec::new();
     let mut overrides = Vec::new();
     let nodes = &doc.root.children;
+    // Both trees come from the same lines; if they ever disagree, refuse rather than risk pairing
+    // an event with another event's line numbers or silently dropping one.
+    if nodes.len() != cal.components.len() {
+        return Err(ScheduleError::at(doc.root.begin, format!("the iCalendar parser found {} components, the line scan {}", cal.components.len(), nodes.len())));
+    }
     let mut first_line: HashMap<String, usize> = HashMap::new();
     let mut overridden: HashMap<(String, DateTime<Utc>), usize> = HashMap::new();
     for (i, comp) in cal.components.iter().enumerate() {
         let Some(node) = nodes.get(i) else { break };
-        if !node.name.eq_ignore_ascii_case("VEVENT") {
+        if node.name != "VEVENT" || !comp.name.as_str().eq_ignore_ascii_case("VEVENT") {
             continue;
         }
         let raw = read(node, comp, opts)?;

@@ -128,8 +128,14 @@ fn rrule() -> impl Strategy<Value = String> {
     })
 }
 
+/// `cases` per property, or `PROPTEST_CASES` from the environment for a longer local run.
+fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -163,7 +169,7 @@ proptest! {
 
 proptest! {
     // Each case walks up to `max_steps` recurrence dates, so fewer cases keep this to seconds.
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config(64))]
 
     #[test]
     fn generated_recurrences_never_panic(rule in rrule(), start in 0i64..4_000_000_000, tz in prop::sample::select(vec!["", ";TZID=Europe/Berlin", ";TZID=America/New_York", ";TZID=Pacific/Apia"])) {
