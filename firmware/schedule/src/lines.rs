@@ -177,14 +177,9 @@ impl Doc {
             .nth(1)
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse::<usize>().ok());
-        let line = logical
-            .and_then(|n| self.lines.get(n.saturating_sub(1)))
-            .or(self.lines.last())
-            .map_or(1, |l| l.no);
-        let contexts: Vec<&str> = message
-            .lines()
-            .filter_map(|l| l.split_once(", in ").map(|(_, c)| c.trim_end_matches(':')))
-            .collect();
-        ScheduleError::at(line, format!("the iCalendar parser rejected this line ({})", contexts.join(", ")))
+        match logical.and_then(|n| self.lines.get(n.saturating_sub(1))).or(self.lines.last()) {
+            Some(l) => ScheduleError::at(l.no, format!("cannot read this content line (bad parameters?): {}", snippet(&l.text))),
+            None => ScheduleError::at(1, "cannot read the calendar"),
+        }
     }
 }

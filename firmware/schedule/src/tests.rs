@@ -153,6 +153,7 @@ fn bad_calendars_name_the_line_and_what_is_wrong() {
     check(cal(&ev(ONE)).trim_end(), r#"a 03-04T09:00Z..03-04T10:00Z """#);
     check(cal("garbage\r\n"), "ERR line 3: expected NAME:VALUE, found \"garbage\"");
     check(cal("BAD NAME:x\r\n"), "ERR line 3: bad property name");
+    check(cal("X-A;\"quoted\":b\r\n"), "ERR line 3: cannot read this content line (bad parameters?): \"X-A;\\\"quoted");
     check(cal("BEGIN:VEVENT\r\nEND:VTODO\r\n"), "ERR line 4: END:VTODO does not close BEGIN:VEVENT on line 3");
     check(cal("END:VEVENT\r\n"), "ERR line 3: END:VEVENT does not close BEGIN:VCALENDAR on line 1");
     check(cal(&"BEGIN:X\r\n".repeat(9)), "ERR line 10: components nested deeper than 8");
