@@ -260,6 +260,14 @@ impl Outbox {
     /// Marks an entry delivered: deletes it and, if it has a once-key, remembers the key, in one
     /// transaction. Acking an id that is gone (coalesced away meanwhile) does nothing.
     pub fn ack(&mut self, id: i64, now_ms: i64) -> Result<()> {
+        self.ack_then(id, now_ms, None)
+    }
+
+    /// [`Outbox::ack`], and in the same transaction queues `follow_up` at the tail (no
+    /// coalescing, no once-key, no capacity check: it replaces the entry it follows). An ingest
+    /// acked with its `upload_finished` state this way can never be replayed after the server
+    /// was told it finished, nor can that state be lost after the ack.
+    pub fn ack_then(&mut self, id: i64, now_ms: i64, follow_up: Option<&NewEntry<'_>>) -> Result<()> {
         let p = &self.db_path;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).db("begin outbox ack", p)?;
         let key: Option<Option<String>> = tx
@@ -277,6 +285,13 @@ impl Outbox {
             .db("prune outbox done keys", p)?;
         }
         tx.execute("DELETE FROM outbox WHERE id = ?1", [id]).db("delete outbox entry", p)?;
+        if let Some(e) = follow_up {
+            tx.execute(
+                "INSERT INTO outbox (kind, payload, coalesce, once_key, enqueued_at_ms) VALUES (?1, ?2, 0, NULL, ?3)",
+                params![e.kind, e.payload, now_ms],
+            )
+            .db("insert outbox follow-up", p)?;
+        }
         tx.commit().db("commit outbox ack", p)
     }
 

@@ -10,6 +10,7 @@
 //! once a second (and exactly at the recorder's next deadline) to drive time-based decisions and
 //! the systemd watchdog.
 
+mod agent;
 mod clock;
 pub mod logging;
 mod session;
@@ -31,6 +32,8 @@ use serde_json::{json, Value};
 
 pub use clock::{Clock, SteadyClock};
 use session::Session;
+use agent::Agent;
+use lectern_opencast::{AgentState, CalendarFetch, IngestJob, RecordingState as OcState, Track};
 use stitcher::{StitchDone, Stitcher};
 
 /// Everything that can wake the main loop.
@@ -43,6 +46,8 @@ enum Event {
     CaptureError { generation: u64, message: String },
     /// The stitch worker finished a recording.
     Stitched(StitchDone),
+    /// A reply (or failure) of the Opencast calendar poller.
+    Calendar(Result<CalendarFetch, String>),
     Signal(i32),
 }
 
@@ -86,6 +91,14 @@ struct Daemon {
     /// Whether the wall clock may drive the schedule, and why (see `clock.rs`).
     clock_trusted: bool,
     clock_reason: String,
+    /// The Opencast agent, when `[opencast]` is configured.
+    agent: Option<Agent>,
+    /// The schedule's two sources; the recorder gets their union.
+    ics_slots: Vec<Slot>,
+    oc_slots: Vec<Slot>,
+    /// Last calendar reply that reached us, and the last failure since (for `status`).
+    calendar_ok_ms: Option<i64>,
+    calendar_error: Option<String>,
 }
 
 fn capture_settings(config: &Config) -> CaptureSettings {
@@ -134,6 +147,10 @@ fn led_pattern(led: Led) -> LedPattern {
         Led::Error => LedPattern::Error,
         Led::NotProvisioned => LedPattern::NotProvisioned,
     }
+}
+
+fn slot_of(e: &lectern_schedule::ScheduledEvent) -> Slot {
+    Slot { uid: e.uid.clone(), title: e.title.clone(), start_ms: e.start.timestamp_millis(), end_ms: e.end.timestamp_millis() }
 }
 
 /// The box as the stitched recordings' manifests describe it.
@@ -246,8 +263,14 @@ impl Daemon {
             stitching: None,
             clock_trusted: false,
             clock_reason: String::new(),
+            agent: None,
+            ics_slots: Vec::new(),
+            oc_slots: Vec::new(),
+            calendar_ok_ms: None,
+            calendar_error: None,
         };
         daemon.check_clock();
+        daemon.start_agent()?;
         daemon.board.led.set_pattern(LedPattern::Idle);
         daemon.reload_schedule(true);
         daemon.resume_adhoc();
@@ -365,6 +388,11 @@ impl Daemon {
                     log::warn!(target: "lecternd", "recording {}: stitch ended without a file: {e}", done.recording_id);
                 }
                 self.stitching = None;
+                self.queue_ingest(&done);
+                false
+            }
+            Event::Calendar(reply) => {
+                self.on_calendar(reply);
                 false
             }
             Event::Signal(sig) => {
@@ -398,6 +426,12 @@ impl Daemon {
                     log::info!(target: "lecternd", "recording {}: begins ({:?}, {:?})", spec.id, spec.kind, spec.title);
                     if let Err(e) = self.journal.start_recording(&rec, now) {
                         log::error!(target: "lecternd", "recording {}: journal refused it: {e}", spec.id);
+                    }
+                    if let Some(agent) = self.agent.as_mut() {
+                        agent.agent_state(AgentState::Capturing, now);
+                        if let Some(uid) = rec.event_uid.as_deref().filter(|u| self.oc_slots.iter().any(|s| s.uid == *u)) {
+                            agent.recording_state(uid, OcState::Capturing, now);
+                        }
                     }
                 }
                 Action::StartCapture { recording_id } => {
@@ -479,10 +513,11 @@ impl Daemon {
                         Ok(()) => {
                             // A completed recording is final at once; an interrupted one only when
                             // it will not be resumed (see `maybe_stitch`).
+                            if let Some(agent) = self.agent.as_mut() {
+                                agent.agent_state(AgentState::Idle, self.clock.now_ms());
+                            }
                             if completed {
-                                if let Err(e) = self.journal.request_stitch(&recording_id, self.clock.now_ms()) {
-                                    log::error!(target: "lecternd", "recording {recording_id}: cannot queue its stitch: {e}");
-                                }
+                                self.declare_final(&recording_id);
                             }
                             if let Ok(Some(r)) = self.journal.recording(&recording_id) {
                                 log::info!(
@@ -605,6 +640,16 @@ impl Daemon {
             "media_dir": self.config.journal.media_dir.display().to_string(),
             "stitching": self.stitching,
             "clock": { "trusted": self.clock_trusted, "reason": self.clock_reason },
+            "opencast": self.agent.as_ref().map(|a| json!({
+                "url": a.config.url,
+                "calendar": {
+                    "reachable": self.calendar_error.is_none() && self.calendar_ok_ms.is_some(),
+                    "last_ok": self.calendar_ok_ms.map_or(Value::Null, rfc3339),
+                    "error": self.calendar_error,
+                    "cached_events": self.oc_slots.len(),
+                },
+                "outbox_pending": a.pending(),
+            })),
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
@@ -689,9 +734,7 @@ impl Daemon {
                     };
                     if !resumable {
                         log::info!(target: "lecternd", "recording {}: interrupted ({}) and not resumable; final", r.id, r.end_reason.as_deref().unwrap_or("?"));
-                        if let Err(e) = self.journal.request_stitch(&r.id, now) {
-                            log::error!(target: "lecternd", "recording {}: cannot queue its stitch: {e}", r.id);
-                        }
+                        self.declare_final(&r.id);
                     }
                 }
             }
@@ -717,6 +760,126 @@ impl Daemon {
         }
     }
 
+    /// A recording will not change any more: it owes a stitch, and Opencast hears how the
+    /// capture ended (for a scheduled event it knows).
+    fn declare_final(&mut self, recording_id: &str) {
+        let now = self.clock.now_ms();
+        if let Err(e) = self.journal.request_stitch(recording_id, now) {
+            log::error!(target: "lecternd", "recording {recording_id}: cannot queue its stitch: {e}");
+        }
+        let Some(agent) = self.agent.as_mut() else { return };
+        let Ok(Some(rec)) = self.journal.recording(recording_id) else { return };
+        if let Some(uid) = rec.event_uid.as_deref().filter(|_| rec.kind == RecordingKind::Scheduled) {
+            let state = if rec.segments > 0 { OcState::CaptureFinished } else { OcState::CaptureError };
+            agent.recording_state(uid, state, now);
+        }
+    }
+
+    /// After a stitch: the stitched MP4 goes into the outbox as an ingest (or, if the stitch
+    /// failed, Opencast hears `upload_error` for a scheduled event).
+    fn queue_ingest(&mut self, done: &StitchDone) {
+        let now = self.clock.now_ms();
+        let Some(agent) = self.agent.as_mut() else { return };
+        let Ok(Some(rec)) = self.journal.recording(&done.recording_id) else { return };
+        let event = rec.event_uid.as_deref().and_then(|uid| self.journal.cached_schedule().ok()?.into_iter().find(|e| e.uid == uid));
+        let stitch = match (&done.result, self.journal.stitch_status(&rec.id)) {
+            (Ok(_), Ok(Some(row))) if row.state == "done" => row,
+            _ => {
+                if let Some(e) = &event {
+                    agent.recording_state(&e.uid, OcState::UploadError, now);
+                }
+                return;
+            }
+        };
+        let Some(path) = stitch.path.as_deref() else { return };
+        let tracks = vec![Track { path: self.config.journal.media_dir.join(path), flavor: agent.config.flavor.clone() }];
+        let job = match event {
+            Some(e) => IngestJob {
+                recording_id: rec.id.clone(),
+                event_uid: e.uid.clone(),
+                title: e.title.clone(),
+                scheduled: true,
+                episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                tracks,
+                workflow: e.workflow.clone(),
+                workflow_config: e.workflow_config.clone(),
+            },
+            None => IngestJob::adhoc(&rec.id, &self.config.agent_name, rec.started_at_ms, tracks),
+        };
+        agent.ingest(job, now);
+    }
+
+    /// Starts the Opencast agent if configured, with the cached calendar as the schedule until
+    /// the server answers (a server that is down for days must not stop lectures being recorded).
+    fn start_agent(&mut self) -> anyhow::Result<()> {
+        let Some(oc) = self.config.opencast.clone() else { return Ok(()) };
+        let cached = self.journal.cached_schedule().context("cached schedule")?;
+        let etag = self.journal.schedule_meta().context("schedule cache")?.and_then(|m| m.etag);
+        log::info!(target: "lecternd", "opencast {}: {} cached events until the calendar answers", oc.url, cached.len());
+        self.oc_slots = cached.iter().map(slot_of).collect();
+        let mut capabilities = std::collections::BTreeMap::new();
+        capabilities.insert("capture.device.names".to_owned(), "presenter".to_owned());
+        capabilities.insert("capture.device.presenter.flavor".to_owned(), oc.flavor.clone());
+        capabilities.insert("capture.device.presenter.src".to_owned(), format!("{:?}", self.settings.video));
+        let tx = self.tx.clone();
+        let agent = Agent::start(&oc, &self.config.agent_name, capabilities, &self.journal.db_path(), self.clock.clone(), etag, move |reply| {
+            let _ = tx.send(Event::Calendar(reply));
+        })?;
+        self.agent = Some(agent);
+        self.feed_schedule();
+        Ok(())
+    }
+
+    /// One reply of the calendar poller: only a complete calendar changes the cache.
+    fn on_calendar(&mut self, reply: Result<CalendarFetch, String>) {
+        let now = self.clock.now_ms();
+        let Some(agent) = self.agent.as_ref() else { return };
+        let source = agent.source.clone();
+        let opts = lectern_schedule::ParseOptions::around(chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
+        let (status, etag, body) = match &reply {
+            Ok(CalendarFetch::NotModified) => (304, None, &[][..]),
+            Ok(CalendarFetch::Calendar { etag, bytes }) => (200, etag.as_deref(), &bytes[..]),
+            Err(e) => {
+                if self.calendar_error.as_deref() != Some(e) {
+                    log::warn!(target: "lecternd", "opencast calendar unreachable, recording from the {} cached events: {e}", self.oc_slots.len());
+                }
+                self.calendar_error = Some(e.clone());
+                return;
+            }
+        };
+        match self.journal.apply_calendar_reply(&source, status, etag, body, &opts, now) {
+            Ok(lectern_journal::ReplyOutcome::Applied(changes)) => {
+                self.calendar_ok_ms = Some(now);
+                self.calendar_error = None;
+                agent.set_etag(etag.map(str::to_owned));
+                if !changes.is_empty() || self.oc_slots.is_empty() {
+                    match self.journal.cached_schedule() {
+                        Ok(events) => {
+                            self.oc_slots = events.iter().map(slot_of).collect();
+                            log::info!(target: "lecternd", "opencast calendar: {} events ({} changes)", self.oc_slots.len(), changes.len());
+                            self.feed_schedule();
+                        }
+                        Err(e) => log::error!(target: "lecternd", "cannot read the schedule cache: {e}"),
+                    }
+                }
+            }
+            Ok(lectern_journal::ReplyOutcome::NotModified) => {
+                self.calendar_ok_ms = Some(now);
+                self.calendar_error = None;
+            }
+            Ok(lectern_journal::ReplyOutcome::Rejected(e)) => self.calendar_error = Some(format!("calendar rejected, cache kept: {e}")),
+            Err(e) => log::error!(target: "lecternd", "cannot store the calendar: {e}"),
+        }
+    }
+
+    /// The recorder's schedule: the Opencast calendar's cached events and the local `.ics`.
+    fn feed_schedule(&mut self) {
+        let mut slots = self.oc_slots.clone();
+        slots.extend(self.ics_slots.iter().filter(|s| !self.oc_slots.iter().any(|o| o.uid == s.uid)).cloned());
+        let _ = self.feed(lectern_recorder::Event::ScheduleLoaded(slots));
+    }
+
     /// Reloads the local `.ics` file when it changed. A file that fails to parse never replaces
     /// the schedule the box already has.
     fn reload_schedule(&mut self, force: bool) {
@@ -734,11 +897,8 @@ impl Daemon {
                 self.schedule_mtime = mtime;
                 self.schedule_error = None;
                 log::info!(target: "lecternd", "schedule {}: {} events", path.display(), events.len());
-                let slots = events
-                    .into_iter()
-                    .map(|e| Slot { uid: e.uid, title: e.title, start_ms: e.start.timestamp_millis(), end_ms: e.end.timestamp_millis() })
-                    .collect();
-                let _ = self.feed(lectern_recorder::Event::ScheduleLoaded(slots));
+                self.ics_slots = events.iter().map(slot_of).collect();
+                self.feed_schedule();
             }
             Err(e) => {
                 let msg = format!("{}: {e}", path.display());

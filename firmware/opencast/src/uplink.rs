@@ -180,6 +180,8 @@ pub struct Uplink {
     /// What the server last accepted as the agent state.
     last_sent: Option<AgentState>,
     last_contact_ms: Option<i64>,
+    /// Called after an ack queued a follow-up for the other lane (an ingest's `upload_finished`).
+    follow_up_waker: Option<Box<dyn Fn() + Send>>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -203,7 +205,14 @@ impl Uplink {
             current: None,
             last_sent: None,
             last_contact_ms: None,
+            follow_up_waker: None,
         }
+    }
+
+    /// Wakes the other lane after an ack queued a follow-up for it (see [`LaneThread::waker`]).
+    pub fn with_follow_up_waker(mut self, wake: impl Fn() + Send + 'static) -> Uplink {
+        self.follow_up_waker = Some(Box::new(wake));
+        self
     }
 
     /// The client, for the calls that are not queued (calendar, configuration).
@@ -262,7 +271,27 @@ impl Uplink {
             match self.deliver(&op) {
                 Ok(()) => {
                     let t = now();
-                    self.outbox.ack(entry.id, t)?;
+                    // A scheduled event's `upload_finished` is queued in the ingest's ack
+                    // transaction (the states lane sends it): telling the server before the ack
+                    // would let a crash in between replay an ingest the server reported done.
+                    let follow_up = match &op {
+                        Operation::Ingest(job) if job.scheduled => Some(Operation::RecordingState {
+                            event_uid: job.event_uid.clone(),
+                            state: RecordingState::UploadFinished,
+                        }),
+                        _ => None,
+                    };
+                    match &follow_up {
+                        Some(f) => {
+                            let payload = f.to_payload();
+                            let e = NewEntry { kind: f.kind(), payload: &payload, coalesce: false, once_key: None };
+                            self.outbox.ack_then(entry.id, t, Some(&e))?;
+                            if let Some(wake) = &self.follow_up_waker {
+                                wake();
+                            }
+                        }
+                        None => self.outbox.ack(entry.id, t)?,
+                    }
                     self.contact(t);
                     report.delivered.push(op);
                 }
@@ -349,7 +378,6 @@ impl Uplink {
                 let r = self.client.ingest(job);
                 self.uploading.store(false, Ordering::SeqCst);
                 r?;
-                self.upload_state(job, RecordingState::UploadFinished)?;
                 log::info!(target: "opencast", "recording {}: ingested", job.recording_id);
                 Ok(())
             }
@@ -377,11 +405,23 @@ impl Uplink {
 /// current pump (bounded by the client's timeouts) and joins it.
 #[derive(Debug)]
 pub struct LaneThread {
-    wake: Option<mpsc::SyncSender<()>>,
+    /// The only strong reference: dropping it disconnects the channel and stops the thread,
+    /// even while [`LaneThread::waker`]s (weak) live on in the other lane.
+    wake: Option<Arc<mpsc::SyncSender<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LaneThread {
+    /// A handle that wakes this lane from elsewhere (e.g. the other lane), like [`LaneThread::wake`].
+    pub fn waker(&self) -> impl Fn() + Send + Sync + 'static {
+        let w = self.wake.as_ref().map(Arc::downgrade);
+        move || {
+            if let Some(w) = w.as_ref().and_then(std::sync::Weak::upgrade) {
+                let _ = w.try_send(());
+            }
+        }
+    }
+
     /// Makes the lane pump now (call after queueing something); never blocks.
     pub fn wake(&self) {
         if let Some(w) = &self.wake {
@@ -432,7 +472,7 @@ pub fn spawn(mut uplink: Uplink, clock: Arc<dyn Fn() -> i64 + Send + Sync>, poll
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     })?;
-    Ok(LaneThread { wake: Some(tx), thread: Some(thread) })
+    Ok(LaneThread { wake: Some(Arc::new(tx)), thread: Some(thread) })
 }
 
 fn describe(op: &Operation) -> String {

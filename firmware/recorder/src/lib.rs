@@ -549,7 +549,7 @@ impl Recorder {
     fn begin_scheduled(&mut self, slot: &Slot, now: Millis, out: &mut Vec<Action>) {
         self.begin(
             RecordingSpec {
-                id: slot.uid.clone(),
+                id: recording_id_for_uid(&slot.uid),
                 title: slot.title.clone(),
                 kind: Kind::Scheduled { uid: slot.uid.clone() },
                 started_at_ms: now,
@@ -558,6 +558,21 @@ impl Recorder {
             out,
         );
     }
+}
+
+/// The recording id of a scheduled event. Opencast's UIDs (UUIDs) are used as they are, so a
+/// replacement box with the same schedule continues the same recording; other calendars' UIDs
+/// (`1234@timetable.example.edu`) hold characters a directory name must not, so those are
+/// replaced by `_` and an FNV-1a hash of the whole UID keeps two such UIDs apart. Deterministic:
+/// the same UID always maps to the same id, on any box.
+pub fn recording_id_for_uid(uid: &str) -> String {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if !uid.is_empty() && uid.len() <= 128 && !uid.starts_with('.') && uid.bytes().all(ok) {
+        return uid.to_owned();
+    }
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let clean: String = uid.bytes().take(100).map(|b| if ok(b) { b as char } else { '_' }).collect();
+    format!("{}-{hash:016x}", clean.trim_start_matches('.'))
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a UTC millisecond timestamp, without a date library (days-to-civil).

@@ -146,6 +146,25 @@ fn untrusted_clock_holds_the_schedule_but_not_the_button() {
 }
 
 #[test]
+fn recording_ids_of_calendar_uids() {
+    let cases = [
+        ("c5e2b1c4-6f3a-4d1e-9d7a-0a1b2c3d4e5f", "c5e2b1c4-6f3a-4d1e-9d7a-0a1b2c3d4e5f"),
+        ("lecture-1", "lecture-1"),
+        ("1234@timetable.example.edu", "1234_timetable.example.edu-"),
+        (".hidden", "hidden-"),
+        ("a/b", "a_b-"),
+    ];
+    for (uid, prefix) in cases {
+        let id = recording_id_for_uid(uid);
+        assert!(id.starts_with(prefix), "{uid} -> {id}");
+        assert!(id.len() <= 128 && !id.starts_with('.') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{uid} -> {id}");
+        assert_eq!(recording_id_for_uid(uid), id, "deterministic");
+    }
+    assert_ne!(recording_id_for_uid("a@b"), recording_id_for_uid("a_b"), "the hash keeps sanitised UIDs apart");
+    assert_eq!(recording_id_for_uid(&"x".repeat(300)).len(), 100 + 17);
+}
+
+#[test]
 fn back_to_back_events_switch_in_one_step() {
     check(
         Settings::default(),
