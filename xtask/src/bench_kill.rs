@@ -1,8 +1,8 @@
 //! `cargo xtask bench-kill`: the kill comparison of issue 4 (docs/benchmarks.md, "Kill
 //! comparison: Lectern vs pyCA"). What is left of a recording when the box dies N seconds in?
 //!
-//! One trial is three rounds. In each round every system under test records at the same time and
-//! is killed N seconds (`--seconds`, default 20) after its own capture started:
+//! Every system under test records and is killed N seconds (`--seconds`, default 20) after its
+//! own capture started:
 //!
 //! * **Lectern**: the release `lecternd` on the sim board, 1280x720 at 30 fps, x264 veryfast,
 //!   4000 kbit/s, 2 s segments, ad-hoc recording (`lectern record start`);
@@ -12,7 +12,8 @@
 //!   from docs/recording/raspivid.rst, MP4 from capture_plugins/raspberry-pi-vo-ffmpeg.py), whose
 //!   camera is a pre-encoded H.264 stream played in real time (the scripts say what changed).
 //!
-//! The rounds ("killed the same way"):
+//! The kill modes ("killed the same way"), each a round for Lectern and then one for the three
+//! pyca instances together (they take turns for the CPU, see [`Side`]), five rounds a trial:
 //!
 //! 1. `sigkill`: SIGKILL to each system's whole process group. The page cache survives, as in a
 //!    crash of the software alone.
@@ -27,7 +28,12 @@
 //! video duration (`ffmpeg -v error -i F -map 0:v:0 -f null -`: where the last decoded frame
 //! ends); a file that does not open counts 0 s, with ffmpeg's error text. "Captured" is the
 //! wall time from the start of capture (Lectern: `record start` sent; pyca: its capture process
-//! seen, polled every 20 ms) to the kill, so start-up latency counts as lost on both sides.
+//! seen, polled every 20 ms) to the kill, so start-up latency counts as lost on both sides; for a
+//! warned Lectern it ends at the warning (the promise is "nothing lost up to the edge").
+//! On a machine too busy to encode in real time the simulated camera falls behind the wall clock
+//! instead of dropping frames, so for Lectern the table also gives what had entered the encoder
+//! by the kill (`lectern status` frames_in ÷ 30, read just before it) and the part of that the
+//! kill itself lost; ffmpeg offers no such reading from outside.
 //!
 //! Every process group is killed and the cutfs mount unmounted when this module's guards drop,
 //! on errors and panics too; SIGINT/SIGTERM make the run stop at its next poll and clean up.
@@ -125,6 +131,24 @@ impl Mode {
     }
 }
 
+/// Which systems record in a round. Lectern and pyca take turns rather than share the machine:
+/// on 2 cores, pyca's default VP9 encoder next to Lectern's x264 starves both, and a system that
+/// cannot encode in real time loses media to that, not to the kill.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Lectern,
+    Pyca,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Lectern => "lectern",
+            Side::Pyca => "pyca",
+        }
+    }
+}
+
 /// A pyca capture command under test.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
@@ -185,6 +209,8 @@ struct Row {
     mode: Mode,
     system: String,
     captured: f64,
+    /// Media that had entered the encoder by the kill (Lectern's `frames_in` ÷ 30), where known.
+    encoded: Option<f64>,
     recovered: f64,
     /// What was left, in words (files, sizes, errors).
     left: String,
@@ -244,18 +270,29 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         stop,
     };
     let mut rows = Vec::new();
-    for trial in 1..=opts.trials {
+    let mut failed = None;
+    'trials: for trial in 1..=opts.trials {
         for mode in Mode::ALL {
-            eprintln!("xtask: trial {trial}, round {}", mode.name());
-            rows.extend(round(&ctx, mode, trial).with_context(|| format!("trial {trial}, round {}", mode.name()))?);
+            let sides: &[Side] = if mode == Mode::CutWarned { &[Side::Lectern] } else { &[Side::Lectern, Side::Pyca] };
+            for &side in sides {
+                eprintln!("xtask: trial {trial}, round {} {}", mode.name(), side.name());
+                match round(&ctx, mode, side, trial) {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => {
+                        failed = Some(e.context(format!("trial {trial}, round {} {}", mode.name(), side.name())));
+                        break 'trials;
+                    }
+                }
+            }
         }
     }
+    // The rounds that finished are reported even when a later one failed.
     let report = report(&ctx, &opts, &rows);
     print!("{report}");
     std::fs::write(out.join("report.md"), &report)?;
     std::fs::write(out.join("pip-freeze.txt"), &ctx.setup.freeze)?;
     eprintln!("xtask: report in {}", out.join("report.md").display());
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// A pyca instance in a round.
@@ -268,8 +305,8 @@ struct Pyca {
 }
 
 /// One round: everyone records, is killed, and what survived is measured.
-fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
-    let dir = ctx.out.join(format!("trial{trial}-{}", mode.name()));
+fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
+    let dir = ctx.out.join(format!("trial{trial}-{}-{}", mode.name(), side.name()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing the previous {} (a stale mount under it?)", dir.display()))?;
     }
@@ -281,11 +318,13 @@ fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
     } else {
         None
     };
-    let variants: &[Variant] = if mode == Mode::CutWarned { &[] } else { &Variant::ALL };
+    let variants: &[Variant] = if side == Side::Pyca { &Variant::ALL } else { &[] };
     // The media directories exist before the recordings, as on a card that was set up long ago:
     // their names are made durable (a directory fsync of the card's root).
     let lectern_media = card.join("lectern");
-    std::fs::create_dir(&lectern_media)?;
+    if side == Side::Lectern {
+        std::fs::create_dir(&lectern_media)?;
+    }
     for v in variants {
         std::fs::create_dir(card.join(format!("pyca-{}", v.slug())))?;
     }
@@ -293,7 +332,8 @@ fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
 
     // The Opencast double with one event per pyca instance, and the instances.
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let start_epoch = (now + PYCA_LEAD).as_secs() + 1;
+    let lead = if side == Side::Pyca { PYCA_LEAD } else { Duration::ZERO };
+    let start_epoch = (now + lead).as_secs() + 1;
     let event_start = Instant::now() + (Duration::from_secs(start_epoch) - now);
     let mut double = None;
     let mut pycas = Vec::new();
@@ -304,28 +344,18 @@ fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
             pycas.push(start_pyca(ctx, &dir, &card, v, &url)?);
         }
     }
-    let mut lectern = Lectern::start(ctx, &dir, &lectern_media)?;
+    let mut lectern = match side {
+        Side::Lectern => Some(Lectern::start(ctx, &dir, &lectern_media)?),
+        Side::Pyca => None,
+    };
 
     // Record, and kill everyone `seconds` after their own start.
     let span = Duration::from_secs(ctx.seconds);
-    let mut warned = false;
     loop {
         ctx.check_stop()?;
         let now = Instant::now();
-        lectern.check_running()?;
-        if lectern.started.is_none() && now >= event_start {
-            lectern.record_start()?;
-        }
-        if let Some(t0) = lectern.started {
-            if mode == Mode::CutWarned && !warned && now >= t0 + span - WARN_LEAD {
-                lectern.cli(&["sim", "powerfail", "on"])?;
-                warned = true;
-            }
-            if lectern.killed.is_none() && now >= t0 + span {
-                // The clock is read before the kill, so the captured time errs short.
-                lectern.killed = Some(t0.elapsed().as_secs_f64());
-                lectern.group.kill_and_wait()?;
-            }
+        if let Some(lectern) = lectern.as_mut() {
+            lectern.poll(mode, now, event_start, span)?;
         }
         for p in &mut pycas {
             if let Some(st) = p.group.exited() {
@@ -345,7 +375,7 @@ fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
                 }
             }
         }
-        if lectern.killed.is_some() && pycas.iter().all(|p| p.killed.is_some()) {
+        if lectern.as_ref().is_none_or(|l| l.killed.is_some()) && pycas.iter().all(|p| p.killed.is_some()) {
             break;
         }
         std::thread::sleep(POLL);
@@ -358,19 +388,31 @@ fn round(ctx: &Ctx, mode: Mode, trial: u32) -> Result<Vec<Row>> {
 
     // What survived.
     let mut rows = Vec::new();
-    let row = |system: String, captured: f64, (recovered, left): (f64, String)| Row {
+    let row = |system: String, captured: f64, encoded: Option<f64>, (recovered, left): (f64, String)| Row {
         trial,
         mode,
         system,
         captured,
+        encoded,
         recovered,
         left,
     };
-    let label = if mode == Mode::CutWarned { "Lectern (warned)" } else { "Lectern" };
-    let captured = lectern.killed.expect("the loop ends after the kill");
-    rows.push(row(label.into(), captured, lectern.measure(ctx)?));
+    if let Some(lectern) = lectern.as_mut() {
+        let killed = lectern.killed.expect("the loop ends after the kill");
+        let encoded = lectern.encoded;
+        let (recovered, mut left) = lectern.measure(ctx)?;
+        // A warned recording is captured up to the edge; the kill comes after it.
+        let (label, captured) = match lectern.edge {
+            Some(edge) => {
+                left.push_str(&format!("; warning {:.0} ms before the kill", (killed - edge) * 1e3));
+                ("Lectern (warned)", edge)
+            }
+            None => ("Lectern", killed),
+        };
+        rows.push(row(label.into(), captured, encoded, (recovered, left)));
+    }
     for p in &pycas {
-        rows.push(row(p.variant.label().into(), p.killed.expect("killed"), measure_pyca(&p.recordings)));
+        rows.push(row(p.variant.label().into(), p.killed.expect("killed"), None, measure_pyca(&p.recordings)));
     }
     drop(lectern);
     drop(pycas);
@@ -625,7 +667,10 @@ struct Lectern {
     group: Group,
     recording: Option<String>,
     started: Option<Instant>,
+    /// Seconds from `record start` to the power-fail warning (`cut+warn`) and to the kill.
+    edge: Option<f64>,
     killed: Option<f64>,
+    encoded: Option<f64>,
     media: PathBuf,
 }
 
@@ -645,7 +690,9 @@ impl Lectern {
             group,
             recording: None,
             started: None,
+            edge: None,
             killed: None,
+            encoded: None,
             media: media.to_owned(),
         };
         l.wait_ready()?;
@@ -681,11 +728,45 @@ impl Lectern {
 
     /// `lectern --config F --json ARGS`, parsed.
     fn cli(&self, args: &[&str]) -> Result<Value> {
-        let out = Command::new(&self.cli).arg("--config").arg(&self.config).arg("--json").args(args).output()?;
+        let json = [&["--json"], args].concat();
+        Ok(serde_json::from_slice(&self.cli_text(&json)?)?)
+    }
+
+    /// `lectern --config F ARGS`, its stdout (`sim` commands answer in plain text).
+    fn cli_text(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let out = Command::new(&self.cli).arg("--config").arg(&self.config).args(args).output()?;
         if !out.status.success() {
             bail!("lectern {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        Ok(out.stdout)
+    }
+
+    /// One step of the round's loop: start at the event, warn (`cut+warn`), kill.
+    fn poll(&mut self, mode: Mode, now: Instant, event_start: Instant, span: Duration) -> Result<()> {
+        self.check_running()?;
+        if self.started.is_none() && now >= event_start {
+            self.record_start()?;
+        }
+        let Some(t0) = self.started else { return Ok(()) };
+        let warn_at = if mode == Mode::CutWarned { t0 + span - WARN_LEAD } else { t0 + span };
+        if self.encoded.is_none() && now >= warn_at {
+            // What had entered the encoder, read just before the warning or the kill (a few ms
+            // early); a warning ends the capture, so nothing enters after it.
+            let status = self.cli(&["status"])?;
+            self.encoded = Some(status["capture"]["frames_in"].as_u64().context("status has no capture.frames_in")? as f64 / 30.0);
+            if mode == Mode::CutWarned {
+                // The edge cannot reach the daemon before this instant: media up to here is
+                // what the warning promises to keep.
+                self.edge = Some(t0.elapsed().as_secs_f64());
+                self.cli_text(&["sim", "powerfail", "on"])?;
+            }
+        }
+        if self.killed.is_none() && self.encoded.is_some() && now >= t0 + span {
+            // The clock is read before the kill, so the captured time errs short.
+            self.killed = Some(t0.elapsed().as_secs_f64());
+            self.group.kill_and_wait()?;
+        }
+        Ok(())
     }
 
     fn record_start(&mut self) -> Result<()> {
@@ -879,20 +960,22 @@ fn report(ctx: &Ctx, opts: &Options, rows: &[Row]) -> String {
     let _ = writeln!(r, "- pyca {} from PyPI in a virtualenv; {}", ctx.setup.pyca_version, ctx.setup.ffmpeg_version);
     let _ = writeln!(r, "- `pip freeze` ({} packages): {}", freeze.len(), freeze.join(", "));
     let _ = writeln!(r, "- machine: {} CPUs, load average at the end {}\n", std::thread::available_parallelism().map_or(0, |n| n.get()), std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-    let _ = writeln!(r, "| trial | kill | system | captured, s | recovered, s | lost, s | lost, % | what is left |");
-    let _ = writeln!(r, "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |");
+    let _ = writeln!(r, "| trial | kill | system | captured (wall), s | in the encoder at the kill, s | recovered, s | lost, s | lost, % | lost to the kill itself, s | what is left |");
+    let _ = writeln!(r, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in rows {
         let lost = (row.captured - row.recovered).max(0.0);
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} % | {} |",
+            "| {} | {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.0} % | {} | {} |",
             row.trial,
             row.mode.label(),
             row.system,
             row.captured,
+            row.encoded.map_or("n/a".into(), |e| format!("{e:.2}")),
             row.recovered,
             lost,
             lost / row.captured.max(1e-9) * 100.0,
+            row.encoded.map_or("n/a".into(), |e| format!("{:.2}", (e - row.recovered).max(0.0))),
             row.left.replace('|', "\\|")
         );
     }
