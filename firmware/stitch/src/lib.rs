@@ -13,12 +13,12 @@
 //! (a few tens of bytes per sample; 24–29 MB peak RSS for an hour) and never
 //! by media size:
 //!
-//! 1. *Plan*: demux every part ([`ts`]; parts on up to four threads), split
+//! 1. *Plan*: demux every part (`ts.rs`; parts on up to four threads), split
 //!    H.264 access units into NAL units to learn each AVCC sample's size and
-//!    keyframe flag ([`h264`]), split audio PES into ADTS frames ([`adts`]),
+//!    keyframe flag (`h264.rs`), split audio PES into ADTS frames (`adts.rs`),
 //!    place every sample on the output timeline, and group each track's
 //!    samples into chunks of about a second, ordered by where they start in
-//!    the stream. Then `ftyp` and `moov` can be written ([`mp4`]).
+//!    the stream. Then `ftyp` and `moov` can be written (`mp4.rs`).
 //! 2. *Copy*: demux again and stream the converted samples into `mdat` in
 //!    chunk order; a sample whose chunk is not yet due (the other track's
 //!    earlier chunk is still open) is held back, a few seconds of media at
@@ -54,7 +54,7 @@
 //!
 //! The last segment of an interrupted part may end inside a PES. Parts marked
 //! [`Part::may_be_torn`] drop a trailing unbounded video PES unless its last
-//! packet was padded (see [`ts`]); bounded PES and ADTS frames that are cut
+//! packet was padded (see `ts.rs`); bounded PES and ADTS frames that are cut
 //! short are always dropped. That costs at most one frame per stream.
 
 mod adts;
