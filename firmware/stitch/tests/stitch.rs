@@ -44,12 +44,13 @@ fn run(cmd: &mut Command) -> Result<std::process::Output> {
     Ok(out)
 }
 
-/// Encodes `frames` frames of 320x240@30 video plus as long a 48 kHz tone,
+/// Encodes `frames` frames of `width`x240@30 video (none if `width` is 0)
+/// plus as long a 48 kHz tone,
 /// with keyframes every 30 frames, with the capture pipeline's encoder
 /// settings (x264 veryfast, so B-frames and composition offsets).
-fn encode_part(path: &Path, frames: u32, with_video: bool) -> Result<()> {
+fn encode_part(path: &Path, frames: u32, width: u32) -> Result<()> {
     let video = format!(
-        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width={width},height=240,framerate=30/1 \
          ! videoconvert ! video/x-raw,format=I420 ! x264enc key-int-max=30 speed-preset=veryfast \
          ! h264parse config-interval=-1 ! m. "
     );
@@ -57,7 +58,7 @@ fn encode_part(path: &Path, frames: u32, with_video: bool) -> Result<()> {
         "mpegtsmux name=m ! filesink location={} {} audiotestsrc num-buffers={frames} samplesperbuffer=1600 \
          ! audio/x-raw,rate=48000,channels=2 ! avenc_aac ! aacparse ! m.",
         path.display(),
-        if with_video { video } else { String::new() },
+        if width > 0 { video } else { String::new() },
     );
     run(Command::new("gst-launch-1.0")
         .arg("-q")
@@ -167,7 +168,7 @@ fn make_recording(dir: &Path, frames: &[u32], bases: &[i64]) -> Result<Recording
     let mut whole = Vec::new();
     for (i, (&n, &base)) in frames.iter().zip(bases).enumerate() {
         let raw = dir.join(format!("raw-{i}.ts"));
-        encode_part(&raw, n, true)?;
+        encode_part(&raw, n, 320)?;
         let mut ts = std::fs::read(&raw)?;
         let first = first_pts_90k(&ts)?;
         synth::retime(&mut ts, base - first);
@@ -425,7 +426,7 @@ fn audio_only_part_is_no_video() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let ts = dir.path().join("audio.ts");
-    encode_part(&ts, 30, false)?;
+    encode_part(&ts, 30, 0)?;
     let parts = [Part {
         segments: vec![ts.clone()],
         may_be_torn: false,
@@ -435,6 +436,36 @@ fn audio_only_part_is_no_video() -> Result<()> {
             part: 0,
             first_file,
         }) => assert_eq!(first_file, ts),
+        other => panic!("unexpected {other:?}"),
+    }
+    Ok(())
+}
+
+/// A part from an encoder with other settings cannot share the first part's
+/// `avcC`; the error names the part's file instead of writing a broken MP4.
+#[test]
+fn different_picture_size_is_incompatible() -> Result<()> {
+    if !have_tools() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (a, b) = (dir.path().join("a.ts"), dir.path().join("b.ts"));
+    encode_part(&a, 30, 320)?;
+    encode_part(&b, 30, 160)?;
+    let parts = [
+        Part {
+            segments: vec![a],
+            may_be_torn: false,
+        },
+        Part {
+            segments: vec![b.clone()],
+            may_be_torn: false,
+        },
+    ];
+    match stitch(&parts, std::io::sink()) {
+        Err(StitchError::Incompatible { pos, what }) => {
+            assert_eq!((pos.file, what), (b, "H.264 SPS"));
+        }
         other => panic!("unexpected {other:?}"),
     }
     Ok(())
