@@ -233,7 +233,7 @@ fn an_untrusted_clock_holds_the_schedule() {
 fn cli_json_shapes_are_the_documented_ones() {
     let mut d = Daemon::start(SMALL).unwrap();
     let status: Value = serde_json::from_str(&d.cli(&["--json", "status"]).unwrap()).unwrap();
-    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "uptime_s"] {
+    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "stitching", "clock", "opencast", "uptime_s"] {
         assert!(status.get(key).is_some(), "status has no {key}: {status}");
     }
     d.cli(&["record", "start", "--title", "Shapes"]).unwrap();
@@ -241,7 +241,7 @@ fn cli_json_shapes_are_the_documented_ones() {
     d.cli(&["record", "stop"]).unwrap();
     let recs: Value = serde_json::from_str(&d.cli(&["--json", "recordings"]).unwrap()).unwrap();
     let r = &recs["recordings"][0];
-    for key in ["id", "title", "kind", "state", "event_uid", "started_at_ms", "ended_at_ms", "end_reason", "parts", "segments", "bytes", "media_duration_ns"] {
+    for key in ["id", "title", "kind", "state", "event_uid", "started_at_ms", "ended_at_ms", "end_reason", "parts", "segments", "bytes", "media_duration_ns", "stitch"] {
         assert!(r.get(key).is_some(), "recording has no {key}: {r}");
     }
     assert_eq!(r["title"], "Shapes");
