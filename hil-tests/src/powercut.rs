@@ -353,9 +353,12 @@ fn part_media(segs: &[Seg], part: i64) -> Duration {
 /// STITCHER HOOK (issue 4 × failsafe): checks the final deliverable decodes end to end and is at
 /// least `at_least` long. Until the daemon produces the stitched file (firmware/stitch, wired by
 /// the lead), this concatenates each part's segments (MPEG-TS concatenates byte-wise; parts are
-/// separate encoder runs whose timestamps restart, so they are checked one by one) and decodes
-/// each with GStreamer's discoverer; the sum of their durations stands in for the stitched file's.
-/// Replace the body with: find the recording's stitched file, `discover` it, compare its duration.
+/// separate encoder runs whose timestamps restart, so they are checked one by one), decodes each
+/// with GStreamer's discoverer and takes its duration from `ffprobe` (the discoverer reports 0 for a
+/// one-segment part); the sum stands in for the stitched file's duration. A full `ffmpeg` decode is
+/// not required to be silent here: a recovered segment ends in a torn frame by design (D2), which
+/// the stitcher is expected to drop. Replace the body with: find the recording's stitched file,
+/// `discover` it, fully decode it without errors, compare its duration.
 pub fn check_final_media(segs: &[Seg], scratch: &Path, at_least: Duration) -> Result<Duration> {
     let mut total = Duration::ZERO;
     let mut parts: Vec<i64> = segs.iter().map(|s| s.part_seq).collect();
@@ -372,10 +375,22 @@ pub fn check_final_media(segs: &[Seg], scratch: &Path, at_least: Duration) -> Re
         if !found.has_video {
             return Err(violation(format!("part {part} decodes without video")));
         }
-        total += found.duration;
+        total += probe_duration(&out)?;
     }
     if total < at_least {
         bail!(Violation(format!("the final media lasts {total:?}, less than the {at_least:?} it must keep")));
     }
     Ok(total)
+}
+
+/// The container duration `ffprobe` reports for a media file.
+fn probe_duration(path: &Path) -> Result<Duration> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .context("ffprobe (apt: ffmpeg)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs: f64 = text.trim().parse().map_err(|_| violation(format!("ffprobe found no duration in {}: {text}", path.display())))?;
+    Ok(Duration::from_secs_f64(secs))
 }
