@@ -72,7 +72,9 @@ impl Options {
         while let Some(a) = it.next() {
             let mut value = || it.next().with_context(|| format!("{a} needs a value"));
             match a.as_str() {
-                "--seconds" => o.seconds = value()?.parse().context("--seconds N (whole seconds)")?,
+                "--seconds" => {
+                    o.seconds = value()?.parse().context("--seconds N (whole seconds)")?
+                }
                 "--trials" => o.trials = value()?.parse().context("--trials N")?,
                 "--out" => o.out = PathBuf::from(value()?),
                 _ => bail!("unknown option {a}\n{}", crate::USAGE),
@@ -246,7 +248,16 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let out = opts.out.canonicalize()?;
     eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli -p lectern-opencast-double");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "lecternd", "-p", "lectern-cli", "-p", "lectern-opencast-double"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "lecternd",
+            "-p",
+            "lectern-cli",
+            "-p",
+            "lectern-opencast-double",
+        ])
         .current_dir(root)
         .status()?;
     if !st.success() {
@@ -273,13 +284,25 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let mut failed = None;
     'trials: for trial in 1..=opts.trials {
         for mode in Mode::ALL {
-            let sides: &[Side] = if mode == Mode::CutWarned { &[Side::Lectern] } else { &[Side::Lectern, Side::Pyca] };
+            let sides: &[Side] = if mode == Mode::CutWarned {
+                &[Side::Lectern]
+            } else {
+                &[Side::Lectern, Side::Pyca]
+            };
             for &side in sides {
-                eprintln!("xtask: trial {trial}, round {} {}", mode.name(), side.name());
+                eprintln!(
+                    "xtask: trial {trial}, round {} {}",
+                    mode.name(),
+                    side.name()
+                );
                 match round(&ctx, mode, side, trial) {
                     Ok(r) => rows.extend(r),
                     Err(e) => {
-                        failed = Some(e.context(format!("trial {trial}, round {} {}", mode.name(), side.name())));
+                        failed = Some(e.context(format!(
+                            "trial {trial}, round {} {}",
+                            mode.name(),
+                            side.name()
+                        )));
                         break 'trials;
                     }
                 }
@@ -306,19 +329,33 @@ struct Pyca {
 
 /// One round: everyone records, is killed, and what survived is measured.
 fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
-    let dir = ctx.out.join(format!("trial{trial}-{}-{}", mode.name(), side.name()));
+    let dir = ctx
+        .out
+        .join(format!("trial{trial}-{}-{}", mode.name(), side.name()));
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the previous {} (a stale mount under it?)", dir.display()))?;
+        std::fs::remove_dir_all(&dir).with_context(|| {
+            format!(
+                "removing the previous {} (a stale mount under it?)",
+                dir.display()
+            )
+        })?;
     }
     let card = dir.join("card");
     std::fs::create_dir_all(&card)?;
     // Declared first, so dropped last: every process using the card is gone by then.
     let mut cutfs = if mode.cuts() {
-        Some(lectern_cutfs::CutFs::mount(&card).context("mounting cutfs (needs /dev/fuse and fusermount3)")?)
+        Some(
+            lectern_cutfs::CutFs::mount(&card)
+                .context("mounting cutfs (needs /dev/fuse and fusermount3)")?,
+        )
     } else {
         None
     };
-    let variants: &[Variant] = if side == Side::Pyca { &Variant::ALL } else { &[] };
+    let variants: &[Variant] = if side == Side::Pyca {
+        &Variant::ALL
+    } else {
+        &[]
+    };
     // The media directories exist before the recordings, as on a card that was set up long ago:
     // their names are made durable (a directory fsync of the card's root).
     let lectern_media = card.join("lectern");
@@ -328,11 +365,17 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
     for v in variants {
         std::fs::create_dir(card.join(format!("pyca-{}", v.slug())))?;
     }
-    File::open(&card)?.sync_all().context("fsync of the card's root")?;
+    File::open(&card)?
+        .sync_all()
+        .context("fsync of the card's root")?;
 
     // The Opencast double with one event per pyca instance, and the instances.
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let lead = if side == Side::Pyca { PYCA_LEAD } else { Duration::ZERO };
+    let lead = if side == Side::Pyca {
+        PYCA_LEAD
+    } else {
+        Duration::ZERO
+    };
     let start_epoch = (now + lead).as_secs() + 1;
     let event_start = Instant::now() + (Duration::from_secs(start_epoch) - now);
     let mut double = None;
@@ -359,13 +402,21 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
         }
         for p in &mut pycas {
             if let Some(st) = p.group.exited() {
-                bail!("pyca ({}) exited early ({st}); see {}", p.variant.slug(), p.group.log.display());
+                bail!(
+                    "pyca ({}) exited early ({st}); see {}",
+                    p.variant.slug(),
+                    p.group.log.display()
+                );
             }
             if p.started.is_none() {
                 if capture_process(p.group.pid()).is_some() {
                     p.started = Some(now);
                 } else if now > event_start + Duration::from_secs(20) {
-                    bail!("pyca ({}) did not start its capture within 20 s of the event; see {}", p.variant.slug(), p.group.log.display());
+                    bail!(
+                        "pyca ({}) did not start its capture within 20 s of the event; see {}",
+                        p.variant.slug(),
+                        p.group.log.display()
+                    );
                 }
             }
             if let (Some(t0), None) = (p.started, p.killed) {
@@ -375,7 +426,9 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
                 }
             }
         }
-        if lectern.as_ref().is_none_or(|l| l.killed.is_some()) && pycas.iter().all(|p| p.killed.is_some()) {
+        if lectern.as_ref().is_none_or(|l| l.killed.is_some())
+            && pycas.iter().all(|p| p.killed.is_some())
+        {
             break;
         }
         std::thread::sleep(POLL);
@@ -383,12 +436,18 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
     drop(double);
     if let Some(fs) = cutfs.as_mut() {
         let stats = fs.cut()?;
-        eprintln!("xtask: cut dropped {} bytes, {} inodes", stats.last_cut_dropped_bytes, stats.last_cut_dropped_inodes);
+        eprintln!(
+            "xtask: cut dropped {} bytes, {} inodes",
+            stats.last_cut_dropped_bytes, stats.last_cut_dropped_inodes
+        );
     }
 
     // What survived.
     let mut rows = Vec::new();
-    let row = |system: String, captured: f64, encoded: Option<f64>, (recovered, left): (f64, String)| Row {
+    let row = |system: String,
+               captured: f64,
+               encoded: Option<f64>,
+               (recovered, left): (f64, String)| Row {
         trial,
         mode,
         system,
@@ -404,7 +463,10 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
         // A warned recording is captured up to the edge; the kill comes after it.
         let (label, captured) = match lectern.edge {
             Some(edge) => {
-                left.push_str(&format!("; warning {:.0} ms before the kill", (killed - edge) * 1e3));
+                left.push_str(&format!(
+                    "; warning {:.0} ms before the kill",
+                    (killed - edge) * 1e3
+                ));
                 ("Lectern (warned)", edge)
             }
             None => ("Lectern", killed),
@@ -412,7 +474,12 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
         rows.push(row(label.into(), captured, encoded, (recovered, left)));
     }
     for p in &pycas {
-        rows.push(row(p.variant.label().into(), p.killed.expect("killed"), None, measure_pyca(&p.recordings)));
+        rows.push(row(
+            p.variant.label().into(),
+            p.killed.expect("killed"),
+            None,
+            measure_pyca(&p.recordings),
+        ));
     }
     drop(lectern);
     drop(pycas);
@@ -423,14 +490,22 @@ fn round(ctx: &Ctx, mode: Mode, side: Side, trial: u32) -> Result<Vec<Row>> {
 }
 
 /// Starts `opencast-double` with one event per variant and returns it with its URL.
-fn start_double(ctx: &Ctx, dir: &Path, variants: &[Variant], start_epoch: u64) -> Result<(Managed, String)> {
+fn start_double(
+    ctx: &Ctx,
+    dir: &Path,
+    variants: &[Variant],
+    start_epoch: u64,
+) -> Result<(Managed, String)> {
     let mut cmd = Command::new(ctx.bin.join("opencast-double"));
     cmd.args(["--basic", "--user", OC_USER, "--password", OC_PASSWORD]);
     // The event outlasts the kill by a minute, so pyca's `-t` never ends a capture first.
     let end = start_epoch + ctx.seconds + 60;
     for v in variants {
-        cmd.arg("--event")
-            .arg(format!("uid=bench-kill-{0},agent={1},start={start_epoch},end={end},title=bench-kill {0}", v.slug(), agent_name(*v)));
+        cmd.arg("--event").arg(format!(
+            "uid=bench-kill-{0},agent={1},start={start_epoch},end={end},title=bench-kill {0}",
+            v.slug(),
+            agent_name(*v)
+        ));
     }
     let log = dir.join("opencast-double.log");
     let mut double = Managed::spawn("opencast-double", &mut cmd, &log)?;
@@ -457,7 +532,11 @@ fn start_pyca(ctx: &Ctx, dir: &Path, card: &Path, v: Variant, url: &str) -> Resu
     let home = dir.join(format!("pyca-{}", v.slug()));
     std::fs::create_dir_all(home.join("previews"))?;
     let recordings = card.join(format!("pyca-{}", v.slug()));
-    let camera = ctx.cameras.iter().find(|(c, _)| *c == v).map(|(_, p)| p.as_path());
+    let camera = ctx
+        .cameras
+        .iter()
+        .find(|(c, _)| *c == v)
+        .map(|(_, p)| p.as_path());
     let template = std::fs::read_to_string(anchors.join("kill.conf.in"))?;
     let conf = home.join("pyca.conf");
     std::fs::write(
@@ -474,7 +553,11 @@ fn start_pyca(ctx: &Ctx, dir: &Path, card: &Path, v: Variant, url: &str) -> Resu
     )?;
     let group = Group::spawn(
         &format!("pyca ({})", v.slug()),
-        Command::new(ctx.setup.pyca_bin()).arg("-c").arg(&conf).arg("run").current_dir(&home),
+        Command::new(ctx.setup.pyca_bin())
+            .arg("-c")
+            .arg(&conf)
+            .arg("run")
+            .current_dir(&home),
         &home.join("pyca.log"),
     )?;
     Ok(Pyca {
@@ -510,8 +593,12 @@ fn measure_pyca(recordings: &Path) -> (f64, String) {
     let mut parts = Vec::new();
     for f in files {
         let size = std::fs::metadata(&f).map_or(0, |m| m.len());
-        let name = f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let ext = Path::new(&name).extension().map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+        let name = f
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let ext = Path::new(&name)
+            .extension()
+            .map_or_else(String::new, |e| e.to_string_lossy().into_owned());
         let d = decodable(&f);
         best = best.max(d.seconds);
         parts.push(format!("`*.{ext}` {}: {}", human_bytes(size), d.describe()));
@@ -520,7 +607,9 @@ fn measure_pyca(recordings: &Path) -> (f64, String) {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         match e.file_type() {
@@ -543,7 +632,10 @@ impl Decoded {
     fn describe(&self) -> String {
         match (&self.error, self.frames) {
             (Some(e), 0) => format!("does not decode (\"{e}\")"),
-            (Some(e), n) => format!("{n} frames, {:.2} s decodable (ffmpeg: \"{e}\")", self.seconds),
+            (Some(e), n) => format!(
+                "{n} frames, {:.2} s decodable (ffmpeg: \"{e}\")",
+                self.seconds
+            ),
             (None, n) => format!("{n} frames, {:.2} s decodable", self.seconds),
         }
     }
@@ -580,7 +672,11 @@ fn decodable(path: &Path) -> Decoded {
     };
     let frames = last("frame=");
     let out_us = last("out_time_us=");
-    let seconds = if frames == 0 { 0.0 } else { out_us as f64 / 1e6 };
+    let seconds = if frames == 0 {
+        0.0
+    } else {
+        out_us as f64 / 1e6
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The first line is the demuxer's own reason ("moov atom not found"); later lines repeat it
     // as "FILE: Invalid data found when processing input".
@@ -590,7 +686,11 @@ fn decodable(path: &Path) -> Decoded {
         .find(|l| !l.is_empty())
         .map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_owned())
         .or_else(|| (!out.status.success()).then(|| format!("ffmpeg exited {}", out.status)));
-    Decoded { seconds, frames, error }
+    Decoded {
+        seconds,
+        frames,
+        error,
+    }
 }
 
 fn human_bytes(n: u64) -> String {
@@ -610,13 +710,32 @@ fn camera_stream(out: &Path, (w, h, bps): (u32, u32, u32), seconds: u64) -> Resu
     if path.exists() {
         return Ok(path);
     }
-    eprintln!("xtask: encoding the stand-in camera stream {}", path.display());
+    eprintln!(
+        "xtask: encoding the stand-in camera stream {}",
+        path.display()
+    );
     let partial = path.with_extension("partial");
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={w}x{h}:rate=30"))
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
-        .args(["-b:v", &bps.to_string(), "-maxrate", &bps.to_string(), "-bufsize", &(bps / 2).to_string()])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-b:v",
+            &bps.to_string(),
+            "-maxrate",
+            &bps.to_string(),
+            "-bufsize",
+            &(bps / 2).to_string(),
+        ])
         .args(["-f", "h264"])
         .arg(&partial)
         .status()
@@ -679,7 +798,10 @@ impl Lectern {
         let ldir = dir.join("lectern");
         std::fs::create_dir_all(&ldir)?;
         let config = ldir.join("lectern.toml");
-        std::fs::write(&config, LECTERN_CONFIG.replace("@MEDIA@", &media.display().to_string()))?;
+        std::fs::write(
+            &config,
+            LECTERN_CONFIG.replace("@MEDIA@", &media.display().to_string()),
+        )?;
         let daemon = ctx.bin.join("lecternd");
         let group = Self::spawn(&daemon, &config, &ldir.join("lecternd.log"))?;
         let mut l = Lectern {
@@ -696,7 +818,10 @@ impl Lectern {
             media: media.to_owned(),
         };
         l.wait_ready()?;
-        let encoder = l.cli(&["status"])?["encoder"]["element"].as_str().unwrap_or("?").to_owned();
+        let encoder = l.cli(&["status"])?["encoder"]["element"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
         if encoder != "x264enc" {
             bail!("lecternd chose encoder {encoder}, not x264enc");
         }
@@ -704,7 +829,11 @@ impl Lectern {
     }
 
     fn spawn(daemon: &Path, config: &Path, log: &Path) -> Result<Group> {
-        Group::spawn("lecternd", Command::new(daemon).arg("--config").arg(config), log)
+        Group::spawn(
+            "lecternd",
+            Command::new(daemon).arg("--config").arg(config),
+            log,
+        )
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -734,26 +863,50 @@ impl Lectern {
 
     /// `lectern --config F ARGS`, its stdout (`sim` commands answer in plain text).
     fn cli_text(&self, args: &[&str]) -> Result<Vec<u8>> {
-        let out = Command::new(&self.cli).arg("--config").arg(&self.config).args(args).output()?;
+        let out = Command::new(&self.cli)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()?;
         if !out.status.success() {
-            bail!("lectern {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "lectern {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out.stdout)
     }
 
     /// One step of the round's loop: start at the event, warn (`cut+warn`), kill.
-    fn poll(&mut self, mode: Mode, now: Instant, event_start: Instant, span: Duration) -> Result<()> {
+    fn poll(
+        &mut self,
+        mode: Mode,
+        now: Instant,
+        event_start: Instant,
+        span: Duration,
+    ) -> Result<()> {
         self.check_running()?;
         if self.started.is_none() && now >= event_start {
             self.record_start()?;
         }
-        let Some(t0) = self.started else { return Ok(()) };
-        let warn_at = if mode == Mode::CutWarned { t0 + span - WARN_LEAD } else { t0 + span };
+        let Some(t0) = self.started else {
+            return Ok(());
+        };
+        let warn_at = if mode == Mode::CutWarned {
+            t0 + span - WARN_LEAD
+        } else {
+            t0 + span
+        };
         if self.encoded.is_none() && now >= warn_at {
             // What had entered the encoder, read just before the warning or the kill (a few ms
             // early); a warning ends the capture, so nothing enters after it.
             let status = self.cli(&["status"])?;
-            self.encoded = Some(status["capture"]["frames_in"].as_u64().context("status has no capture.frames_in")? as f64 / 30.0);
+            self.encoded = Some(
+                status["capture"]["frames_in"]
+                    .as_u64()
+                    .context("status has no capture.frames_in")? as f64
+                    / 30.0,
+            );
             if mode == Mode::CutWarned {
                 // The edge cannot reach the daemon before this instant: media up to here is
                 // what the warning promises to keep.
@@ -772,7 +925,12 @@ impl Lectern {
     fn record_start(&mut self) -> Result<()> {
         let t0 = Instant::now();
         let v = self.cli(&["record", "start", "--title", "bench-kill"])?;
-        self.recording = Some(v["recording"]["id"].as_str().context("record start returned no recording id")?.to_owned());
+        self.recording = Some(
+            v["recording"]["id"]
+                .as_str()
+                .context("record start returned no recording id")?
+                .to_owned(),
+        );
         self.started = Some(t0);
         Ok(())
     }
@@ -781,14 +939,21 @@ impl Lectern {
     /// recording, and measures the stitched MP4.
     fn measure(&mut self, ctx: &Ctx) -> Result<(f64, String)> {
         let id = self.recording.clone().context("no recording was started")?;
-        self.group = Self::spawn(&self.daemon, &self.config, &self.dir.join("lecternd-restart.log"))?;
+        self.group = Self::spawn(
+            &self.daemon,
+            &self.config,
+            &self.dir.join("lecternd-restart.log"),
+        )?;
         self.wait_ready()?;
         let deadline = Instant::now() + Duration::from_secs(90);
         let rec = loop {
             ctx.check_stop()?;
             self.check_running()?;
             let list = self.cli(&["recordings"])?;
-            let rec = list["recordings"].as_array().and_then(|l| l.iter().find(|r| r["id"] == id.as_str())).cloned();
+            let rec = list["recordings"]
+                .as_array()
+                .and_then(|l| l.iter().find(|r| r["id"] == id.as_str()))
+                .cloned();
             let Some(rec) = rec else {
                 break None;
             };
@@ -796,7 +961,10 @@ impl Lectern {
                 break Some(rec);
             }
             if Instant::now() > deadline {
-                bail!("recording {id}: not stitched 90 s after the restart ({})", rec["stitch"]);
+                bail!(
+                    "recording {id}: not stitched 90 s after the restart ({})",
+                    rec["stitch"]
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         };
@@ -815,9 +983,22 @@ impl Lectern {
                 let mp4 = self.media.join(p);
                 let size = std::fs::metadata(&mp4).map_or(0, |m| m.len());
                 let d = decodable(&mp4);
-                (d.seconds, format!("stitched MP4 {}: {}; {journal}", human_bytes(size), d.describe()))
+                (
+                    d.seconds,
+                    format!(
+                        "stitched MP4 {}: {}; {journal}",
+                        human_bytes(size),
+                        d.describe()
+                    ),
+                )
             }
-            _ => (0.0, format!("no stitched MP4 (stitch {}: {}); {journal}", stitch["state"], stitch["error"])),
+            _ => (
+                0.0,
+                format!(
+                    "no stitched MP4 (stitch {}: {}); {journal}",
+                    stitch["state"], stitch["error"]
+                ),
+            ),
         };
         // Stopped before the cutfs unmount: the daemon holds the journal open.
         self.group.stop(Duration::from_secs(10))?;
@@ -863,7 +1044,9 @@ impl Group {
 
     /// `Some(status)` once the group's leader has exited.
     fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn signal(&self, sig: &str) {
@@ -898,7 +1081,10 @@ impl Group {
             std::thread::sleep(Duration::from_millis(50));
         }
         if group_alive(self.pgid) {
-            eprintln!("xtask: {} did not exit within {grace:?} of SIGTERM; killing its group", self.name);
+            eprintln!(
+                "xtask: {} did not exit within {grace:?} of SIGTERM; killing its group",
+                self.name
+            );
         }
         self.kill_and_wait()
     }
@@ -907,7 +1093,11 @@ impl Group {
         let deadline = Instant::now() + timeout;
         while group_alive(self.pgid) {
             if Instant::now() > deadline {
-                bail!("{}: process group {} still alive {timeout:?} after SIGKILL", self.name, self.pgid);
+                bail!(
+                    "{}: process group {} still alive {timeout:?} after SIGKILL",
+                    self.name,
+                    self.pgid
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -925,7 +1115,9 @@ impl Drop for Group {
 
 /// Whether any process of group `pgid` is still running (not a zombie), from /proc/PID/stat.
 fn group_alive(pgid: u32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -946,7 +1138,11 @@ fn stat_group(stat: &str) -> Option<(char, u32)> {
 /// The markdown report: command, versions, the table, and how to read it.
 fn report(ctx: &Ctx, opts: &Options, rows: &[Row]) -> String {
     let mut r = String::new();
-    let _ = writeln!(r, "### `cargo xtask bench-kill --seconds {} --trials {}`\n", opts.seconds, opts.trials);
+    let _ = writeln!(
+        r,
+        "### `cargo xtask bench-kill --seconds {} --trials {}`\n",
+        opts.seconds, opts.trials
+    );
     let gst = Command::new("gst-launch-1.0")
         .arg("--version")
         .output()
@@ -954,14 +1150,46 @@ fn report(ctx: &Ctx, opts: &Options, rows: &[Row]) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.lines().nth(1).map(str::to_owned))
         .unwrap_or_else(|| "GStreamer ?".into());
-    let commit = first_line(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(&ctx.root)).unwrap_or_else(|_| "?".into());
-    let freeze: Vec<&str> = ctx.setup.freeze.lines().filter(|l| !l.trim().is_empty()).collect();
+    let commit = first_line(
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(&ctx.root),
+    )
+    .unwrap_or_else(|_| "?".into());
+    let freeze: Vec<&str> = ctx
+        .setup
+        .freeze
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let _ = writeln!(r, "- lecternd: release build of {commit}; {gst}");
-    let _ = writeln!(r, "- pyca {} from PyPI in a virtualenv; {}", ctx.setup.pyca_version, ctx.setup.ffmpeg_version);
-    let _ = writeln!(r, "- `pip freeze` ({} packages): {}", freeze.len(), freeze.join(", "));
-    let _ = writeln!(r, "- machine: {} CPUs, load average at the end {}\n", std::thread::available_parallelism().map_or(0, |n| n.get()), std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let _ = writeln!(
+        r,
+        "- pyca {} from PyPI in a virtualenv; {}",
+        ctx.setup.pyca_version, ctx.setup.ffmpeg_version
+    );
+    let _ = writeln!(
+        r,
+        "- `pip freeze` ({} packages): {}",
+        freeze.len(),
+        freeze.join(", ")
+    );
+    let _ = writeln!(
+        r,
+        "- machine: {} CPUs, load average at the end {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let _ = writeln!(r, "| trial | kill | system | captured (wall), s | in the encoder at the kill, s | recovered, s | lost, s | lost, % | lost to the kill itself, s | what is left |");
-    let _ = writeln!(r, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    let _ = writeln!(
+        r,
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
     for row in rows {
         let lost = (row.captured - row.recovered).max(0.0);
         let _ = writeln!(
@@ -975,7 +1203,10 @@ fn report(ctx: &Ctx, opts: &Options, rows: &[Row]) -> String {
             row.recovered,
             lost,
             lost / row.captured.max(1e-9) * 100.0,
-            row.encoded.map_or("n/a".into(), |e| format!("{:.2}", (e - row.recovered).max(0.0))),
+            row.encoded.map_or("n/a".into(), |e| format!(
+                "{:.2}",
+                (e - row.recovered).max(0.0)
+            )),
             row.left.replace('|', "\\|")
         );
     }
@@ -996,9 +1227,13 @@ mod tests {
     #[test]
     fn options_reject_nonsense() {
         let root = Path::new("/r");
-        let parse = |a: &[&str]| Options::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>(), root);
+        let parse =
+            |a: &[&str]| Options::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>(), root);
         assert_eq!(parse(&[]).unwrap().seconds, 20);
-        assert_eq!(parse(&["--seconds", "5", "--trials", "2"]).unwrap().trials, 2);
+        assert_eq!(
+            parse(&["--seconds", "5", "--trials", "2"]).unwrap().trials,
+            2
+        );
         assert!(parse(&["--seconds", "0"]).is_err());
         assert!(parse(&["--trials", "0"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
@@ -1024,7 +1259,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let whole = dir.join("whole.mp4");
         let st = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
             .arg(&whole)
             .status()
             .unwrap();
@@ -1040,7 +1289,11 @@ mod tests {
         std::fs::write(&torn, &bytes[..moov - 4]).unwrap();
         let d = decodable(&torn);
         assert_eq!((d.frames, d.seconds), (0, 0.0));
-        assert!(d.error.as_deref().unwrap().contains("moov atom not found"), "{:?}", d.error);
+        assert!(
+            d.error.as_deref().unwrap().contains("moov atom not found"),
+            "{:?}",
+            d.error
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

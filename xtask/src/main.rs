@@ -54,7 +54,9 @@ fn main() -> anyhow::Result<()> {
         Some("bench-stitch") => {
             bench_stitch::run(bench_stitch::Options::parse(&args[1..], &root)?, &root)
         }
-        Some("bench-kill") => bench_kill::run(bench_kill::Options::parse(&args[1..], &root)?, &root),
+        Some("bench-kill") => {
+            bench_kill::run(bench_kill::Options::parse(&args[1..], &root)?, &root)
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
