@@ -13,6 +13,9 @@ fn power_fail_edge_commits_everything_and_power_back_resumes_as_a_new_part() {
     wait_until("the first segment", Duration::from_secs(10), || d.segment_rows(1) > 0).unwrap();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(3_300));
+    // Frames that have entered the encoder before the edge: all of them must end up in part 1
+    // (phase 2 of the power cut drains the encoder's ~17 frames instead of dropping them).
+    let frames_before_edge = d.status()["capture"]["frames_in"].as_u64().unwrap();
     d.cli(&["sim", "powerfail", "on"]).unwrap();
     let warned_after = t0.elapsed();
     wait_until("power_lost", Duration::from_secs(5), || d.status()["state"] == "power_lost").unwrap();
@@ -39,8 +42,12 @@ fn power_fail_edge_commits_everything_and_power_back_resumes_as_a_new_part() {
     let part1 = d.dir.path().join("part1.ts");
     concat(&segs, &part1).unwrap();
     let kept = discover(&part1).unwrap().duration;
-    // Only what was still inside the encoder at the edge may be missing.
     assert!(kept + Duration::from_millis(1_000) >= warned_after, "warned after {warned_after:?}, kept {kept:?}");
+    // Nothing captured before the edge is lost (30 fps; one frame of tolerance for the estimate
+    // of the last frame's duration). With `power.drain_ms = 0` this fails by ~0.6 s: x264's frames.
+    let before_edge = Duration::from_secs_f64(frames_before_edge as f64 / 30.0);
+    assert!(kept + Duration::from_millis(34) >= before_edge, "{frames_before_edge} frames had entered the encoder ({before_edge:?}), part 1 holds {kept:?}");
+    assert!(status["power"]["last_drain_ms"].as_f64().is_some(), "the encoder was not drained: {status}");
 
     // Power comes back and stays: the same recording continues as part 2.
     d.cli(&["sim", "powerfail", "off"]).unwrap();

@@ -82,6 +82,7 @@ struct RawOpencast {
 struct RawPower {
     hold_ms: Option<u64>,
     poweroff_after_ms: Option<u64>,
+    drain_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +257,9 @@ pub struct PowerConfig {
     /// Power off (`systemctl poweroff`) when the power-fail line stays asserted this long;
     /// `None` (0 in the file) never does.
     pub poweroff_after: Option<Duration>,
+    /// After the edge has made everything durable, how long the encoder may drain the frames it
+    /// still holds into the part (0: drop them). Bounded by what the hold-up supply lasts.
+    pub drain: Duration,
 }
 
 /// How requests to Opencast authenticate.
@@ -562,6 +566,7 @@ impl Validator<'_> {
                 poweroff_after: Some(self.range("power.poweroff_after_ms", raw.power.poweroff_after_ms, 0, 0, 600_000)?)
                     .filter(|&ms| ms > 0)
                     .map(Duration::from_millis),
+                drain: Duration::from_millis(self.range("power.drain_ms", raw.power.drain_ms, 1000, 0, 10_000)?),
             },
         })
     }

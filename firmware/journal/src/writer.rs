@@ -198,9 +198,9 @@ impl OpenSegment {
     }
 
     /// The periodic sync: everything up to the last whole page, and the partial page too once
-    /// it is older than the hold bound (see [`HOLD_DIVISOR`]).
-    fn sync_data(&mut self, now: Instant, interval: Duration) -> Result<()> {
-        let young = now.saturating_duration_since(self.page_started) < interval / HOLD_DIVISOR;
+    /// it is older than `hold` (`fsync_interval / HOLD_DIVISOR`; zero syncs everything).
+    fn sync_data(&mut self, now: Instant, hold: Duration) -> Result<()> {
+        let young = now.saturating_duration_since(self.page_started) < hold;
         self.write_out(if young { self.bytes % PAGE } else { 0 })?;
         self.file
             .sync_data()
@@ -366,7 +366,7 @@ impl PartWriter {
             self.last_pts_seen = pts_ns;
         }
         if now.saturating_duration_since(seg.last_sync) >= interval {
-            seg.sync_data(now, interval)?;
+            seg.sync_data(now, interval / HOLD_DIVISOR)?;
         }
         Ok(committed)
     }
@@ -385,8 +385,19 @@ impl PartWriter {
             // hold bound then, so the loss bound of `HOLD_DIVISOR` still holds.
             let interval = self.opts.fsync_interval;
             if seg.unsynced && now.saturating_duration_since(seg.last_sync) >= interval {
-                seg.sync_data(now, interval)?;
+                seg.sync_data(now, interval / HOLD_DIVISOR)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Makes everything pushed so far durable at once, whatever the interval: the whole buffer
+    /// (partial page too) is written and the open segment's data fsynced. The row stays open:
+    /// if the box dies before [`PartWriter::finish`], recovery commits these bytes. For the
+    /// power-fail edge, before the encoder is drained into the part.
+    pub fn sync_now(&mut self, now: Instant) -> Result<()> {
+        if let Some(seg) = self.open.as_mut() {
+            seg.sync_data(now, Duration::ZERO)?;
         }
         Ok(())
     }

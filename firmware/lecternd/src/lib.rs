@@ -74,6 +74,8 @@ struct Daemon {
     power_edge: Option<Instant>,
     /// Edge → everything durable of the last power cut, in milliseconds.
     last_power_flush_ms: Option<f64>,
+    /// How long the encoder took to drain into the part after that edge.
+    last_power_drain_ms: Option<f64>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
     started: Instant,
@@ -248,6 +250,7 @@ impl Daemon {
             power_fail: false,
             power_edge: None,
             last_power_flush_ms: None,
+            last_power_drain_ms: None,
             tx,
             rx,
             started: Instant::now(),
@@ -482,20 +485,25 @@ impl Daemon {
                 }
                 Action::PowerCut { recording_id } => {
                     if let Some(session) = self.session.take() {
-                        match session.power_cut(&*self.clock) {
-                            Ok((part, durable_at)) => {
+                        match session.power_cut(&*self.clock, self.config.power.drain) {
+                            Ok((part, durable_at, drained)) => {
                                 let ms = self.power_edge.map(|t| durable_at.duration_since(t).as_secs_f64() * 1000.0);
                                 self.last_power_flush_ms = ms;
+                                self.last_power_drain_ms = drained.map(|d| d.as_secs_f64() * 1000.0);
+                                let drain = match drained {
+                                    Some(d) => format!("encoder drained in {:.0} ms", d.as_secs_f64() * 1000.0),
+                                    None => "encoder not drained".to_owned(),
+                                };
                                 log::warn!(
                                     target: "lecternd",
-                                    "recording {recording_id}: power-fail: {} segments durable {:.1} ms after the edge",
+                                    "recording {recording_id}: power-fail: everything captured durable {:.1} ms after the edge; {drain}; {} segments committed",
+                                    ms.unwrap_or(f64::NAN),
                                     part.segments,
-                                    ms.unwrap_or(f64::NAN)
                                 );
                                 let _ = self.journal.log_state(
                                     Some(&recording_id),
                                     "power_cut",
-                                    &format!("durable {:.1} ms after the edge", ms.unwrap_or(f64::NAN)),
+                                    &format!("durable {:.1} ms after the edge; {drain}", ms.unwrap_or(f64::NAN)),
                                     self.clock.now_ms(),
                                 );
                             }
@@ -623,7 +631,7 @@ impl Daemon {
             "retry_at": retry_at,
             "led": self.board.led.pattern().to_string(),
             "power_fail": self.power_fail,
-            "power": { "failing": self.power_fail, "last_flush_ms": self.last_power_flush_ms },
+            "power": { "failing": self.power_fail, "last_flush_ms": self.last_power_flush_ms, "last_drain_ms": self.last_power_drain_ms },
             "encoder": { "element": self.encoder.element, "reason": self.encoder.reason },
             "capture": stats.map(|s| json!({
                 "frames_in": s.frames_in,

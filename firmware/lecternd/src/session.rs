@@ -117,21 +117,46 @@ impl Session {
         Ok((summary, stats))
     }
 
-    /// Power is failing: closes and commits the part *first* (whatever the writer has, fsynced,
-    /// directory fsynced, row committed), then drops the pipeline without draining it. Returns the
-    /// part summary and the instant at which everything captured so far was durable.
-    pub fn power_cut(self, clock: &dyn Clock) -> Result<(PartSummary, Instant), String> {
+    /// Power is failing. Two phases, so the edge → durable time stays a few milliseconds and
+    /// yet nothing captured before the edge is lost when the hold-up supply lasts:
+    /// 1. everything that reached the journal is written and fsynced at once (the open segment's
+    ///    row stays open; if the rail dies now, recovery commits those bytes at the next start);
+    /// 2. EOS stops the sources — nothing captured after the edge is accepted — and the frames
+    ///    still inside the encoder (x264 veryfast holds ~17, over half a second) drain into the
+    ///    part for at most `drain`; then the part is committed and closed "interrupted: power".
+    ///    With `drain` zero, or past it, the pipeline is dropped undrained.
+    ///
+    /// Returns the part summary, the instant phase 1 made everything durable, and how long the
+    /// drain took (None when there was none or it ran out of time).
+    pub fn power_cut(self, clock: &dyn Clock, drain: Duration) -> Result<(PartSummary, Instant, Option<Duration>), String> {
         let id = self.recording_id.clone();
-        // Taking the part waits for at most the one chunk the writer is appending; from here on
-        // the writer discards, so nothing new reaches the card.
+        {
+            let mut guard = self.part.lock().unwrap_or_else(|e| e.into_inner());
+            let part = guard.as_mut().ok_or_else(|| format!("recording {id}: part already closed"))?;
+            part.sync_now(Instant::now()).map_err(|e| format!("recording {id}: cannot make the part durable on power-fail: {e}"))?;
+        }
+        let durable_at = Instant::now();
+        let drained = if drain.is_zero() {
+            drop(self.capture);
+            None
+        } else {
+            let started = Instant::now();
+            match self.capture.stop(drain) {
+                Ok(_) => Some(started.elapsed()),
+                Err(e) => {
+                    log::warn!(target: "lecternd", "recording {id}: encoder not drained within {drain:?} after the power-fail edge: {e}");
+                    None
+                }
+            }
+        };
+        // The writer has seen the end of the stream (or the dropped pipeline) and exits.
+        let write_error = self.writer.join().map_err(|_| format!("recording {id}: writer thread panicked"))?;
+        if let Some(e) = write_error {
+            log::error!(target: "lecternd", "recording {id}: journal error while draining: {e}");
+        }
         let part = take(&self.part).ok_or_else(|| format!("recording {id}: part already closed"))?;
         let summary = part.finish(PartEnd::Interrupted("power".into()), clock.now_ms());
-        let durable_at = Instant::now();
-        // Dropping the capture sets the pipeline to NULL without waiting for EOS; the writer then
-        // sees `End` and exits.
-        drop(self.capture);
-        let _ = self.writer.join();
-        summary.map(|s| (s, durable_at)).map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
+        summary.map(|s| (s, durable_at, drained)).map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
     }
 }
 

@@ -145,9 +145,9 @@ pub enum Action {
     StartCapture { recording_id: String },
     /// Stop the pipeline, flush and close the part.
     StopCapture { recording_id: String, end: PartEnd },
-    /// Power is failing: make everything captured so far durable *now* (close and commit the
-    /// open segment, close the part as interrupted by power) and drop the pipeline without
-    /// draining it. Speed matters more than the last frames still inside the encoder.
+    /// Power is failing: make everything captured so far durable *now*, accept nothing captured
+    /// after the edge, drain what the encoder still holds into the part (bounded), and close the
+    /// part as interrupted by power.
     PowerCut { recording_id: String },
     /// Mark the recording finished in the journal.
     FinishRecording { recording_id: String, outcome: Outcome },
