@@ -10,8 +10,8 @@
 //! opens and passes `PRAGMA integrity_check`; after the reboot the recording is resumed and no
 //! older part or other recording stays open. At the end: the recording is `completed` with nothing
 //! open, every part's media lost at most `UNWARNED_LOSS` to an unwarned cut and at most
-//! `WARNED_LOSS` to a warned one, and the final media decodes end to end ([`check_final_media`],
-//! the stitcher hook).
+//! `WARNED_LOSS` to a warned one, and the daemon's stitched MP4 decodes end to end without an error
+//! and lasts at least the captured time minus those allowances ([`check_final_media`]).
 //!
 //! A violation is returned as a [`Violation`] error naming the cut and the seed, so a failure can be
 //! replayed with `LECTERN_POWERCUT_SEED`.
@@ -190,6 +190,12 @@ pub fn run(opts: &Options) -> Result<Report> {
     std::thread::sleep(rng.between(opts.record));
     let stopped = d.ctl(Request::RecordStop)?;
     walls.push(t0.elapsed());
+    // The recording is final: the daemon stitches its parts into one MP4 while idle.
+    wait_until("the stitched file", Duration::from_secs(120), || {
+        d.ctl(Request::Recordings).ok().is_some_and(|v| {
+            v["recordings"].as_array().into_iter().flatten().any(|r| r["id"] == id.as_str() && matches!(r["stitch"]["state"].as_str(), Some("done" | "failed")))
+        })
+    })?;
     let _ = d.terminate();
     let db = open_ro(&media)?;
     let final_state: String = db.query_row("SELECT state FROM recordings WHERE id = ?1", [&id], |r| r.get(0))?;
@@ -214,8 +220,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     let captured: Duration = walls.iter().sum();
     let allowed: Duration = cuts.iter().map(|c| if c.warned { WARNED_LOSS } else { UNWARNED_LOSS }).sum();
-    let scratch = tempfile::tempdir()?;
-    let media_len = check_final_media(&segs, scratch.path(), captured.saturating_sub(allowed))?;
+    let media_len = check_final_media(&db, &media, &id, captured.saturating_sub(allowed))?;
     drop(db);
     fs.unmount()?;
     Ok(Report { seed: opts.seed, cuts, elapsed: started.elapsed(), media: media_len, captured })
@@ -350,35 +355,36 @@ fn part_media(segs: &[Seg], part: i64) -> Duration {
     Duration::from_nanos(segs.iter().filter(|s| s.part_seq == part).map(|s| s.duration_ns.max(0) as u64).sum())
 }
 
-/// STITCHER HOOK (issue 4 × failsafe): checks the final deliverable decodes end to end and is at
-/// least `at_least` long. Until the daemon produces the stitched file (firmware/stitch, wired by
-/// the lead), this concatenates each part's segments (MPEG-TS concatenates byte-wise; parts are
-/// separate encoder runs whose timestamps restart, so they are checked one by one), decodes each
-/// with GStreamer's discoverer and takes its duration from `ffprobe` (the discoverer reports 0 for a
-/// one-segment part); the sum stands in for the stitched file's duration. A full `ffmpeg` decode is
-/// not required to be silent here: a recovered segment ends in a torn frame by design (D2), which
-/// the stitcher is expected to drop. Replace the body with: find the recording's stitched file,
-/// `discover` it, fully decode it without errors, compare its duration.
-pub fn check_final_media(segs: &[Seg], scratch: &Path, at_least: Duration) -> Result<Duration> {
-    let mut total = Duration::ZERO;
-    let mut parts: Vec<i64> = segs.iter().map(|s| s.part_seq).collect();
-    parts.dedup();
-    for part in parts {
-        let of_part: Vec<&Seg> = segs.iter().filter(|s| s.part_seq == part).collect();
-        let out: PathBuf = scratch.join(format!("part-{part}.ts"));
-        let mut f = std::fs::File::create(&out)?;
-        for s in &of_part {
-            std::io::copy(&mut std::fs::File::open(&s.path)?, &mut f)?;
-        }
-        drop(f);
-        let found = discover(&out).map_err(|e| violation(format!("part {part} does not decode: {e:#}")))?;
-        if !found.has_video {
-            return Err(violation(format!("part {part} decodes without video")));
-        }
-        total += probe_duration(&out)?;
+/// The final deliverable: the daemon's stitched MP4 of the recording (index at the front, all
+/// parts, outages cut out). Its row must say `done` with the file's SHA-256; GStreamer's discoverer
+/// must find video in it; ffmpeg must decode every frame of it without printing a single error (a
+/// recovered segment ends in a torn frame, which the stitcher drops); and it must last at least
+/// `at_least` (captured wall time minus the allowed loss per cut).
+pub fn check_final_media(db: &rusqlite::Connection, media: &Path, id: &str, at_least: Duration) -> Result<Duration> {
+    let (state, path, sha, error): (String, Option<String>, Option<String>, Option<String>) = db
+        .query_row("SELECT state, path, sha256, error FROM stitches WHERE recording_id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(|e| violation(format!("the recording has no stitch row: {e}")))?;
+    let (Some(path), Some(sha)) = (path.filter(|_| state == "done"), sha) else {
+        return Err(violation(format!("the stitch is {state}: {error:?}")));
+    };
+    let file: PathBuf = media.join(path);
+    if sha256_file(&file)? != sha {
+        return Err(violation(format!("{} does not match its stitch row's SHA-256", file.display())));
     }
+    let found = discover(&file).map_err(|e| violation(format!("the stitched file does not decode: {e:#}")))?;
+    if !found.has_video || !found.has_audio {
+        return Err(violation(format!("the stitched file lacks a stream: {found:?}")));
+    }
+    let out = std::process::Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&file).args(["-f", "null", "-"]).output().context("ffmpeg")?;
+    let errors = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !errors.trim().is_empty() {
+        return Err(violation(format!("the stitched file decodes with errors: {}", errors.trim())));
+    }
+    let total = probe_duration(&file)?;
     if total < at_least {
-        bail!(Violation(format!("the final media lasts {total:?}, less than the {at_least:?} it must keep")));
+        bail!(Violation(format!("the stitched file lasts {total:?}, less than the {at_least:?} it must keep")));
     }
     Ok(total)
 }
