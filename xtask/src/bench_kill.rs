@@ -20,7 +20,9 @@
 //! 2. `cut`: the media directories live on one cutfs mount (`lectern_cutfs`); SIGKILL, then the
 //!    cut, which drops everything not fsynced, as a power loss does.
 //! 3. `cut+warn` (Lectern only): as 2, but `lectern sim powerfail on` (the board's GPIO warning)
-//!    comes 100 ms before the kill.
+//!    comes 1.5 s before the kill: the hold-up a supercap/UPS HAT gives, and enough for the
+//!    daemon's two-phase power cut to drain the encoder (`power.drain_ms`, 1 s) before the rail
+//!    dies.
 //!
 //! Afterwards: Lectern is started again on what survived; with `resume_adhoc_window_minutes = 0`
 //! it declares the interrupted recording final and stitches it, and the stitched MP4 is measured.
@@ -92,8 +94,9 @@ impl Options {
 
 /// How long before the event pyca gets to start and fetch its calendar.
 const PYCA_LEAD: Duration = Duration::from_secs(12);
-/// The board's power-fail warning comes this long before the kill in the `cut+warn` round.
-const WARN_LEAD: Duration = Duration::from_millis(100);
+/// The board's power-fail warning comes this long before the kill in the `cut+warn` round: a
+/// supercap/UPS HAT's hold-up, longer than the daemon's encoder drain bound (`power.drain_ms`).
+const WARN_LEAD: Duration = Duration::from_millis(1500);
 /// How often the run polls for capture starts and kill instants.
 const POLL: Duration = Duration::from_millis(20);
 /// Credentials of the Opencast double (pyca sends them with Basic auth).
@@ -124,7 +127,7 @@ impl Mode {
         match self {
             Mode::Sigkill => "SIGKILL (page cache survives)",
             Mode::Cut => "power cut (SIGKILL + cutfs cut)",
-            Mode::CutWarned => "power cut, GPIO warning 100 ms before",
+            Mode::CutWarned => "power cut, GPIO warning 1.5 s before",
         }
     }
 
