@@ -108,6 +108,10 @@ fn assert_decodes_cleanly(path: &std::path::Path) {
         .args(["-f", "null", "-"])
         .output()
         .expect("ffmpeg");
-    let errors = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && errors.trim().is_empty(), "{} does not decode cleanly:\n{errors}", path.display());
+    // Lines of ffmpeg's own `null` output muxer are not decode errors: with a seam inside its
+    // first seconds of frame-rate probing it misjudges the rate and complains about DTS it derived
+    // itself (hil-tests/src/powercut.rs checks the file's real DTS).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("[null @")).collect();
+    assert!(out.status.success() && errors.is_empty(), "{} does not decode cleanly:\n{}", path.display(), errors.join("\n"));
 }
