@@ -452,7 +452,6 @@ impl Daemon {
                         &self.encoder,
                         generation,
                         &self.clock,
-                        self.config.journal.fsync_interval,
                         report,
                     ) {
                         Ok(s) => {

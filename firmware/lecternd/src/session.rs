@@ -52,9 +52,9 @@ impl Session {
         encoder: &EncoderInfo,
         generation: u64,
         clock: &Arc<dyn Clock>,
-        fsync_interval: Duration,
         report: impl Reporter + Clone,
     ) -> Result<Session, String> {
+        let fsync_interval = journal.options().fsync_interval;
         let part = journal.open_part(recording_id, &encoder.element, clock.now_ms()).map_err(|e| format!("journal: {e}"))?;
         let part: SharedPart = Arc::new(Mutex::new(Some(part)));
         let (tx, rx) = sync_channel(CHANNEL_CHUNKS);
