@@ -209,6 +209,47 @@ fn a_scheduled_lecture_in_the_local_ics_is_recorded_for_its_remainder() {
 }
 
 #[test]
+fn a_timetable_fetched_over_http_is_recorded_even_with_a_non_opencast_uid() {
+    use std::io::{Read, Write};
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Timetable//EN\r\nBEGIN:VEVENT\r\nUID:week3@timetable.example.edu\r\nDTSTART:{}\r\nDTEND:{}\r\nSUMMARY:Optics\\, week 3\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        fmt(now - chrono::Duration::seconds(30)),
+        fmt(now + chrono::Duration::seconds(4))
+    );
+    // A minimal HTTP server on loopback: the timetable, then (from the second request on) a 500,
+    // which must not change the schedule the box already has.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = if n == 0 {
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/calendar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ics}", ics.len())
+            } else {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    let mut d = Daemon::start(&format!("{SMALL}[schedule]\nics_url = \"http://127.0.0.1:{port}/rooms/101.ics\"\nreload_s = 1\n")).unwrap();
+    wait_until("the timetable's lecture", Duration::from_secs(10), || d.status()["recording"]["event_uid"] == "week3@timetable.example.edu").unwrap();
+    let status = d.status();
+    let id = status["recording"]["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("week3_timetable.example.edu-"), "a filename-safe recording id: {id}");
+    assert_eq!(status["recording"]["title"], "Optics, week 3");
+    // The 500s that follow keep the schedule; the lecture runs to its end.
+    wait_until("the schedule error", Duration::from_secs(5), || d.status()["schedule"]["error"].as_str().is_some_and(|e| e.contains("500"))).unwrap();
+    assert_eq!(d.status()["schedule"]["events"], 1);
+    wait_until("the scheduled end", Duration::from_secs(20), || d.status()["state"] == "idle").unwrap();
+    assert_eq!(recording_state(&d, &id), "completed");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
 fn an_untrusted_clock_holds_the_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let now = chrono::Utc::now();

@@ -133,6 +133,7 @@ struct RawJournal {
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
     ics: Option<PathBuf>,
+    ics_url: Option<String>,
     reload_s: Option<u64>,
 }
 
@@ -224,6 +225,8 @@ pub struct JournalConfig {
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
     pub ics: Option<PathBuf>,
+    /// A plain `.ics` timetable fetched over HTTP(S) every `reload` (campuses without Opencast).
+    pub ics_url: Option<String>,
     pub reload: Duration,
 }
 
@@ -534,8 +537,12 @@ impl Validator<'_> {
 
         let schedule = ScheduleConfig {
             ics: raw.schedule.ics.map(|p| self.path(p)),
+            ics_url: self.opencast_url("schedule.ics_url", raw.schedule.ics_url)?,
             reload: Duration::from_secs(self.range("schedule.reload_s", raw.schedule.reload_s, 60, 1, 86_400)?),
         };
+        if schedule.ics.is_some() && schedule.ics_url.is_some() {
+            return Err(self.invalid("schedule.ics_url", "either schedule.ics or schedule.ics_url, not both", "both set"));
+        }
         let recorder = RecorderConfig {
             adhoc_max: Duration::from_secs(60 * self.range("recorder.adhoc_max_minutes", raw.recorder.adhoc_max_minutes, 240, 1, 24 * 60)?),
             resume_adhoc_window: Duration::from_secs(
@@ -607,6 +614,8 @@ mod tests {
             ("[capture]\nvideo = \"hdmi\"", "key `capture.video`: expected \"test\" or \"v4l2\", found \"hdmi\""),
             ("[board]\nbackend = \"pigpio\"", "key `board.backend`"),
             ("[clock]\ntrust = \"maybe\"", "key `clock.trust`"),
+            ("[schedule]\nics_url = \"ftp://x/y.ics\"", "key `schedule.ics_url`"),
+            ("[schedule]\nics = \"a.ics\"\nics_url = \"https://x/y.ics\"", "key `schedule.ics_url`"),
             ("[journal]\nsegment_seconds = 0.1", "key `journal.segment_seconds`"),
             ("[capture]\nwidth = 1281", "even numbers"),
             ("[agent]\nname = \"room 101\"", "key `agent.name`"),

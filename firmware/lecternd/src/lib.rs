@@ -12,6 +12,7 @@
 
 mod agent;
 mod clock;
+mod ics_url;
 pub mod logging;
 mod session;
 mod stitcher;
@@ -48,6 +49,8 @@ enum Event {
     Stitched(StitchDone),
     /// A reply (or failure) of the Opencast calendar poller.
     Calendar(Result<CalendarFetch, String>),
+    /// A fetch of `[schedule] ics_url`.
+    IcsFetched(ics_url::Fetched),
     Signal(i32),
 }
 
@@ -101,6 +104,8 @@ struct Daemon {
     /// Last calendar reply that reached us, and the last failure since (for `status`).
     calendar_ok_ms: Option<i64>,
     calendar_error: Option<String>,
+    /// Stops the `ics_url` fetch thread when dropped.
+    _ics_fetch: Option<Sender<()>>,
 }
 
 fn capture_settings(config: &Config) -> CaptureSettings {
@@ -271,9 +276,16 @@ impl Daemon {
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
             calendar_error: None,
+            _ics_fetch: None,
         };
         daemon.check_clock();
         daemon.start_agent()?;
+        if let Some(url) = daemon.config.schedule.ics_url.clone() {
+            let tx = daemon.tx.clone();
+            daemon._ics_fetch = Some(ics_url::spawn(url, daemon.config.schedule.reload, move |f| {
+                let _ = tx.send(Event::IcsFetched(f));
+            })?);
+        }
         daemon.board.led.set_pattern(LedPattern::Idle);
         daemon.reload_schedule(true);
         daemon.resume_adhoc();
@@ -396,6 +408,10 @@ impl Daemon {
             }
             Event::Calendar(reply) => {
                 self.on_calendar(reply);
+                false
+            }
+            Event::IcsFetched(fetched) => {
+                self.on_ics_fetched(fetched);
                 false
             }
             Event::Signal(sig) => {
@@ -639,7 +655,7 @@ impl Daemon {
                 "running_time_s": s.running_time.as_secs_f64(),
             })),
             "schedule": {
-                "source": self.config.schedule.ics.as_ref().map(|p| p.display().to_string()),
+                "source": self.config.schedule.ics.as_ref().map(|p| p.display().to_string()).or(self.config.schedule.ics_url.clone()),
                 "events": self.recorder.schedule().len(),
                 "next": next,
                 "error": self.schedule_error,
@@ -877,6 +893,33 @@ impl Daemon {
             }
             Ok(lectern_journal::ReplyOutcome::Rejected(e)) => self.calendar_error = Some(format!("calendar rejected, cache kept: {e}")),
             Err(e) => log::error!(target: "lecternd", "cannot store the calendar: {e}"),
+        }
+    }
+
+    /// A fetch of `[schedule] ics_url`: only a complete, parsable calendar replaces the slots.
+    fn on_ics_fetched(&mut self, fetched: ics_url::Fetched) {
+        let Some(url) = self.config.schedule.ics_url.clone() else { return };
+        let now = self.clock.now_ms();
+        let opts = lectern_schedule::ParseOptions::around(chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
+        let result = fetched.and_then(|(status, body)| lectern_schedule::parse_reply(status, &body, &opts).map_err(|e| format!("{url}: {e}")));
+        match result {
+            Ok(lectern_schedule::Reply::Calendar(cal)) => {
+                if self.schedule_error.take().is_some() || self.ics_slots.len() != cal.events.len() {
+                    log::info!(target: "lecternd", "schedule {url}: {} events", cal.events.len());
+                }
+                let slots: Vec<Slot> = cal.events.iter().map(slot_of).collect();
+                if slots != self.ics_slots {
+                    self.ics_slots = slots;
+                    self.feed_schedule();
+                }
+            }
+            Ok(lectern_schedule::Reply::NotModified) => self.schedule_error = None,
+            Err(msg) => {
+                if self.schedule_error.as_deref() != Some(&msg) {
+                    log::error!(target: "lecternd", "schedule not updated, keeping {} events: {msg}", self.ics_slots.len());
+                }
+                self.schedule_error = Some(msg);
+            }
         }
     }
 
