@@ -317,29 +317,36 @@ impl Journal {
 
     /// All recordings, oldest first.
     pub fn recordings(&self) -> Result<Vec<RecordingSummary>> {
-        self.query_recordings(None)
+        self.query_recordings(None, "1")
     }
 
     /// One recording.
     pub fn recording(&self, id: &str) -> Result<Option<RecordingSummary>> {
-        Ok(self.query_recordings(Some(id))?.into_iter().next())
+        Ok(self.query_recordings(Some(id), "1")?.into_iter().next())
     }
 
-    fn query_recordings(&self, id: Option<&str>) -> Result<Vec<RecordingSummary>> {
+    /// Recordings with their aggregates, restricted to `id` (if any) and to those meeting `cond`
+    /// (a constant SQL condition over `recordings r`). The part and segment aggregates are
+    /// computed for the selected recordings only, so asking about one recording does not scan
+    /// every segment the box ever recorded.
+    pub(crate) fn query_recordings(&self, id: Option<&str>, cond: &str) -> Result<Vec<RecordingSummary>> {
+        let selected = format!("SELECT r.id FROM recordings r WHERE (?1 IS NULL OR r.id = ?1) AND ({cond})");
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT r.id, r.title, r.kind, r.state, r.event_uid, r.started_at_ms, r.ended_at_ms, r.end_reason,
                         COALESCE(p.n, 0), COALESCE(s.n, 0), COALESCE(s.bytes, 0), COALESCE(s.dur, 0)
                  FROM recordings r
-                 LEFT JOIN (SELECT recording_id, COUNT(*) AS n FROM parts GROUP BY recording_id) p
+                 LEFT JOIN (SELECT recording_id, COUNT(*) AS n FROM parts
+                            WHERE recording_id IN ({selected}) GROUP BY recording_id) p
                         ON p.recording_id = r.id
                  LEFT JOIN (SELECT recording_id, COUNT(*) AS n, SUM(bytes) AS bytes, SUM(duration_ns) AS dur
-                            FROM segments WHERE state = 'committed' GROUP BY recording_id) s
+                            FROM segments WHERE state = 'committed' AND recording_id IN ({selected})
+                            GROUP BY recording_id) s
                         ON s.recording_id = r.id
-                 WHERE ?1 IS NULL OR r.id = ?1
-                 ORDER BY r.started_at_ms, r.id",
-            )
+                 WHERE r.id IN ({selected})
+                 ORDER BY r.started_at_ms, r.id"
+            ))
             .db("prepare recordings query", &self.ctx.db_path)?;
         let rows = stmt
             .query_map([id], |r| {

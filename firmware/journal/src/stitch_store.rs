@@ -219,23 +219,10 @@ impl Journal {
     /// Interrupted recordings that have media and are not final yet: candidates for resuming,
     /// or for being declared final.
     pub fn interrupted_not_final(&self) -> Result<Vec<RecordingSummary>> {
-        let final_ids: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT recording_id FROM stitches")
-                .db("prepare final recordings", &self.ctx.db_path)?;
-            let ids = stmt
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-                .db("query final recordings", &self.ctx.db_path)?;
-            ids
-        };
-        Ok(self
-            .recordings()?
-            .into_iter()
-            .filter(|r| r.state == crate::model::RecordingState::Interrupted && r.segments > 0)
-            .filter(|r| !final_ids.contains(&r.id))
-            .collect())
+        // The daemon asks this at every idle tick: only the interrupted, not yet final
+        // recordings are aggregated, never the whole segment table.
+        let cond = "r.state = 'interrupted' AND NOT EXISTS (SELECT 1 FROM stitches f WHERE f.recording_id = r.id)";
+        Ok(self.query_recordings(None, cond)?.into_iter().filter(|r| r.segments > 0).collect())
     }
 
     /// Removes a recording's stitch row because it is being resumed.
