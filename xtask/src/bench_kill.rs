@@ -759,16 +759,7 @@ name = "lectern-bench-kill"
 [board]
 backend = "sim"
 sim_socket = "run/sim.sock"
-[capture]
-video = "test"
-video_pattern = "smpte"
-audio = "test"
-width = 1280
-height = 720
-framerate = 30
-video_bitrate_kbps = 4000
-encoder = "x264enc"
-x264_preset = "veryfast"
+@CAPTURE@
 [journal]
 media_dir = "@MEDIA@"
 segment_seconds = 2.0
@@ -803,7 +794,9 @@ impl Lectern {
         let config = ldir.join("lectern.toml");
         std::fs::write(
             &config,
-            LECTERN_CONFIG.replace("@MEDIA@", &media.display().to_string()),
+            LECTERN_CONFIG
+                .replace("@CAPTURE@", &crate::bench_record::CAPTURE_SECTION.replace("@PATTERN@", "smpte"))
+                .replace("@MEDIA@", &media.display().to_string()),
         )?;
         let daemon = ctx.bin.join("lecternd");
         let group = Self::spawn(&daemon, &config, &ldir.join("lecternd.log"))?;

@@ -78,18 +78,10 @@ impl Options {
     }
 }
 
-/// The Lectern config of the benchmark: the defaults, spelled out so that the report says what
-/// was measured, and x264enc named so that `auto` cannot pick another encoder on a machine that
-/// has one. Relative paths are relative to the config file (sockets and media in OUT/lectern).
-const LECTERN_CONFIG: &str = r#"# Written by `cargo xtask bench-record`.
-[agent]
-name = "lectern-bench"
-
-[board]
-backend = "sim"
-sim_socket = "run/sim.sock"
-
-[capture]
+/// The `[capture]` section of Lectern's benchmark config, shared with `bench-kill`: the defaults
+/// spelled out so that the report says what was measured, and x264enc named so that `auto`
+/// cannot pick another encoder on a machine that has one. `@PATTERN@` is the sim camera pattern.
+pub(crate) const CAPTURE_SECTION: &str = r#"[capture]
 video = "test"
 video_pattern = "@PATTERN@"
 audio = "test"
@@ -100,7 +92,19 @@ video_bitrate_kbps = 4000
 audio_bitrate_kbps = 128
 encoder = "x264enc"
 x264_preset = "veryfast"
+"#;
 
+/// The rest of the benchmark's config. Relative paths are relative to the config file (sockets
+/// and media in OUT/lectern).
+const LECTERN_CONFIG: &str = r#"# Written by `cargo xtask bench-record`.
+[agent]
+name = "lectern-bench"
+
+[board]
+backend = "sim"
+sim_socket = "run/sim.sock"
+
+@CAPTURE@
 [journal]
 media_dir = "media"
 segment_seconds = 2.0
@@ -147,7 +151,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let ldir = out.join("lectern");
     std::fs::create_dir_all(ldir.join("media"))?;
     let config = ldir.join("lectern.toml");
-    std::fs::write(&config, LECTERN_CONFIG.replace("@PATTERN@", &opts.pattern))?;
+    std::fs::write(&config, LECTERN_CONFIG.replace("@CAPTURE@", &CAPTURE_SECTION.replace("@PATTERN@", &opts.pattern)))?;
     let cli = Cli {
         bin: bin.join("lectern"),
         config: config.clone(),
