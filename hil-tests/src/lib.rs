@@ -295,6 +295,24 @@ pub fn discover(path: &Path) -> Result<Discovered> {
     Ok(Discovered { duration, has_video: stream("video #", ": H.264"), has_audio: stream("audio #", ": MPEG-4 AAC") })
 }
 
+/// Decodes every frame of a media file with ffmpeg and returns its error lines (empty: clean).
+/// Lines of ffmpeg's own `null` output muxer are not decode errors and are left out: when a seam
+/// of a stitched file falls inside ffmpeg's first seconds of frame-rate probing it guesses a rate
+/// far above 30 fps and complains about DTS it derived itself (its own concat output does the
+/// same); `powercut::check_final_media` checks the file's real DTS instead.
+pub fn decode_errors(path: &Path) -> Result<Vec<String>> {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().context("ffmpeg (apt: ffmpeg)")?;
+    let mut errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("[null @"))
+        .map(str::to_owned)
+        .collect();
+    if !out.status.success() && errors.is_empty() {
+        errors.push(format!("ffmpeg exited with {}", out.status));
+    }
+    Ok(errors)
+}
+
 fn parse_hms(s: &str) -> Option<Duration> {
     let mut parts = s.trim().split(':');
     let h: f64 = parts.next()?.parse().ok()?;

@@ -377,14 +377,8 @@ pub fn check_final_media(db: &rusqlite::Connection, media: &Path, id: &str, at_l
     if !found.has_video || !found.has_audio {
         return Err(violation(format!("the stitched file lacks a stream: {found:?}")));
     }
-    let out = std::process::Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&file).args(["-f", "null", "-"]).output().context("ffmpeg")?;
-    // Decoder and demuxer errors fail the check. Lines from ffmpeg's own `null` output muxer do
-    // not: when a seam falls inside ffmpeg's first seconds of frame-rate probing it guesses a
-    // rate far above 30 fps and then complains about the DTS *it* derived (its own concat output
-    // does the same); the file's real timestamps are checked right below instead.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("[null @")).collect();
-    if !out.status.success() || !errors.is_empty() {
+    let errors = crate::decode_errors(&file)?;
+    if !errors.is_empty() {
         return Err(violation(format!("the stitched file decodes with errors: {}", errors.join("\n"))));
     }
     check_dts_increasing(&file)?;

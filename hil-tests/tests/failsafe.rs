@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lectern_control::Request;
-use lectern_hil_tests::{concat, discover, segments, sha256_file, wait_until, Daemon, SMALL};
+use lectern_hil_tests::{concat, decode_errors, discover, segments, sha256_file, wait_until, Daemon, SMALL};
 
 #[test]
 fn power_fail_edge_commits_everything_and_power_back_resumes_as_a_new_part() {
@@ -102,16 +102,6 @@ fn wait_stitched(d: &Daemon, id: &str) -> serde_json::Value {
 
 /// ffmpeg decodes every frame of `path` without a single error message.
 fn assert_decodes_cleanly(path: &std::path::Path) {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg");
-    // Lines of ffmpeg's own `null` output muxer are not decode errors: with a seam inside its
-    // first seconds of frame-rate probing it misjudges the rate and complains about DTS it derived
-    // itself (hil-tests/src/powercut.rs checks the file's real DTS).
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("[null @")).collect();
-    assert!(out.status.success() && errors.is_empty(), "{} does not decode cleanly:\n{}", path.display(), errors.join("\n"));
+    let errors = decode_errors(path).unwrap();
+    assert!(errors.is_empty(), "{} does not decode cleanly:\n{}", path.display(), errors.join("\n"));
 }
