@@ -4,7 +4,7 @@
 //! Every system under test records and is killed N seconds (`--seconds`, default 20) after its
 //! own capture started:
 //!
-//! * **Lectern**: the release `lecternd` on the sim board, 1280x720 at 30 fps, x264 veryfast,
+//! * **Lectern**: the release `lecternd` on the sim board, 1280x720 at 30 fps, x264 veryfast (tune zerolatency),
 //!   4000 kbit/s, 2 s segments, ad-hoc recording (`lectern record start`);
 //! * **pyca 4.4** from PyPI (the virtualenv of `anchor.rs`) against the Opencast test double
 //!   (`opencast-double --basic --event ...`), one instance per capture command: pyca's built-in

@@ -92,6 +92,7 @@ video_bitrate_kbps = 4000
 audio_bitrate_kbps = 128
 encoder = "x264enc"
 x264_preset = "veryfast"
+x264_tune = "zerolatency"
 "#;
 
 /// The rest of the benchmark's config. Relative paths are relative to the config file (sockets

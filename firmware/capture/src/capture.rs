@@ -664,7 +664,7 @@ mod tests {
         };
         assert_eq!(
             describe(&s, "x264enc", Some(&aac)),
-            "videotestsrc name=vsrc is-live=true pattern=ball horizontal-speed=4 ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false  audiotestsrc name=asrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval=100000000 post-messages=true ! avenc_aac name=aenc bitrate=128000 ! aacparse ! queue name=amux_queue ! mux."
+            "videotestsrc name=vsrc is-live=true pattern=ball horizontal-speed=4 ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 tune=zerolatency ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false  audiotestsrc name=asrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level name=level interval=100000000 post-messages=true ! avenc_aac name=aenc bitrate=128000 ! aacparse ! queue name=amux_queue ! mux."
         );
     }
 

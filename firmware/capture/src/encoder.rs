@@ -205,15 +205,15 @@ mod tests {
         check(
             "x264enc",
             |_| {},
-            "x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60",
+            "x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=60 tune=zerolatency",
         );
         check(
             "x264enc",
             |s| {
-                s.x264_tune = Some("zerolatency".into());
+                s.x264_tune = None;
                 s.framerate = 25;
             },
-            "x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=50 tune=zerolatency",
+            "x264enc name=venc bitrate=4000 speed-preset=veryfast key-int-max=50",
         );
         check(
             "v4l2h264enc",

@@ -76,7 +76,8 @@ impl Default for CaptureSettings {
             audio_bitrate_kbps: 128,
             encoder: EncoderChoice::Auto,
             x264_preset: "veryfast".into(),
-            x264_tune: None,
+            // The daemon's default too (lectern-config, docs/decisions.md D13).
+            x264_tune: Some("zerolatency".into()),
             keyframe_interval: Duration::from_secs(2),
             level_interval: Duration::from_millis(100),
             chunk_bytes: 7 * 188,

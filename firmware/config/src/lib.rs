@@ -356,6 +356,9 @@ pub struct Config {
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
+/// The x264 tune used when `capture.x264_tune` is absent (docs/decisions.md D13).
+pub const DEFAULT_X264_TUNE: &str = "zerolatency";
+
 impl Config {
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -519,7 +522,14 @@ impl Validator<'_> {
             audio_bitrate_kbps: self.range("capture.audio_bitrate_kbps", c.audio_bitrate_kbps, 128, 16, 512)?,
             encoder: c.encoder.filter(|e| e != "auto"),
             x264_preset: c.x264_preset.unwrap_or_else(|| "veryfast".to_owned()),
-            x264_tune: c.x264_tune.filter(|t| !t.is_empty()),
+            // Absent: zerolatency (docs/decisions.md D13: x264 then holds no frames back, which the
+            // "≤ 1 s lost on an unwarned cut" promise needs, and ~100 MB less memory). "" or "none":
+            // x264's own defaults (B-frames, lookahead, frame threads).
+            x264_tune: match c.x264_tune {
+                None => Some(DEFAULT_X264_TUNE.to_owned()),
+                Some(t) if t.is_empty() || t == "none" => None,
+                Some(t) => Some(t),
+            },
             retry_initial: Duration::from_secs(retry_initial_s),
             retry_max: Duration::from_secs(retry_max_s),
         };
@@ -596,6 +606,16 @@ mod tests {
         assert_eq!(c.journal.segment, Duration::from_secs(2));
         // 950 ms plus the ≤ 1/20 hold of a partial page keeps an unwarned cut's loss under 1 s.
         assert_eq!(c.journal.fsync_interval, Duration::from_millis(950));
+        assert_eq!(c.capture.x264_tune.as_deref(), Some("zerolatency"));
+    }
+
+    #[test]
+    fn x264_tune_defaults_to_zerolatency_and_none_turns_it_off() {
+        let tune = |text: &str| Config::parse(text, None).unwrap().capture.x264_tune;
+        assert_eq!(tune(""), Some("zerolatency".to_owned()));
+        assert_eq!(tune("[capture]\nx264_tune = \"none\""), None);
+        assert_eq!(tune("[capture]\nx264_tune = \"\""), None);
+        assert_eq!(tune("[capture]\nx264_tune = \"film\""), Some("film".to_owned()));
     }
 
     #[test]
