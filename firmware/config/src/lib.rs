@@ -542,7 +542,7 @@ impl Validator<'_> {
         let journal = JournalConfig {
             media_dir: self.path(j.media_dir.unwrap_or_else(|| PathBuf::from("/var/lib/lectern"))),
             segment: Duration::from_secs_f64(segment_seconds),
-            fsync_interval: Duration::from_millis(self.range("journal.fsync_interval_ms", j.fsync_interval_ms, 950, 50, 10_000)?),
+            fsync_interval: Duration::from_millis(self.range("journal.fsync_interval_ms", j.fsync_interval_ms, 800, 50, 10_000)?),
         };
 
         let schedule = ScheduleConfig {
@@ -604,8 +604,9 @@ mod tests {
         assert_eq!((c.capture.width, c.capture.height, c.capture.framerate), (1280, 720, 30));
         assert_eq!(c.capture.video_bitrate_kbps, 4000);
         assert_eq!(c.journal.segment, Duration::from_secs(2));
-        // 950 ms plus the ≤ 1/20 hold of a partial page keeps an unwarned cut's loss under 1 s.
-        assert_eq!(c.journal.fsync_interval, Duration::from_millis(950));
+        // 800 ms plus the ≤ 1/20 hold of a partial page plus the ~70 ms the encoder and muxer
+        // hold (zerolatency) keeps an unwarned cut's loss under 1 s (docs/decisions.md D13).
+        assert_eq!(c.journal.fsync_interval, Duration::from_millis(800));
         assert_eq!(c.capture.x264_tune.as_deref(), Some("zerolatency"));
     }
 

@@ -28,7 +28,7 @@ impl Default for JournalOptions {
     fn default() -> Self {
         JournalOptions {
             segment_target: Duration::from_secs(2),
-            fsync_interval: Duration::from_millis(950),
+            fsync_interval: Duration::from_millis(800),
         }
     }
 }

@@ -137,9 +137,15 @@ pub(crate) fn feed(w: &mut PartWriter, chunks: &[Chunk], t0: Instant) -> Vec<Com
 
 pub(crate) const T0_MS: i64 = 1_700_000_000_000;
 
+/// The timing scripts of the sync tests below are written for a 950 ms interval, whatever the
+/// default is.
+fn test_options() -> JournalOptions {
+    JournalOptions { fsync_interval: Duration::from_millis(950), ..JournalOptions::default() }
+}
+
 pub(crate) fn new_journal() -> (tempfile::TempDir, Journal) {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, report) = Journal::open(dir.path(), JournalOptions::default(), T0_MS).unwrap();
+    let (journal, report) = Journal::open(dir.path(), test_options(), T0_MS).unwrap();
     assert!(
         report.is_empty(),
         "fresh media dir needs no recovery: {report}"

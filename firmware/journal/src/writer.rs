@@ -44,7 +44,8 @@ const PAGE: u64 = 4096;
 /// would clean it, and the next write would dirty and count it again: at one sync a second that
 /// was ~4 KiB/s of extra writes, about 0.8 % of a 4 Mbit/s stream (issue 2's write-amplification
 /// budget is 2 %). The held tail is younger than the bound, so what a cut can lose stays within
-/// `fsync_interval × (1 + 1/HOLD_DIVISOR)`; the default interval (950 ms) keeps that under 1 s.
+/// `fsync_interval × (1 + 1/HOLD_DIVISOR)`; the default interval (800 ms) keeps that, plus the ~70 ms the
+/// encoder and muxer hold upstream (x264 zerolatency), under 1 s.
 const HOLD_DIVISOR: u32 = 20;
 
 /// Ids of parts whose writer is alive in this process, shared between the
