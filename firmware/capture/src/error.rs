@@ -73,6 +73,14 @@ pub enum CaptureError {
     #[error("media consumer stalled: MediaEvent::End could not be queued within {waited:?}")]
     ConsumerStalled { waited: Duration },
 
+    /// The device probe could not open a configured input (`input` is `camera` or `mic`).
+    #[error("{input} {device} cannot be opened: {message}")]
+    DeviceUnavailable {
+        input: &'static str,
+        device: String,
+        message: String,
+    },
+
     /// The bus-watch thread could not be spawned.
     #[error("spawning the capture bus thread: {0}")]
     Thread(#[source] std::io::Error),

@@ -9,7 +9,8 @@
 //!
 //! Module map: `settings` (what may be asked, validated), `encoder` (registry probe and
 //! per-encoder configuration), `capture` (pipeline lifecycle and delivery), `bus` (bus thread,
-//! retry decision), `chunker` and `level` (pure helpers), `stats`, `error`.
+//! retry decision), `probe` (can the camera and mic be opened now, checked while idle),
+//! `chunker` and `level` (pure helpers), `stats`, `error`.
 
 mod bus;
 mod capture;
@@ -17,6 +18,7 @@ mod chunker;
 mod encoder;
 mod error;
 pub mod level;
+mod probe;
 mod settings;
 mod stats;
 
@@ -25,6 +27,7 @@ pub use capture::{Capture, CaptureStatus, MediaEvent};
 pub use chunker::{Chunk, Chunker};
 pub use encoder::{probe_encoder, EncoderInfo};
 pub use error::CaptureError;
+pub use probe::{probe_inputs, DeviceReport, Input, InputCheck};
 pub use settings::{AudioSource, CaptureSettings, EncoderChoice, VideoSource};
 pub use stats::CaptureStats;
 

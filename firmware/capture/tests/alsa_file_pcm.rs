@@ -76,14 +76,6 @@ fn feed_fifo(fifo: &Path) {
 
 #[test]
 fn alsa_source_through_the_file_pcm_shows_the_tone() {
-    let base = Path::new("/usr/share/alsa/alsa.conf");
-    if !base.exists() {
-        eprintln!(
-            "SKIPPED alsa_file_pcm: {} missing (alsa-lib data not installed)",
-            base.display()
-        );
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("tone.f32");
     match Command::new("mkfifo").arg(&fifo).status() {
@@ -93,16 +85,9 @@ fn alsa_source_through_the_file_pcm_shows_the_tone() {
             return;
         }
     }
-    let conf = dir.path().join("asound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<{}>\npcm.lecterntest {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
-            base.display(),
-            fifo.display()
-        ),
-    )
-    .unwrap();
+    let Some(conf) = common::file_pcm_config("alsa_file_pcm", dir.path(), "lecterntest", &fifo) else {
+        return;
+    };
     // Before any alsa-lib or GStreamer call in this process (see the module doc).
     std::env::set_var("ALSA_CONFIG_PATH", &conf);
     if !common::have_elements(

@@ -59,3 +59,25 @@ pub fn levels(events: &[(Instant, MediaEvent)]) -> Vec<(f64, f64)> {
         })
         .collect()
 }
+
+/// Writes an ALSA configuration into `dir` that defines `pcm.NAME` as alsa-lib's `file` plugin
+/// over the `null` PCM, reading capture data from `infile` (`snd_pcm_open` opens it), and returns
+/// its path for `ALSA_CONFIG_PATH`. `None` (after saying so) when alsa-lib's data is missing.
+pub fn file_pcm_config(test: &str, dir: &std::path::Path, name: &str, infile: &std::path::Path) -> Option<std::path::PathBuf> {
+    let base = std::path::Path::new("/usr/share/alsa/alsa.conf");
+    if !base.exists() {
+        eprintln!("SKIPPED {test}: {} missing (alsa-lib data not installed)", base.display());
+        return None;
+    }
+    let conf = dir.join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<{}>\npcm.{name} {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
+            base.display(),
+            infile.display()
+        ),
+    )
+    .expect("write the ALSA config");
+    Some(conf)
+}
