@@ -44,6 +44,12 @@
 //!   clears and stays clear for `power_hold_ms` while the recording is still wanted (scheduled end
 //!   ahead; ad-hoc cap not reached, and nobody stopped it), it resumes as a new part of the same
 //!   recording. A flapping line therefore never ends a recording for good.
+//! - The LED while idle says whether the box is ready for the next lecture: `error` while the
+//!   idle-time device probe says a configured camera or mic cannot be opened
+//!   (`DevicesProbed`), else `not_provisioned` when the box has no schedule source at all (no
+//!   `.ics`, no `ics_url`, no Opencast: it records only when someone presses the button), else
+//!   `idle`. Recording and retrying patterns win while a recording is wanted. The probe changes
+//!   only the LED: a scheduled start with a device missing still tries, fails and retries.
 
 use std::collections::BTreeMap;
 
@@ -132,6 +138,9 @@ pub enum Event {
     /// Whether the wall clock can be trusted (NTP synchronised, an RTC, or config). Until it is,
     /// no scheduled recording starts; ad-hoc recordings need no wall time and still do.
     ClockTrust(bool),
+    /// The idle-time device probe's verdict: `None` when every configured input opened, else
+    /// what failed (e.g. "camera /dev/video0 cannot be opened: ..."). Only the LED follows it.
+    DevicesProbed { problem: Option<String> },
     /// The daemon is stopping (SIGTERM).
     Shutdown,
 }
@@ -175,11 +184,14 @@ pub struct Settings {
     pub power_hold_ms: Millis,
     /// If set, how long the power-fail line may stay asserted before the box powers off.
     pub poweroff_after_ms: Option<Millis>,
+    /// Whether the box has a schedule source (an `.ics` file or URL, or Opencast). An
+    /// unprovisioned box still records ad hoc; its idle LED says `not_provisioned`.
+    pub provisioned: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0, power_hold_ms: 2_000, poweroff_after_ms: None }
+        Settings { adhoc_max_ms: 4 * 3_600_000, retry_initial_ms: 2_000, retry_max_ms: 60_000, preroll_ms: 0, postroll_ms: 0, power_hold_ms: 2_000, poweroff_after_ms: None, provisioned: true }
     }
 }
 
@@ -240,11 +252,13 @@ pub struct Recorder {
     power_fail_since: Option<Millis>,
     /// See [`Event::ClockTrust`]; true until the daemon says otherwise.
     clock_trusted: bool,
+    /// The last [`Event::DevicesProbed`] problem; `None` until a probe says otherwise.
+    device_problem: Option<String>,
 }
 
 impl Recorder {
     pub fn new(settings: Settings) -> Recorder {
-        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None, clock_trusted: true }
+        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None, clock_trusted: true, device_problem: None }
     }
 
     pub fn state(&self) -> &State {
@@ -253,6 +267,18 @@ impl Recorder {
 
     pub fn schedule(&self) -> &[Slot] {
         &self.schedule
+    }
+
+    /// The LED pattern for an idle box (module doc): a device problem, then not provisioned.
+    /// The daemon shows it at start-up; afterwards it arrives as [`Action::SetLed`].
+    pub fn idle_led(&self) -> Led {
+        if self.device_problem.is_some() {
+            Led::Error
+        } else if !self.settings.provisioned {
+            Led::NotProvisioned
+        } else {
+            Led::Idle
+        }
     }
 
     /// The next instant at which a `Tick` may change something: a planned end, a retry, or the
@@ -364,6 +390,15 @@ impl Recorder {
                     }
                 }
             }
+            Event::DevicesProbed { problem } => {
+                let before = self.idle_led();
+                self.device_problem = problem;
+                // Only an idle box shows it: recording, retrying and power-lost patterns win,
+                // and every return to idle sets `idle_led` anyway.
+                if self.state == State::Idle && self.idle_led() != before {
+                    out.push(Action::SetLed(self.idle_led()));
+                }
+            }
             Event::PowerRestored => {
                 self.power_failing = false;
                 self.power_fail_since = None;
@@ -407,7 +442,7 @@ impl Recorder {
             if now >= active.spec.planned_end_ms {
                 // Nothing left to resume: the recording stays interrupted by power.
                 out.push(Action::Note(format!("recording {} ended while power was out", active.spec.id)));
-                out.push(Action::SetLed(if self.power_failing { Led::Error } else { Led::Idle }));
+                out.push(Action::SetLed(if self.power_failing { Led::Error } else { self.idle_led() }));
                 self.state = State::Idle;
             } else if restored_at_ms.is_some_and(|t| now >= t + self.settings.power_hold_ms) {
                 let active = active.clone();
@@ -496,7 +531,7 @@ impl Recorder {
             State::PowerLost { active, .. } => {
                 // Already closed as interrupted by power; a stop only cancels the resume.
                 out.push(Action::Note(format!("recording {} will not resume: {why}", active.spec.id)));
-                out.push(Action::SetLed(if self.power_failing { Led::Error } else { Led::Idle }));
+                out.push(Action::SetLed(if self.power_failing { Led::Error } else { self.idle_led() }));
                 return;
             }
             other => {
@@ -514,7 +549,7 @@ impl Recorder {
         };
         out.push(Action::Note(format!("recording {id} ends: {why}")));
         out.push(Action::FinishRecording { recording_id: id, outcome });
-        out.push(Action::SetLed(Led::Idle));
+        out.push(Action::SetLed(self.idle_led()));
     }
 
     fn begin(&mut self, spec: RecordingSpec, out: &mut Vec<Action>) {

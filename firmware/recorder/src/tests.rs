@@ -408,3 +408,86 @@ fn a_power_fail_line_that_stays_asserted_powers_off_once_if_configured() {
     // Not configured: never.
     check(Settings::default(), &[(0, Event::PowerFail, &[]), (100_000, Event::Tick, &[])]);
 }
+
+fn probed(problem: Option<&str>) -> Event {
+    Event::DevicesProbed { problem: problem.map(str::to_owned) }
+}
+
+#[test]
+fn an_unprovisioned_box_shows_not_provisioned_when_idle_and_still_records_on_the_button() {
+    let id = adhoc(0);
+    let r = check(
+        Settings { provisioned: false, ..Settings::default() },
+        &[
+            (0, Event::ButtonPress, &[&format!("begin {id} until 14400"), &format!("start {id}"), "led Recording"]),
+            (10, Event::ButtonPress, &[&format!("stop {id} Closed"), &format!("finish {id} Completed"), "led NotProvisioned"]),
+        ],
+    );
+    assert_eq!(r.idle_led(), Led::NotProvisioned);
+    assert_eq!(Recorder::new(Settings::default()).idle_led(), Led::Idle);
+}
+
+#[test]
+fn a_device_problem_while_idle_shows_error_and_its_recovery_the_idle_pattern_again() {
+    let cam = "camera /dev/video0 cannot be opened: no such device node";
+    for (provisioned, idle) in [(true, "led Idle"), (false, "led NotProvisioned")] {
+        let r = check(
+            Settings { provisioned, ..Settings::default() },
+            &[
+                (0, probed(None), &[]),
+                (60, probed(Some(cam)), &["led Error"]),
+                // Another failing probe changes nothing: no repeated LED action.
+                (120, probed(Some("camera /dev/video0 cannot be opened: busy")), &[]),
+                (180, probed(None), &[idle]),
+            ],
+        );
+        assert_eq!(r.state(), &State::Idle);
+    }
+}
+
+#[test]
+fn a_device_problem_never_overrides_a_recording_and_shows_again_when_it_ends() {
+    let id = adhoc(1);
+    let cam = "camera /dev/video0 cannot be opened: no such device node";
+    check(
+        Settings::default(),
+        &[
+            (0, probed(Some(cam)), &["led Error"]),
+            // The button still starts a recording; the recording pattern wins while it runs.
+            (1, Event::ButtonPress, &[&format!("begin {id} until 14401"), &format!("start {id}"), "led Recording"]),
+            (2, probed(None), &[]),
+            (3, probed(Some(cam)), &[]),
+            (10, Event::ButtonPress, &[&format!("stop {id} Closed"), &format!("finish {id} Completed"), "led Error"]),
+            (70, probed(None), &["led Idle"]),
+        ],
+    );
+}
+
+#[test]
+fn a_scheduled_start_with_a_device_missing_still_tries_and_retries() {
+    let cam = "camera /dev/video0 cannot be opened: no such device node";
+    check(
+        Settings::default(),
+        &[
+            (0, Event::ScheduleLoaded(vec![slot("lec-1", 10, 70)]), &[]),
+            (5, probed(Some(cam)), &["led Error"]),
+            (10, Event::Tick, &["begin lec-1 until 70", "start lec-1", "led Recording"]),
+            (10, Event::CaptureFailed { message: "vsrc: Cannot identify device '/dev/video0'.".into() }, &["stop lec-1 Failed(\"vsrc: Cannot identify device '/dev/video0'.\")", "led Error"]),
+            (12, Event::Tick, &["start lec-1", "led Recording"]),
+            (70, Event::Tick, &["stop lec-1 Closed", "finish lec-1 Interrupted(\"device error: vsrc: Cannot identify device '/dev/video0'.\")", "led Error"]),
+        ],
+    );
+}
+
+#[test]
+fn after_a_power_loss_ends_an_unprovisioned_box_goes_back_to_not_provisioned() {
+    check(
+        Settings { provisioned: false, ..Settings::default() },
+        &[
+            (0, Event::CliStart { title: None }, &[&format!("begin {} until 14400", adhoc(0)), &format!("start {}", adhoc(0)), "led Recording"]),
+            (1, Event::PowerFail, &[&format!("powercut {}", adhoc(0)), &format!("finish {} Interrupted(\"power\")", adhoc(0)), "led Error"]),
+            (2, Event::PowerRestored, &[]),
+            (3, Event::CliStop, &["led NotProvisioned"]),
+        ],
+    );
+}
