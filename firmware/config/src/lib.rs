@@ -119,6 +119,7 @@ struct RawCapture {
     x264_tune: Option<String>,
     retry_initial_s: Option<u64>,
     retry_max_s: Option<u64>,
+    probe_interval_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +214,9 @@ pub struct CaptureConfig {
     /// First delay before retrying a failed capture device; doubles up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// How often the idle daemon checks that the camera and mic can be opened; `None`: never
+    /// (`probe_interval_s = 0`).
+    pub probe_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -532,6 +536,9 @@ impl Validator<'_> {
             },
             retry_initial: Duration::from_secs(retry_initial_s),
             retry_max: Duration::from_secs(retry_max_s),
+            probe_interval: Some(self.range("capture.probe_interval_s", c.probe_interval_s, 60, 0, 86_400)?)
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
         };
 
         let j = raw.journal;
@@ -608,6 +615,15 @@ mod tests {
         // hold (zerolatency) keeps an unwarned cut's loss under 1 s (docs/decisions.md D13).
         assert_eq!(c.journal.fsync_interval, Duration::from_millis(800));
         assert_eq!(c.capture.x264_tune.as_deref(), Some("zerolatency"));
+        assert_eq!(c.capture.probe_interval, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn probe_interval_zero_turns_the_device_probe_off() {
+        let probe = |text: &str| Config::parse(text, None).unwrap().capture.probe_interval;
+        assert_eq!(probe(""), Some(Duration::from_secs(60)));
+        assert_eq!(probe("[capture]\nprobe_interval_s = 0"), None);
+        assert_eq!(probe("[capture]\nprobe_interval_s = 5"), Some(Duration::from_secs(5)));
     }
 
     #[test]
@@ -641,6 +657,7 @@ mod tests {
             ("[capture]\nwidth = 1281", "even numbers"),
             ("[agent]\nname = \"room 101\"", "key `agent.name`"),
             ("[capture]\nretry_initial_s = 10\nretry_max_s = 5", "key `capture.retry_max_s`"),
+            ("[capture]\nprobe_interval_s = 100000", "key `capture.probe_interval_s`"),
         ];
         for (text, want) in cases {
             let e = err(text);
