@@ -11,21 +11,13 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use lectern_journal::{Enqueued, Outbox};
 use lectern_opencast::{
-    spawn, AgentState, Backoff, CalendarFetch, Client, IngestJob, Lane, OpencastError, Queue, RecordingState, Track, Uplink,
+    spawn, AgentState, Backoff, CalendarFetch, Client, Lane, OpencastError, Queue, RecordingState, Track, Uplink,
 };
 use lectern_opencast_double::{Config as DoubleConfig, Double, Down, Event, Faults};
 use sha2::{Digest, Sha256};
 
-const AGENT: &str = "room-101";
-
-/// `[opencast]` for the double: discovery (no overrides), short timeouts.
-fn config(url: &str, auth: &str) -> lectern_config::OpencastConfig {
-    let text = format!(
-        "[opencast]\nurl = \"{url}\"\nusername = \"agent\"\npassword = \"secret\"\nauth = \"{auth}\"\naddress = \"http://box\"\n\
-         connect_timeout_s = 1\nread_timeout_s = 2\nrequest_timeout_s = 5\nretry_initial_s = 5\nretry_max_s = 300\nworkflow = \"fast\"\n"
-    );
-    lectern_config::Config::parse(&text, None).unwrap().opencast.unwrap()
-}
+mod with_double;
+use with_double::{config, job_for, AGENT};
 
 fn double(list: bool) -> Double {
     Double::start(DoubleConfig { services_as_list: list, ..DoubleConfig::digest("agent", "secret") }).unwrap()
@@ -53,10 +45,6 @@ fn lanes(cfg: &lectern_config::OpencastConfig, db: &Path) -> (Queue, Uplink, Upl
     };
     let (states, ingests) = (lane(Lane::States), lane(Lane::Ingests));
     (Queue::new(Outbox::open(db).unwrap()), states, ingests, uploading)
-}
-
-fn job_for(ev: &Event, track: Track) -> IngestJob {
-    IngestJob::scheduled(&format!("rec-{}", ev.uid), &ev.uid, &ev.title, Some(ev.episode_xml()), ev.series_xml(), &ev.agent_properties(), vec![track])
 }
 
 #[test]

@@ -3,22 +3,11 @@
 //! it (that made this check flaky while it shared `tests/double.rs`).
 
 use chrono::{TimeZone, Utc};
-use lectern_opencast::{Client, IngestJob, Track};
+use lectern_opencast::{Client, Track};
 use lectern_opencast_double::{Config as DoubleConfig, Double, Event};
 
-const AGENT: &str = "room-101";
-
-fn config(url: &str) -> lectern_config::OpencastConfig {
-    let text = format!(
-        "[opencast]\nurl = \"{url}\"\nusername = \"agent\"\npassword = \"secret\"\nauth = \"digest\"\n\
-         connect_timeout_s = 1\nread_timeout_s = 2\nrequest_timeout_s = 5\nworkflow = \"fast\"\n"
-    );
-    lectern_config::Config::parse(&text, None).unwrap().opencast.unwrap()
-}
-
-fn job_for(ev: &Event, track: Track) -> IngestJob {
-    IngestJob::scheduled(&format!("rec-{}", ev.uid), &ev.uid, &ev.title, Some(ev.episode_xml()), ev.series_xml(), &ev.agent_properties(), vec![track])
-}
+mod with_double;
+use with_double::{config, job_for, AGENT};
 
 fn vm_hwm_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -39,7 +28,7 @@ fn a_track_upload_is_streamed_not_read_into_memory() {
     let f = std::fs::File::create(&path).unwrap();
     f.set_len(64 << 20).unwrap();
     drop(f);
-    let mut c = Client::new(&config(&d.url()), AGENT);
+    let mut c = Client::new(&config(&d.url(), "digest"), AGENT);
     c.endpoints().unwrap();
     let before = vm_hwm_kib();
     c.ingest(&job_for(&ev, Track { path, flavor: "presenter/source".into() })).unwrap();
