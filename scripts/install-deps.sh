@@ -11,6 +11,7 @@ PACKAGES=(
   gstreamer1.0-alsa libasound2-dev libasound2-plugins alsa-utils
   ffmpeg python3 python3-pip python3-venv
   fuse3
+  qemu-system-x86 busybox-static dmsetup e2fsprogs
 )
 
 missing=()

@@ -50,17 +50,25 @@ impl Kernel {
     /// dependency with `apt-get download` the first time.
     pub fn fetch(cache: &Path) -> Result<Kernel> {
         let root = cache.join("kernel");
+        std::fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
+        // Two runs at once (parallel tests) must not unpack into the same place.
+        let lock = std::fs::File::create(cache.join("kernel.lock"))?;
+        lock.lock().with_context(|| format!("lock {}/kernel.lock", cache.display()))?;
         if let Some(k) = Self::find(&root)? {
             return Ok(k);
         }
-        std::fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
-        let deps = run_ok(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))
-            .context("apt-cache depends linux-image-amd64 (run apt-get update first)")?;
-        let pkg = deps
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
-            .context("linux-image-amd64 names no linux-image-* dependency in apt-cache")?
-            .to_owned();
+        let depends = || -> Option<String> {
+            let deps = run_ok(Command::new("apt-cache").args(["depends", "linux-image-amd64"])).ok()?;
+            deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")).map(str::to_owned))
+        };
+        let pkg = match depends() {
+            Some(p) => p,
+            None => {
+                // A machine whose packages were all installed earlier may have no package lists.
+                run_ok(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update (to find Debian's kernel package)")?;
+                depends().context("apt-cache: linux-image-amd64 names no linux-image-* dependency")?
+            }
+        };
         run_ok(Command::new("apt-get").args(["download", "-q", &pkg]).current_dir(cache)).with_context(|| format!("apt-get download {pkg}"))?;
         let deb = std::fs::read_dir(cache)?
             .filter_map(|e| e.ok().map(|e| e.path()))

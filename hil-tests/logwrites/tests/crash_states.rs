@@ -22,7 +22,11 @@ fn options(fault: Option<&str>) -> Option<Options> {
     Some(o)
 }
 
+/// The guest tests take turns: each boots an emulated machine that keeps one core busy.
+static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(o: &Options) -> Report {
+    let _turn = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let report = lectern_logwrites::run(o).expect("the crash-state run itself must work");
     eprintln!("{}", report.summary(o.fault.as_deref()));
     report
