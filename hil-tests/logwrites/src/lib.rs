@@ -42,13 +42,15 @@ pub struct Options {
     pub guest_timeout: Duration,
     /// Keep the images and the console log here instead of a temporary directory.
     pub keep: Option<PathBuf>,
+    /// The reorder variant (off by default).
+    pub reorder: Reorder,
 }
 
 impl Options {
     /// Defaults: the workload next to the running executable, the cache in the workspace's
     /// `target/logwrites-cache`.
     pub fn new(workload: PathBuf) -> Options {
-        Options { workload, cache: default_cache(), fault: None, guest_timeout: Duration::from_secs(300), keep: None }
+        Options { workload, cache: default_cache(), fault: None, guest_timeout: Duration::from_secs(300), keep: None, reorder: Reorder::default() }
     }
 }
 
@@ -146,7 +148,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         Some("rc=0") => {}
         other => bail!("the guest workload did not finish cleanly ({other:?}); console:\n{}", guest::tail(&guest_run.console, 40)),
     }
-    let mut report = replay(&dir)?;
+    let mut report = replay(&dir, opts.reorder)?;
     report.guest = guest_run.elapsed;
     report.total = started.elapsed();
     Ok(report)
@@ -154,26 +156,28 @@ pub fn run(opts: &Options) -> Result<Report> {
 
 /// Checks every crash state of a finished guest run kept in `dir` (`console.log`, `log.img`,
 /// `base.img`, as [`run`] leaves them with [`Options::keep`]); the guest is not booted again.
-pub fn replay(dir: &Path) -> Result<Report> {
+pub fn replay(dir: &Path, reorder: Reorder) -> Result<Report> {
     let started = Instant::now();
     let console = std::fs::read_to_string(dir.join("console.log")).with_context(|| format!("read {}/console.log", dir.display()))?;
     let promises = promise::parse_console(&console)?;
     let mut report = Report { promises: promises.len(), ..Report::default() };
     // Each state is mounted and the journal fsyncs on it a few dozen times: on a disk-backed
-    // loop device every one of those reaches the host's disk, on tmpfs none does (a 4x faster
-    // run here). The states are scratch either way.
+    // loop device every one of those reaches the host's disk, on tmpfs none does (about 2.5x
+    // faster here). The states are scratch either way.
     let scratch = match tempfile::tempdir_in("/dev/shm") {
         Ok(t) => t,
         Err(_) => tempfile::tempdir()?,
     };
-    replay_and_check(&dir.join("log.img"), &dir.join("base.img"), scratch.path(), &promises, &mut report)?;
+    replay_and_check(&dir.join("log.img"), &dir.join("base.img"), scratch.path(), &promises, reorder, &mut report)?;
     report.replay = started.elapsed();
     report.total = report.replay;
     Ok(report)
 }
 
-/// Replays the log onto a copy of `base` and checks the state at every crash point.
-fn replay_and_check(log_img: &Path, base: &Path, dir: &Path, promises: &[Promise], report: &mut Report) -> Result<()> {
+/// Replays the log onto a copy of `base` and checks the state at every crash point; with
+/// `reorder > 0`, also that many states per flush interval in which only a random subset of the
+/// interval's writes reached the disk.
+fn replay_and_check(log_img: &Path, base: &Path, dir: &Path, promises: &[Promise], reorder: Reorder, report: &mut Report) -> Result<()> {
     let log = log::Log::read(log_img)?;
     log::check_closed(&log)?;
     report.entries = log.entries.len();
@@ -181,31 +185,91 @@ fn replay_and_check(log_img: &Path, base: &Path, dir: &Path, promises: &[Promise
     // wrong promises.
     let marks: Vec<usize> = log.entries.iter().filter_map(|e| e.mark.as_deref().and_then(log::promise_index)).collect();
     ensure!(marks == (0..promises.len()).collect::<Vec<_>>(), "the log's promise marks {marks:?} do not match the {} promises on the console", promises.len());
-    let work = dir.join("work.img");
+    let (work, prev) = (dir.join("work.img"), dir.join("prev.img"));
     std::fs::copy(base, &work)?;
-    let state_img = dir.join("state.img");
-    let mnt = dir.join("mnt");
-    std::fs::create_dir_all(&mnt)?;
+    std::fs::copy(base, &prev)?;
+    let mut states = States { log_img, sectorsize: log.sectorsize, state_img: dir.join("state.img"), mnt: dir.join("mnt"), promises, report };
+    std::fs::create_dir_all(&states.mnt)?;
     let mut replayer = log::Replayer::new(log_img, &work, log.sectorsize)?;
+    let mut rng = reorder.seed | 1;
     let mut made = 0usize;
+    // Plain writes since the last crash point: the ones a device could still reorder or lose.
+    let mut pending: Vec<&log::Entry> = Vec::new();
     for e in &log.entries {
         replayer.apply(e)?;
         if let Some(n) = e.mark.as_deref().and_then(log::promise_index) {
             made = n + 1;
         }
         if !e.is_crash_point() {
+            pending.push(e);
             continue;
         }
+        if pending.len() > 1 {
+            for _ in 0..reorder.per_interval {
+                // Each pending write survives with probability ½ (xorshift64: seeded, stable).
+                let subset: Vec<&log::Entry> = pending
+                    .iter()
+                    .copied()
+                    .filter(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng & 1 == 1
+                    })
+                    .collect();
+                if subset.is_empty() || subset.len() == pending.len() {
+                    continue;
+                }
+                // Marks are crash points of their own, so none falls inside an interval: the
+                // promises are those made before it.
+                states.check(&prev, &subset, e.index, &format!("reordered {}/{}", subset.len(), pending.len()), "reordered", made)?;
+            }
+        }
+        pending.clear();
+        states.check(&work, &[], e.index, &e.kind(), &e.kind(), made)?;
+        std::fs::copy(&work, &prev)?;
+    }
+    let _ = std::fs::remove_file(&states.state_img);
+    Ok(())
+}
+
+/// The reorder variant's shape: states per flush interval (0 = in-order replay only) and seed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reorder {
+    pub per_interval: usize,
+    pub seed: u64,
+}
+
+/// Builds, mounts and checks crash states, and counts them into the report.
+struct States<'a> {
+    log_img: &'a Path,
+    sectorsize: u64,
+    state_img: PathBuf,
+    mnt: PathBuf,
+    promises: &'a [Promise],
+    report: &'a mut Report,
+}
+
+impl States<'_> {
+    /// Checks the state `image` + `extra` writes, held to the first `made` promises.
+    fn check(&mut self, image: &Path, extra: &[&log::Entry], entry: u64, label: &str, kind: &str, made: usize) -> Result<()> {
+        let report = &mut *self.report;
         report.states += 1;
-        *report.states_by_kind.entry(e.kind()).or_default() += 1;
-        let fail = |violation: bool, message: String| Failure { entry: e.index, kind: e.kind(), promises: made, violation, message };
-        std::fs::copy(&work, &state_img)?;
-        if let Err(err) = mount(&state_img, &mnt) {
-            report.failures.push(fail(false, format!("ext4 does not mount this state: {err:#}")));
-            continue;
+        *report.states_by_kind.entry(kind.to_owned()).or_default() += 1;
+        let fail = |violation: bool, message: String| Failure { entry, kind: label.to_owned(), promises: made, violation, message };
+        std::fs::copy(image, &self.state_img)?;
+        if !extra.is_empty() {
+            let mut r = log::Replayer::new(self.log_img, &self.state_img, self.sectorsize)?;
+            for e in extra {
+                r.apply(e)?;
+            }
         }
-        let outcome = check::check_state(&mnt.join("media"), &promises[..made], 1_900_000_000_000);
-        let unmounted = umount(&mnt);
+        if let Err(err) = mount(&self.state_img, &self.mnt) {
+            report.failures.push(fail(false, format!("ext4 does not mount this state: {err:#}")));
+            return Ok(());
+        }
+        let outcome = check::check_state(&self.mnt.join("media"), &self.promises[..made], 1_900_000_000_000);
+        let unmounted = umount(&self.mnt);
         report.checked += 1;
         match outcome {
             Ok(repairs) => {
@@ -221,10 +285,8 @@ fn replay_and_check(log_img: &Path, base: &Path, dir: &Path, promises: &[Promise
                 report.failures.push(fail(violation, format!("{err:#}")));
             }
         }
-        unmounted?;
+        unmounted
     }
-    let _ = std::fs::remove_file(&state_img);
-    Ok(())
 }
 
 fn mount(img: &Path, mnt: &Path) -> Result<()> {

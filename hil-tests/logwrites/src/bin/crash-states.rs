@@ -7,6 +7,8 @@
 //! (as root; `cargo run --release -p lectern-logwrites --bin crash-states -- ...`). `--keep DIR`
 //! leaves the images, the write log and the guest console there; `--replay DIR` checks such a kept
 //! run again without booting the guest (the fault it ran with is not recorded, so it prints none).
+//! `--reorder N` adds the reorder variant: per flush interval, N states in which a random subset
+//! (seeded by `--seed`, default 1) of the interval's writes reached the disk.
 
 use std::path::PathBuf;
 
@@ -26,6 +28,7 @@ fn main() {
 fn main_inner() -> Result<bool> {
     let exe = std::env::current_exe().context("locate the crash-states executable")?;
     let mut opts = lectern_logwrites::Options::new(exe.with_file_name("logwrites-workload"));
+    opts.reorder.seed = 1;
     let mut replay = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -36,14 +39,16 @@ fn main_inner() -> Result<bool> {
             "--cache" => opts.cache = PathBuf::from(value()?),
             "--workload" => opts.workload = PathBuf::from(value()?),
             "--replay" => replay = Some(PathBuf::from(value()?)),
-            other => bail!("unknown argument {other:?}; usage: crash-states [--fault skip-dir-fsync|row-before-data-fsync] [--keep DIR] [--cache DIR] [--workload PATH] [--replay KEPT_DIR]"),
+            "--reorder" => opts.reorder.per_interval = value()?.parse().context("--reorder takes a count of states per flush interval")?,
+            "--seed" => opts.reorder.seed = value()?.parse().context("--seed takes an unsigned integer")?,
+            other => bail!("unknown argument {other:?}; usage: crash-states [--fault skip-dir-fsync|row-before-data-fsync] [--keep DIR] [--cache DIR] [--workload PATH] [--replay KEPT_DIR] [--reorder N [--seed S]]"),
         }
     }
     if let Some(why) = lectern_logwrites::missing_prerequisite() {
         bail!("cannot run: {why}");
     }
     if let Some(dir) = replay {
-        let report = lectern_logwrites::replay(&dir)?;
+        let report = lectern_logwrites::replay(&dir, opts.reorder)?;
         print!("{}", report.summary(None));
         return Ok(report.failures.is_empty());
     }
