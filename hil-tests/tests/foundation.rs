@@ -63,7 +63,8 @@ fn a_60_second_recording_commits_decodable_segments_with_matching_checksums() {
 #[test]
 fn a_button_press_starts_an_adhoc_recording_and_a_second_stops_it_and_the_led_follows() {
     let mut d = Daemon::start(SMALL).unwrap();
-    assert_eq!(d.status()["led"], "idle");
+    // No schedule source configured: the idle pattern is `not_provisioned` (tests/devices.rs).
+    assert_eq!(d.status()["led"], "not_provisioned");
     d.cli(&["sim", "button", "press"]).unwrap();
     wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
     let status = d.status();
@@ -74,7 +75,7 @@ fn a_button_press_starts_an_adhoc_recording_and_a_second_stops_it_and_the_led_fo
     std::thread::sleep(Duration::from_secs(5));
     d.cli(&["sim", "button", "press"]).unwrap();
     wait_until("idle", Duration::from_secs(15), || d.status()["state"] == "idle").unwrap();
-    assert_eq!(d.status()["led"], "idle");
+    assert_eq!(d.status()["led"], "not_provisioned");
     assert_eq!(recording_state(&d, &id), "completed");
     let segs = assert_checksums(&d, &id);
     assert!(segs.len() >= 2, "{segs:?}");
@@ -274,7 +275,7 @@ fn an_untrusted_clock_holds_the_schedule() {
 fn cli_json_shapes_are_the_documented_ones() {
     let mut d = Daemon::start(SMALL).unwrap();
     let status: Value = serde_json::from_str(&d.cli(&["--json", "status"]).unwrap()).unwrap();
-    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "stitching", "clock", "opencast", "uptime_s"] {
+    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "stitching", "clock", "opencast", "devices", "provisioned", "uptime_s"] {
         assert!(status.get(key).is_some(), "status has no {key}: {status}");
     }
     d.cli(&["record", "start", "--title", "Shapes"]).unwrap();

@@ -14,6 +14,7 @@ mod agent;
 mod clock;
 mod ics_url;
 pub mod logging;
+mod prober;
 mod session;
 mod stitcher;
 
@@ -35,6 +36,7 @@ pub use clock::{Clock, SteadyClock};
 use session::Session;
 use agent::Agent;
 use lectern_opencast::{AgentState, CalendarFetch, IngestJob, RecordingState as OcState, Track};
+use prober::{Probed, Prober};
 use stitcher::{StitchDone, Stitcher};
 
 /// Everything that can wake the main loop.
@@ -51,6 +53,8 @@ enum Event {
     Calendar(Result<CalendarFetch, String>),
     /// A fetch of `[schedule] ics_url`.
     IcsFetched(ics_url::Fetched),
+    /// The device probe worker checked (or skipped) the camera and mic.
+    DevicesProbed(Probed),
     Signal(i32),
 }
 
@@ -106,6 +110,58 @@ struct Daemon {
     calendar_error: Option<String>,
     /// Stops the `ics_url` fetch thread when dropped.
     _ics_fetch: Option<Sender<()>>,
+    /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
+    /// request is out, when the next one is due, and whether a recording has claimed the devices.
+    prober: Option<Prober>,
+    probe_in_flight: bool,
+    next_probe: Instant,
+    devices_claimed: bool,
+    /// What the last probe found, for `status`; the failing inputs, for STATUS=.
+    camera: DeviceView,
+    mic: Option<DeviceView>,
+    device_problem: Option<String>,
+    /// Whether the box has any schedule source (see `provisioned`).
+    provisioned: bool,
+}
+
+/// One input as `status` reports it: `ok` is `None` until it was probed.
+#[derive(Debug, Clone)]
+struct DeviceView {
+    device: String,
+    ok: Option<bool>,
+    error: Option<String>,
+    checked_ms: Option<i64>,
+}
+
+impl DeviceView {
+    fn unprobed(device: String) -> DeviceView {
+        DeviceView { device, ok: None, error: None, checked_ms: None }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "ok": self.ok, "device": self.device, "error": self.error, "checked": self.checked_ms.map_or(Value::Null, rfc3339) })
+    }
+
+    /// Takes a probe's result; returns the log line when the verdict changed (so the log gets a
+    /// line per change, not per probe).
+    fn update(&mut self, check: &lectern_capture::InputCheck, now_ms: i64) -> Option<(log::Level, String)> {
+        let error = check.result.as_ref().err().map(|e| e.to_string());
+        let ok = error.is_none();
+        let line = match (&error, self.ok) {
+            (Some(e), _) if self.error.as_ref() != Some(e) => Some((log::Level::Warn, format!("device probe: {e}"))),
+            (None, Some(false)) => Some((log::Level::Info, format!("device probe: {} {} can be opened again", check.input.name(), check.device))),
+            (None, None) => Some((log::Level::Info, format!("device probe: {} {} can be opened", check.input.name(), check.device))),
+            _ => None,
+        };
+        *self = DeviceView { device: check.device.clone(), ok: Some(ok), error, checked_ms: Some(now_ms) };
+        line
+    }
+}
+
+/// A box with no schedule source at all (no `.ics`, no `ics_url`, no Opencast) records only
+/// when someone presses the button: it is not provisioned, and its idle LED says so.
+fn provisioned(config: &Config) -> bool {
+    config.schedule.ics.is_some() || config.schedule.ics_url.is_some() || config.opencast.is_some()
 }
 
 fn capture_settings(config: &Config) -> CaptureSettings {
@@ -233,6 +289,7 @@ impl Daemon {
             retry_max_ms: c.capture.retry_max.as_millis() as i64,
             power_hold_ms: c.power.hold.as_millis() as i64,
             poweroff_after_ms: c.power.poweroff_after.map(|d| d.as_millis() as i64),
+            provisioned: provisioned(c),
             ..Settings::default()
         });
         let mut usec = 0;
@@ -241,6 +298,25 @@ impl Daemon {
         let stitcher = Stitcher::spawn(device_json(&config), clock.clone(), move |done| {
             let _ = stitch_tx.send(Event::Stitched(done));
         })?;
+        let prober = match config.capture.probe_interval {
+            Some(_) => {
+                let probe_tx = tx.clone();
+                Some(Prober::spawn(settings.clone(), move |probed| {
+                    let _ = probe_tx.send(Event::DevicesProbed(probed));
+                })?)
+            }
+            None => None,
+        };
+        let camera = DeviceView::unprobed(match &settings.video {
+            lectern_capture::VideoSource::Test { .. } => "test".to_owned(),
+            lectern_capture::VideoSource::V4l2 { device } => device.display().to_string(),
+        });
+        let mic = match &settings.audio {
+            lectern_capture::AudioSource::None => None,
+            lectern_capture::AudioSource::Test { .. } => Some(DeviceView::unprobed("test".to_owned())),
+            lectern_capture::AudioSource::Alsa { device } => Some(DeviceView::unprobed(device.clone())),
+        };
+        let provisioned = provisioned(&config);
         let mut daemon = Daemon {
             config,
             clock,
@@ -277,6 +353,15 @@ impl Daemon {
             calendar_ok_ms: None,
             calendar_error: None,
             _ics_fetch: None,
+            prober,
+            probe_in_flight: false,
+            // The first probe right away: a box booted without its camera should say so at once.
+            next_probe: Instant::now(),
+            devices_claimed: false,
+            camera,
+            mic,
+            device_problem: None,
+            provisioned,
         };
         daemon.check_clock();
         daemon.start_agent()?;
@@ -286,7 +371,10 @@ impl Daemon {
                 let _ = tx.send(Event::IcsFetched(f));
             })?);
         }
-        daemon.board.led.set_pattern(LedPattern::Idle);
+        daemon.board.led.set_pattern(led_pattern(daemon.recorder.idle_led()));
+        if !daemon.provisioned {
+            log::warn!(target: "lecternd", "not provisioned: no [schedule] ics, ics_url or [opencast] url; recording only on the button or `lectern record start`");
+        }
         daemon.reload_schedule(true);
         daemon.resume_adhoc();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -356,6 +444,7 @@ impl Daemon {
             };
             if !stop {
                 self.maybe_stitch();
+                self.maybe_probe();
             }
             self.publish_status();
             if stop {
@@ -414,6 +503,10 @@ impl Daemon {
                 self.on_ics_fetched(fetched);
                 false
             }
+            Event::DevicesProbed(probed) => {
+                self.on_probed(probed);
+                false
+            }
             Event::Signal(sig) => {
                 log::info!(target: "lecternd", "signal {sig}: stopping");
                 let _ = self.feed(lectern_recorder::Event::Shutdown);
@@ -454,6 +547,7 @@ impl Daemon {
                     }
                 }
                 Action::StartCapture { recording_id } => {
+                    self.claim_devices(&recording_id);
                     self.generation += 1;
                     let generation = self.generation;
                     // `Sender` is Clone + Sync, so the reporter is a plain cloneable closure.
@@ -575,7 +669,79 @@ impl Daemon {
                 Action::Note(note) => log::info!(target: "lecternd", "{note}"),
             }
         }
+        self.release_devices_if_idle();
         rejected
+    }
+
+    /// Before a capture opens the camera and mic: no probe may start, and a running one is
+    /// waited for (bounded; `prober.rs` has the ordering).
+    fn claim_devices(&mut self, recording_id: &str) {
+        self.devices_claimed = true;
+        let Some(prober) = &self.prober else { return };
+        match prober.gate.claim(prober::CLAIM_WAIT) {
+            Ok(waited) if waited >= Duration::from_millis(10) => {
+                log::info!(target: "lecternd", "recording {recording_id}: waited {} ms for the device probe to close the devices", waited.as_millis());
+            }
+            Ok(_) => {}
+            Err(waited) => log::warn!(
+                target: "lecternd",
+                "recording {recording_id}: the device probe still holds the devices after {} ms; starting the capture anyway",
+                waited.as_millis()
+            ),
+        }
+    }
+
+    /// Once the recorder is idle again the devices are free: probes may run, and the next one
+    /// comes at once so the idle LED shows what holds now, not what held before the recording.
+    fn release_devices_if_idle(&mut self) {
+        if self.devices_claimed && *self.recorder.state() == State::Idle {
+            self.devices_claimed = false;
+            if let Some(prober) = &self.prober {
+                prober.gate.release();
+            }
+            self.next_probe = Instant::now();
+        }
+    }
+
+    /// Asks the probe worker for a probe when one is due and the box is idle.
+    fn maybe_probe(&mut self) {
+        let Some(prober) = &self.prober else { return };
+        if self.probe_in_flight || self.devices_claimed || *self.recorder.state() != State::Idle || Instant::now() < self.next_probe {
+            return;
+        }
+        if prober.request() {
+            self.probe_in_flight = true;
+        } else {
+            log::error!(target: "lecternd", "the device probe worker is gone; devices are no longer checked while idle");
+            self.prober = None;
+        }
+    }
+
+    /// A probe's result: status, a log line per change, and the recorder's idle LED.
+    fn on_probed(&mut self, probed: Probed) {
+        self.probe_in_flight = false;
+        self.next_probe = Instant::now() + self.config.capture.probe_interval.unwrap_or_default();
+        let report = match probed {
+            Probed::Report(r) => r,
+            Probed::Skipped => {
+                log::debug!(target: "lecternd", "device probe skipped: a recording has the devices");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let mut lines = vec![self.camera.update(&report.camera, now)];
+        if let (Some(view), Some(check)) = (self.mic.as_mut(), report.mic.as_ref()) {
+            lines.push(view.update(check, now));
+        }
+        for (level, line) in lines.into_iter().flatten() {
+            log::log!(target: "lecternd", level, "{line}");
+        }
+        let failing: Vec<String> = [("camera", Some(&self.camera)), ("mic", self.mic.as_ref())]
+            .into_iter()
+            .filter_map(|(input, view)| view.filter(|v| v.ok == Some(false)).map(|v| format!("{input} {} unavailable", v.device)))
+            .collect();
+        self.device_problem = (!failing.is_empty()).then(|| failing.join(", "));
+        let _ = self.feed(lectern_recorder::Event::DevicesProbed { problem: self.device_problem.clone() });
     }
 
     fn control(&mut self, req: Request) -> Result<Value, String> {
@@ -673,6 +839,8 @@ impl Daemon {
                 },
                 "outbox_pending": a.pending(),
             })),
+            "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
+            "provisioned": self.provisioned,
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
@@ -962,10 +1130,17 @@ impl Daemon {
 
     /// systemd STATUS= on change, WATCHDOG=1 at half the watchdog interval.
     fn publish_status(&mut self) {
-        let line = match self.recorder.state().active() {
+        let mut line = match self.recorder.state().active() {
             Some(a) => format!("{} {}", self.recorder.state().name(), a.spec.id),
             None => self.recorder.state().name().to_owned(),
         };
+        // Like the LED: a device problem is news while idle; during a recording its own state says more.
+        if let Some(problem) = self.device_problem.as_ref().filter(|_| *self.recorder.state() == State::Idle) {
+            line.push_str(&format!("; {problem}"));
+        }
+        if !self.provisioned {
+            line.push_str("; not provisioned");
+        }
         if line != self.status_line {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
             self.status_line = line;

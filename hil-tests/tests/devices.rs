@@ -1,0 +1,178 @@
+//! Device scenarios: the idle box tells the AV team about a missing camera or mic, and about
+//! having no schedule at all, before a lecture rather than when it starts recording.
+//! All run the real daemon binary on the sim board.
+//!
+//! Two tests hand the daemon an environment variable (`NOTIFY_SOCKET` to read its systemd
+//! STATUS= lines, `ALSA_CONFIG_PATH` for a PCM whose presence the test controls). The harness
+//! spawns the daemon with the test process's environment, so those tests set the variable,
+//! start the daemon and remove it again under one lock, and no other daemon inherits it.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lectern_control::Request;
+use lectern_hil_tests::{wait_until, Daemon, SMALL};
+
+/// Serialises "set a variable, start a daemon, remove the variable" (module doc).
+static ENV: Mutex<()> = Mutex::new(());
+
+/// Starts a daemon in `dir` with `var` set for it alone.
+fn start_with_env(dir: tempfile::TempDir, extra: &str, var: &str, value: &Path) -> Daemon {
+    let _held = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var(var, value);
+    let d = Daemon::start_in(dir, extra);
+    std::env::remove_var(var);
+    d.unwrap()
+}
+
+/// An empty but valid calendar: the box is provisioned, and nothing gets recorded.
+fn empty_schedule(dir: &Path) -> &'static str {
+    std::fs::write(dir.join("schedule.ics"), "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Lectern tests//EN\r\nEND:VCALENDAR\r\n").unwrap();
+    "[schedule]\nics = \"schedule.ics\"\n"
+}
+
+fn log_lines(d: &Daemon, needle: &str) -> usize {
+    d.log_text().lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_missing_camera_is_reported_while_idle_with_an_error_led_and_no_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+    notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let mut d = start_with_env(
+        dir,
+        &format!("{SMALL}video = \"v4l2\"\nvideo_device = \"/dev/video-lectern-missing\"\nprobe_interval_s = 1\n"),
+        "NOTIFY_SOCKET",
+        &notify_path,
+    );
+    wait_until("the camera reported missing", Duration::from_secs(10), || d.status()["devices"]["camera"]["ok"] == false).unwrap();
+    let status = d.status();
+    let camera = &status["devices"]["camera"];
+    assert_eq!(camera["device"], "/dev/video-lectern-missing", "{status}");
+    let error = camera["error"].as_str().unwrap();
+    assert!(error.contains("/dev/video-lectern-missing") && error.contains("no such device node"), "{status}");
+    assert!(camera["checked"].as_str().is_some_and(|t| t.ends_with('Z')), "{status}");
+    assert_eq!(status["devices"]["mic"]["ok"], true, "the test mic is always there: {status}");
+    assert_eq!((status["state"].as_str(), status["led"].as_str()), (Some("idle"), Some("error")), "{status}");
+    assert!(d.cli(&["sim", "led"]).unwrap().starts_with("error"), "the board LED itself shows the error pattern");
+
+    // Probes keep coming (every second) but the log says it once, and nothing was recorded.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let later = d.status();
+    assert_ne!(later["devices"]["camera"]["checked"], camera["checked"], "no probe since: {later}");
+    assert_eq!(log_lines(&d, "device probe: camera /dev/video-lectern-missing cannot be opened"), 1, "{}", d.log_text());
+    let recordings = d.ctl(Request::Recordings).unwrap();
+    assert_eq!(recordings["recordings"].as_array().map(Vec::len), Some(0), "{recordings}");
+
+    // systemd's STATUS= line names it for `systemctl status lectern`.
+    let mut statuses = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = notify.recv(&mut buf) {
+        statuses.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        statuses.iter().any(|m| m.lines().any(|l| l == "STATUS=idle; camera /dev/video-lectern-missing unavailable; not provisioned")),
+        "{statuses:?}"
+    );
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn a_mic_that_disappears_and_comes_back_is_followed_by_status_and_led_both_ways() {
+    // alsa-lib's `file` PCM opens its `infile` in snd_pcm_open (alsasrc's NULL→READY): with the
+    // file gone the PCM cannot be opened, as with an unplugged USB mic; put back, it opens again.
+    let base = Path::new("/usr/share/alsa/alsa.conf");
+    if !base.exists() {
+        eprintln!("SKIPPED devices mic: {} missing (alsa-lib data not installed)", base.display());
+        return;
+    }
+    if !std::process::Command::new("gst-inspect-1.0").args(["--exists", "alsasrc"]).status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED devices mic: GStreamer's alsasrc is not installed (apt: gstreamer1.0-alsa)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let infile = dir.path().join("mic.raw");
+    std::fs::write(&infile, vec![0u8; 4096]).unwrap();
+    let conf = dir.path().join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<{}>\npcm.lectern_hil_mic {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
+            base.display(),
+            infile.display()
+        ),
+    )
+    .unwrap();
+    let schedule = empty_schedule(dir.path());
+    let mut d = start_with_env(dir, &format!("{SMALL}audio = \"alsa\"\naudio_device = \"lectern_hil_mic\"\nprobe_interval_s = 1\n{schedule}"), "ALSA_CONFIG_PATH", &conf);
+    let mic = |d: &Daemon| d.status()["devices"]["mic"].clone();
+    wait_until("the mic probed", Duration::from_secs(10), || mic(&d)["ok"] == true).unwrap();
+    let status = d.status();
+    assert_eq!((status["led"].as_str(), status["provisioned"].as_bool()), (Some("idle"), Some(true)), "{status}");
+    assert_eq!(mic(&d)["device"], "lectern_hil_mic");
+
+    std::fs::remove_file(&infile).unwrap();
+    wait_until("the mic reported gone", Duration::from_secs(10), || mic(&d)["ok"] == false).unwrap();
+    let status = d.status();
+    let error = status["devices"]["mic"]["error"].as_str().unwrap();
+    assert!(error.contains("mic lectern_hil_mic cannot be opened") && error.contains("No such file"), "{status}");
+    assert_eq!((status["state"].as_str(), status["led"].as_str()), (Some("idle"), Some("error")), "{status}");
+    assert_eq!(status["devices"]["camera"]["ok"], true, "{status}");
+
+    std::fs::write(&infile, vec![0u8; 4096]).unwrap();
+    wait_until("the mic back", Duration::from_secs(10), || mic(&d)["ok"] == true).unwrap();
+    let status = d.status();
+    assert_eq!((status["led"].as_str(), status["devices"]["mic"]["error"].as_str()), (Some("idle"), None), "{status}");
+    assert!(d.cli(&["sim", "led"]).unwrap().starts_with("idle"));
+    // One log line per change, however many probes ran in between.
+    assert_eq!(log_lines(&d, "device probe: mic lectern_hil_mic cannot be opened"), 1, "{}", d.log_text());
+    assert_eq!(log_lines(&d, "device probe: mic lectern_hil_mic can be opened again"), 1, "{}", d.log_text());
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn an_unprovisioned_box_shows_not_provisioned_when_idle_and_still_records_on_the_button() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    let status = d.status();
+    assert_eq!((status["led"].as_str(), status["provisioned"].as_bool()), (Some("not_provisioned"), Some(false)), "{status}");
+    assert!(d.cli(&["sim", "led"]).unwrap().starts_with("not_provisioned"));
+    // The simulated inputs are always there; the first probe runs at start-up.
+    wait_until("the first probe", Duration::from_secs(5), || d.status()["devices"]["camera"]["ok"] == true).unwrap();
+    assert_eq!(d.status()["devices"]["camera"]["device"], "test");
+
+    d.cli(&["sim", "button", "press"]).unwrap();
+    wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
+    assert_eq!(d.status()["led"], "recording");
+    std::thread::sleep(Duration::from_secs(3));
+    d.cli(&["sim", "button", "press"]).unwrap();
+    wait_until("idle", Duration::from_secs(15), || d.status()["state"] == "idle").unwrap();
+    assert_eq!(d.status()["led"], "not_provisioned");
+    let recordings = d.ctl(Request::Recordings).unwrap();
+    assert_eq!(recordings["recordings"][0]["state"], "completed", "{recordings}");
+    assert!(d.terminate().unwrap().success());
+
+    // The same box with a calendar is provisioned: plain idle.
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = empty_schedule(dir.path());
+    let mut d = Daemon::start_in(dir, &format!("{SMALL}{schedule}")).unwrap();
+    let status = d.status();
+    assert_eq!((status["led"].as_str(), status["provisioned"].as_bool()), (Some("idle"), Some(true)), "{status}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn probe_interval_zero_never_opens_the_devices() {
+    let mut d = Daemon::start(&format!("{SMALL}video = \"v4l2\"\nvideo_device = \"/dev/video-lectern-missing\"\nprobe_interval_s = 0\n[schedule]\nics_url = \"http://127.0.0.1:9/none.ics\"\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let status = d.status();
+    let camera = &status["devices"]["camera"];
+    assert_eq!((camera["ok"].is_null(), camera["checked"].is_null()), (true, true), "{status}");
+    // Provisioned (an ics_url) and never probed: the plain idle pattern.
+    assert_eq!(status["led"], "idle", "{status}");
+    assert_eq!(log_lines(&d, "device probe:"), 0, "{}", d.log_text());
+    assert!(d.terminate().unwrap().success());
+}
