@@ -26,7 +26,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 
 /// The super block's magic number.
-pub const MAGIC: u64 = 0x6a73_6677_7368_72;
+pub const MAGIC: u64 = 0x006a_7366_7773_6872;
 /// The only format version there is.
 pub const VERSION: u64 = 1;
 /// A flush (REQ_PREFLUSH): everything before it in the log was on stable storage.

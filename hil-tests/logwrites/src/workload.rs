@@ -114,7 +114,7 @@ impl Workload {
     fn record(&mut self, w: &mut PartWriter, frames: u64, keyframes: bool) -> Result<()> {
         for _ in 0..frames {
             let chunk = frame_chunk(self.frame);
-            let keyframe = keyframes && self.frame % GOP == 0;
+            let keyframe = keyframes && self.frame.is_multiple_of(GOP);
             let pts_ns = self.frame * FRAME.as_nanos() as u64;
             let committed = w.push_data(&chunk, Some(pts_ns), keyframe, self.now(), self.now_ms())?;
             if let Some(c) = committed {
