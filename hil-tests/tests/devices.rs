@@ -176,3 +176,20 @@ fn probe_interval_zero_never_opens_the_devices() {
     assert_eq!(log_lines(&d, "device probe:"), 0, "{}", d.log_text());
     assert!(d.terminate().unwrap().success());
 }
+
+#[test]
+fn no_probe_runs_while_a_recording_holds_the_devices_and_one_runs_as_soon_as_it_ends() {
+    let mut d = Daemon::start(&format!("{SMALL}probe_interval_s = 1\n")).unwrap();
+    let checked = |d: &Daemon| d.status()["devices"]["camera"]["checked"].clone();
+    wait_until("the first probe", Duration::from_secs(5), || !checked(&d).is_null()).unwrap();
+    d.ctl(Request::RecordStart { title: None }).unwrap();
+    wait_until("the first segment", Duration::from_secs(10), || d.segment_rows(1) > 0).unwrap();
+    let during = checked(&d);
+    // Three probe intervals with the devices in use: not one probe.
+    std::thread::sleep(Duration::from_millis(3_200));
+    assert_eq!(checked(&d), during, "a probe ran during the recording");
+    let stopped = d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(stopped["stopped"]["state"], "completed", "{stopped}");
+    wait_until("a probe after the recording", Duration::from_secs(3), || checked(&d) != during).unwrap();
+    assert!(d.terminate().unwrap().success());
+}

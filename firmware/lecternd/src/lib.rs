@@ -387,6 +387,7 @@ impl Daemon {
             daemon.config.board.backend
         );
         daemon.publish_status();
+        daemon.maybe_probe();
         Ok(daemon)
     }
 

@@ -105,7 +105,12 @@ impl Prober {
         let worker_gate = gate.clone();
         std::thread::Builder::new().name("device-probe".into()).spawn(move || {
             for () in rx {
-                report(probe_once(&worker_gate, || lectern_capture::probe_inputs(&settings)));
+                let started = Instant::now();
+                let probed = probe_once(&worker_gate, || lectern_capture::probe_inputs(&settings));
+                if matches!(probed, Probed::Report(_)) {
+                    log::debug!(target: "lecternd", "device probe took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+                }
+                report(probed);
             }
         })?;
         Ok(Prober { requests, gate })
