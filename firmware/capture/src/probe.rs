@@ -62,7 +62,8 @@ pub fn probe_inputs(settings: &CaptureSettings) -> DeviceReport {
             let shown = device.display().to_string();
             // A node that is not there at all gets the plainest message: "no such device node".
             let result = match std::fs::metadata(device) {
-                Err(e) => Err(unavailable(Input::Camera, &shown, format!("no such device node ({e})"))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unavailable(Input::Camera, &shown, "no such device node".into())),
+                Err(e) => Err(unavailable(Input::Camera, &shown, format!("cannot look at the device node: {e}"))),
                 Ok(_) => open_source(Input::Camera, "v4l2src", &shown),
             };
             InputCheck { input: Input::Camera, device: shown, result }
