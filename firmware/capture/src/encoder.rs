@@ -22,10 +22,13 @@ const VIDEO_ENCODERS: &[(&str, &str)] = &[
 
 /// AAC first because every player handles AAC in MPEG-TS; Opus-in-TS is a late addition to
 /// the spec (mpegtsmux takes `audio/x-opus` with channel-mapping-family 0/1) and some players
-/// still cannot play it, so it is the last resort.
+/// still cannot play it, so it is the last resort. Of the two AAC-LC encoders `voaacenc`
+/// (gst-plugins-bad, libvo-aacenc) comes first: `avenc_aac` lives in gst-libav, and loading it
+/// maps all of FFmpeg's libraries and their dependencies (about 160 shared objects, ≈ 24 MB of
+/// PSS for a recording daemon that uses one AAC encoder from them; docs/decisions.md D15).
 const AUDIO_ENCODERS: &[(&str, Option<&str>)] = &[
-    ("avenc_aac", Some("aacparse")),
     ("voaacenc", Some("aacparse")),
+    ("avenc_aac", Some("aacparse")),
     ("opusenc", None),
 ];
 

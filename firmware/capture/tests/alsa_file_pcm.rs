@@ -16,10 +16,11 @@
 //!   NULL→READY), so the writer blocks in `open()` until then, and gets EPIPE when alsasrc
 //!   closes the PCM; it loops to serve a re-open.
 //! * The null PCM accepts any format, so alsasrc negotiates what downstream prefers: with our
-//!   `audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level ! avenc_aac` chain that is
-//!   F32LE, 2 channels, 48 kHz (seen with `gst-launch-1.0 -v`). The writer therefore writes
-//!   F32LE stereo. If a future GStreamer negotiates differently, the level assertions below fail
-//!   with wild values rather than a clean −12 dB — check the negotiated caps first.
+//!   `audioconvert ! audioresample ! audio/x-raw,rate=48000 ! level ! voaacenc` chain that is
+//!   S16LE, 1 channel, 48 kHz (seen with `gst-launch-1.0 -v`; with `avenc_aac` it was F32LE
+//!   stereo). The writer therefore writes S16LE mono. If the encoder or GStreamer negotiates
+//!   differently, the level assertions below fail with wild values rather than a clean −12 dB
+//!   (and the clock runs at the wrong pace) — check the negotiated caps first.
 //! * Only `readi` reads `infile`; the mmap path does not, so a `plug` in front (which would make
 //!   the format fixed) would capture silence. Hence no `plug`.
 //!
@@ -39,7 +40,7 @@ use lectern_capture::{AudioSource, Capture, CaptureSettings, EncoderChoice};
 const RATE: usize = 48_000;
 const AMPLITUDE: f32 = 0.25; // −12.0 dBFS peak, −15.1 dBFS RMS for a sine.
 
-/// Writes a 440 Hz F32LE stereo tone into the FIFO at real-time pace, re-opening it whenever
+/// Writes a 440 Hz S16LE mono tone into the FIFO at real-time pace, re-opening it whenever
 /// the reader goes away. Runs detached until the test process exits.
 fn feed_fifo(fifo: &Path) {
     let fifo = fifo.to_path_buf();
@@ -53,12 +54,11 @@ fn feed_fifo(fifo: &Path) {
             let t0 = Instant::now();
             let mut written = 0usize;
             loop {
-                let mut buf = Vec::with_capacity(period * 8);
+                let mut buf = Vec::with_capacity(period * 2);
                 for i in 0..period {
                     let t = (phase + i) as f32 / RATE as f32;
                     let v = AMPLITUDE * (2.0 * std::f32::consts::PI * 440.0 * t).sin();
-                    buf.extend_from_slice(&v.to_le_bytes());
-                    buf.extend_from_slice(&v.to_le_bytes());
+                    buf.extend_from_slice(&((v * 32767.0).round() as i16).to_le_bytes());
                 }
                 phase = (phase + period) % RATE;
                 if f.write_all(&buf).is_err() {
@@ -77,7 +77,7 @@ fn feed_fifo(fifo: &Path) {
 #[test]
 fn alsa_source_through_the_file_pcm_shows_the_tone() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("tone.f32");
+    let fifo = dir.path().join("tone.s16");
     match Command::new("mkfifo").arg(&fifo).status() {
         Ok(s) if s.success() => {}
         other => {
