@@ -83,8 +83,11 @@ pub(crate) fn connect(db_path: &Path) -> Result<Connection> {
         .db("set busy timeout", db_path)?;
     // Small pages: every segment commit rewrites a few B-tree pages into the WAL and again at
     // checkpoint, and on an SD card those bytes count against the media (write amplification).
-    // Only takes effect when the database is created; an existing one keeps its page size.
-    conn.pragma_update(None, "page_size", 1024)
+    // SQLite's smallest page, 512 bytes: one segment commit (UPDATE of the closed row + INSERT of
+    // the next, with their indexes) dirties 9.9 KB of the page cache against 12.2 KB with 1 KiB
+    // pages and ~20 KB with 4 KiB (measured with this schema; docs/benchmarks.md, run F). Only
+    // takes effect when the database is created; an existing one keeps its page size.
+    conn.pragma_update(None, "page_size", 512)
         .db("set page size", db_path)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))

@@ -78,7 +78,7 @@
 //!    no bytes, its file and then its row are removed) and the part is
 //!    marked closed, interrupted or failed.
 //!
-//! SQLite pages are 1 KiB (set when the database is created), also for
+//! SQLite pages are 512 bytes, its smallest (set when the database is created), also for
 //! write amplification: each cut rewrites a few B-tree pages into the WAL and again at
 //! checkpoint.
 //!

@@ -1117,7 +1117,7 @@ fn database_uses_wal_full_sync_and_a_schema_version() {
     assert_eq!(get("journal_mode"), "wal");
     assert_eq!(get("synchronous"), "2"); // FULL
     // Small pages keep the per-segment commit cheap in bytes (write amplification).
-    assert_eq!(get("page_size"), "1024");
+    assert_eq!(get("page_size"), "512");
     assert_eq!(get("user_version"), SCHEMA_VERSION.to_string());
     assert_eq!(get("busy_timeout"), "5000");
     assert_eq!(journal.db_path(), journal.media_dir().join(DB_FILE));
