@@ -201,6 +201,42 @@ fn print_human(words: &[&str], v: &Value) {
                 println!("encoder:   {}", s(&v["encoder"]["element"]));
                 println!("media:     {}", s(&v["media_dir"]));
             }
+            for (name, d) in [("camera", &v["devices"]["camera"]), ("mic", &v["devices"]["mic"])] {
+                if !d.is_null() {
+                    println!("{:<10} {}", format!("{name}:"), device_line(d));
+                }
+            }
+            if v["provisioned"] == false {
+                println!("provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
+            }
         }
+    }
+}
+
+/// One line for a probed input of `status.devices`: its device and whether it opened when last
+/// checked (docs/control-api.md).
+fn device_line(d: &Value) -> String {
+    let device = d["device"].as_str().unwrap_or("?");
+    match d["ok"].as_bool() {
+        None => format!("{device} (not probed yet)"),
+        Some(true) => format!("{device} ok (checked {})", d["checked"].as_str().unwrap_or("?")),
+        Some(false) => format!("{device} UNAVAILABLE: {}", d["error"].as_str().unwrap_or("?")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_line;
+    use serde_json::json;
+
+    #[test]
+    fn device_lines() {
+        let check = |d: serde_json::Value, want: &str| assert_eq!(device_line(&d), want);
+        check(json!({"ok": null, "device": "/dev/video0"}), "/dev/video0 (not probed yet)");
+        check(json!({"ok": true, "device": "hw:1,0", "checked": "2026-11-26T08:59:00.000Z"}), "hw:1,0 ok (checked 2026-11-26T08:59:00.000Z)");
+        check(
+            json!({"ok": false, "device": "/dev/video0", "error": "camera /dev/video0 cannot be opened: no such device node"}),
+            "/dev/video0 UNAVAILABLE: camera /dev/video0 cannot be opened: no such device node",
+        );
     }
 }
