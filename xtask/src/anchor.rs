@@ -1,9 +1,9 @@
 //! The anchor of the recording benchmark: pyca 4.4 (from PyPI) driving ffmpeg with the same
-//! encoder settings as Lectern, against the small Opencast stand-in in
-//! `hil-tests/anchors/pyca/opencast_standin.py`.
+//! encoder settings as Lectern, against the Opencast test double (`opencast-double`, the release
+//! binary of `hil-tests/opencast-double`, Basic auth) — the same server `bench-kill` gives pyca.
 //!
 //! pyca installs into a virtualenv under the output directory (`OUT/pyca-venv`, reused by later
-//! runs with the same `--out`). The stand-in serves a calendar with one event starting a little
+//! runs with the same `--out`). The double serves a calendar with one event starting a little
 //! after pyca starts; pyca's schedule service fetches it, and its capture service starts the
 //! ffmpeg command of `hil-tests/anchors/pyca/pyca.conf.in` when the event begins. pyca runs as
 //! five processes (`pyca run` and its schedule, capture, ingest and agentstate children); ffmpeg
@@ -20,6 +20,46 @@ use crate::procfs;
 
 /// The pyca release the issue names as the anchor.
 pub const PYCA_VERSION: &str = "4.4";
+/// Credentials of the Opencast double (pyca sends them with Basic auth).
+pub const OC_USER: &str = "opencast_system_account";
+pub const OC_PASSWORD: &str = "bench-anchor";
+/// The capture-agent name pyca registers as in the recording benchmark.
+const PYCA_AGENT: &str = "lectern-bench-pyca";
+
+/// One event the double schedules: uid, agent, start and end (Unix seconds), title.
+pub struct DoubleEvent {
+    pub uid: String,
+    pub agent: String,
+    pub start: u64,
+    pub end: u64,
+    pub title: String,
+}
+
+/// Starts the release `opencast-double` from `bin` with Basic auth and `events`, logging to
+/// `dir/opencast-double.log`, and returns it with its URL once it listens.
+pub fn start_double(bin: &Path, dir: &Path, events: &[DoubleEvent]) -> Result<(Managed, String)> {
+    let mut cmd = Command::new(bin.join("opencast-double"));
+    cmd.args(["--basic", "--user", OC_USER, "--password", OC_PASSWORD]);
+    for e in events {
+        cmd.arg("--event").arg(format!(
+            "uid={},agent={},start={},end={},title={}",
+            e.uid, e.agent, e.start, e.end, e.title
+        ));
+    }
+    let log = dir.join("opencast-double.log");
+    let mut double = Managed::spawn("opencast-double", &mut cmd, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(url) = text.lines().find_map(|l| l.strip_prefix("listening on ")) {
+            return Ok((double, url.trim().to_owned()));
+        }
+        if double.exited().is_some() || Instant::now() > deadline {
+            bail!("opencast-double did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// A virtualenv with pyca installed, and the versions found.
 pub struct Setup {
@@ -70,21 +110,22 @@ pub fn prepare(out: &Path) -> Result<Setup> {
     })
 }
 
-/// A running pyca with its stand-in server and one scheduled event.
+/// A running pyca with its Opencast double and one scheduled event.
 pub struct Anchor {
     pub dir: PathBuf,
-    /// Declared before `standin` so that pyca is stopped first when dropped.
+    /// Declared before `double` so that pyca is stopped first when dropped.
     pyca: Managed,
-    standin: Managed,
+    double: Managed,
     /// When the scheduled event starts (pyca starts ffmpeg within about a second of it).
     pub event_start: Instant,
 }
 
 impl Anchor {
-    /// Starts the stand-in and pyca in `out/anchor`; the event begins `lead` from now.
+    /// Starts the double (from `bin`) and pyca in `out/anchor`; the event begins `lead` from now.
     pub fn start(
         setup: &Setup,
         root: &Path,
+        bin: &Path,
         out: &Path,
         minutes: u32,
         lead: Duration,
@@ -97,43 +138,27 @@ impl Anchor {
         let event_start = Instant::now() + (Duration::from_secs(start_epoch) - now);
 
         let anchors = root.join("hil-tests/anchors/pyca");
-        let port_file = dir.join("standin.port");
-        let _ = std::fs::remove_file(&port_file);
-        let standin = Managed::spawn(
-            "opencast stand-in",
-            Command::new("python3")
-                .arg(anchors.join("opencast_standin.py"))
-                .args([
-                    "--start",
-                    &start_epoch.to_string(),
-                    "--minutes",
-                    &minutes.to_string(),
-                    "--port-file",
-                ])
-                .arg(&port_file),
-            &dir.join("standin.log"),
+        let (double, url) = start_double(
+            bin,
+            &dir,
+            &[DoubleEvent {
+                uid: "bench-record".into(),
+                agent: PYCA_AGENT.into(),
+                start: start_epoch,
+                end: start_epoch + u64::from(minutes) * 60,
+                title: "bench-record".into(),
+            }],
         )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                break p.trim().to_owned();
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the Opencast stand-in did not start; see {}",
-                    dir.join("standin.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-
         let template = std::fs::read_to_string(anchors.join("pyca.conf.in"))?;
         let conf = dir.join("pyca.conf");
         std::fs::write(
             &conf,
             template
                 .replace("@OUT@", &dir.display().to_string())
-                .replace("@PORT@", &port),
+                .replace("@NAME@", PYCA_AGENT)
+                .replace("@URL@", &url)
+                .replace("@USER@", OC_USER)
+                .replace("@PASSWORD@", OC_PASSWORD),
         )?;
         let pyca = Managed::spawn(
             "pyca",
@@ -147,7 +172,7 @@ impl Anchor {
         Ok(Anchor {
             dir,
             pyca,
-            standin,
+            double,
             event_start,
         })
     }
@@ -200,7 +225,7 @@ impl Anchor {
             .find(|p| p.extension().is_some_and(|e| e == "mp4"))
     }
 
-    /// Stops pyca, then any ffmpeg still running, then the stand-in. pyca 4.4's capture service
+    /// Stops pyca, then any ffmpeg still running, then the double. pyca 4.4's capture service
     /// does not pass SIGTERM on to ffmpeg (its handler reads a global the capture never sets), so
     /// an ffmpeg that is still running is stopped here by its pid.
     pub fn stop(&mut self) {
@@ -209,7 +234,7 @@ impl Anchor {
         if let Some(pid) = ffmpeg.filter(|&p| procfs::alive(p)) {
             signal(pid, "TERM");
         }
-        self.standin.terminate(Duration::from_secs(5));
+        self.double.terminate(Duration::from_secs(5));
     }
 }
 

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::anchor::{self, first_line};
+use crate::anchor::{self, first_line, DoubleEvent, OC_PASSWORD, OC_USER};
 use crate::child::Managed;
 use crate::procfs;
 
@@ -99,9 +99,6 @@ const PYCA_LEAD: Duration = Duration::from_secs(12);
 const WARN_LEAD: Duration = Duration::from_millis(1500);
 /// How often the run polls for capture starts and kill instants.
 const POLL: Duration = Duration::from_millis(20);
-/// Credentials of the Opencast double (pyca sends them with Basic auth).
-const OC_USER: &str = "opencast_system_account";
-const OC_PASSWORD: &str = "bench-kill";
 
 /// How a round ends the systems under test.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -499,30 +496,19 @@ fn start_double(
     variants: &[Variant],
     start_epoch: u64,
 ) -> Result<(Managed, String)> {
-    let mut cmd = Command::new(ctx.bin.join("opencast-double"));
-    cmd.args(["--basic", "--user", OC_USER, "--password", OC_PASSWORD]);
     // The event outlasts the kill by a minute, so pyca's `-t` never ends a capture first.
     let end = start_epoch + ctx.seconds + 60;
-    for v in variants {
-        cmd.arg("--event").arg(format!(
-            "uid=bench-kill-{0},agent={1},start={start_epoch},end={end},title=bench-kill {0}",
-            v.slug(),
-            agent_name(*v)
-        ));
-    }
-    let log = dir.join("opencast-double.log");
-    let mut double = Managed::spawn("opencast-double", &mut cmd, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(url) = text.lines().find_map(|l| l.strip_prefix("listening on ")) {
-            return Ok((double, url.trim().to_owned()));
-        }
-        if double.exited().is_some() || Instant::now() > deadline {
-            bail!("opencast-double did not start; see {}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let events: Vec<DoubleEvent> = variants
+        .iter()
+        .map(|v| DoubleEvent {
+            uid: format!("bench-kill-{}", v.slug()),
+            agent: agent_name(*v),
+            start: start_epoch,
+            end,
+            title: format!("bench-kill {}", v.slug()),
+        })
+        .collect();
+    anchor::start_double(&ctx.bin, dir, &events)
 }
 
 fn agent_name(v: Variant) -> String {

@@ -132,14 +132,15 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     fresh_dir(&out.join("lectern"))?;
     fresh_dir(&out.join("anchor"))?;
 
-    // Only the two binaries the benchmark runs: the rest of the workspace need not build.
-    eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli");
+    // Only the binaries the benchmark runs (the Opencast double serves pyca's calendar): the
+    // rest of the workspace need not build.
+    eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli -p lectern-opencast-double");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "lecternd", "-p", "lectern-cli"])
+        .args(["build", "--release", "-p", "lecternd", "-p", "lectern-cli", "-p", "lectern-opencast-double"])
         .current_dir(root)
         .status()?;
     if !st.success() {
-        bail!("cargo build --release -p lecternd -p lectern-cli failed");
+        bail!("cargo build --release of lecternd, lectern and opencast-double failed");
     }
     let bin = root.join("target/release");
     let setup = if opts.anchor {
@@ -187,7 +188,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     }
 
     let mut anchor = match &setup {
-        Some(s) => Some(Anchor::start(s, root, &out, opts.minutes, ANCHOR_LEAD)?),
+        Some(s) => Some(Anchor::start(s, root, &bin, &out, opts.minutes, ANCHOR_LEAD)?),
         None => None,
     };
     // Idle footprints, for the notes: the daemon waiting, pyca waiting for its event.
