@@ -556,6 +556,17 @@ fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// What a V4L2 camera may deliver at the configured size and rate, raw first, then MJPEG
+/// (decoded by whatever `decodebin` ranks best: `jpegdec`, or the Pi's `v4l2jpegdec`). Many UVC
+/// webcams offer 1280x720@30 only as MJPEG, because raw YUYV at that size does not fit USB 2.0;
+/// with raw caps alone such a camera would never negotiate and the box would sit in its retry
+/// loop. A camera that offers both gets raw (the first structure wins), and `decodebin` passes
+/// raw video straight through.
+pub(crate) fn camera_formats(s: &CaptureSettings) -> String {
+    let (w, h, f) = (s.width, s.height, s.framerate);
+    format!("capsfilter caps=\"video/x-raw,width={w},height={h},framerate={f}/1;image/jpeg,width={w},height={h},framerate={f}/1\" ! decodebin name=vdec")
+}
+
 /// The whole pipeline as a `gst-launch` description. Raw video is pinned to I420 before the
 /// encoder: left free, x264enc negotiates Y444 from videotestsrc and writes High 4:4:4 Profile,
 /// which hardware decoders and browsers cannot play.
@@ -572,8 +583,9 @@ pub(crate) fn describe(
             format!("videotestsrc name=vsrc is-live=true pattern={pattern} horizontal-speed=4")
         }
         VideoSource::V4l2 { device } => format!(
-            "v4l2src name=vsrc device={}",
-            quote(&device.to_string_lossy())
+            "v4l2src name=vsrc device={} ! {}",
+            quote(&device.to_string_lossy()),
+            camera_formats(s)
         ),
     };
     let mut d = format!(
@@ -679,9 +691,39 @@ mod tests {
         };
         let d = describe(&s, "openh264enc", None);
         assert!(
-            d.starts_with(r#"v4l2src name=vsrc device="/dev/v4l/by-id/usb-Cam \"X\"" ! "#),
+            d.starts_with(r#"v4l2src name=vsrc device="/dev/v4l/by-id/usb-Cam \"X\"" ! capsfilter caps="video/x-raw,width=1280,height=720,framerate=30/1;image/jpeg,width=1280,height=720,framerate=30/1" ! decodebin name=vdec ! video/x-raw,"#),
             "{d}"
         );
         assert!(!d.contains("asrc"), "{d}");
+    }
+
+    /// The camera branch with stand-ins for the two kinds of UVC camera (no V4L2 device here):
+    /// one that sends raw video and one that sends only MJPEG. Both must come out as I420 frames
+    /// of the configured size, every frame.
+    #[test]
+    fn camera_branch_takes_raw_and_mjpeg_cameras() {
+        if gst::init().is_err() || ["jpegenc", "jpegdec", "decodebin"].iter().any(|e| gst::ElementFactory::find(e).is_none()) {
+            eprintln!("SKIPPED camera_branch_takes_raw_and_mjpeg_cameras: needs jpegenc, jpegdec, decodebin (gst-plugins-good, base)");
+            return;
+        }
+        let s = CaptureSettings { width: 320, height: 240, framerate: 30, ..Default::default() };
+        for (camera, encode) in [("raw", ""), ("mjpeg", " ! jpegenc")] {
+            let desc = format!(
+                "videotestsrc num-buffers=15 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1{encode} ! {} ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false",
+                camera_formats(&s)
+            );
+            let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+            let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let mut frames = 0;
+            while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+                let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                assert_eq!((caps.get::<i32>("width").unwrap(), caps.get::<i32>("height").unwrap()), (320, 240), "{camera}: {caps}");
+                assert_eq!(caps.get::<&str>("format").unwrap(), "I420", "{camera}: {caps}");
+                frames += 1;
+            }
+            pipeline.set_state(gst::State::Null).unwrap();
+            assert_eq!(frames, 15, "{camera} camera: {frames} of 15 frames came through");
+        }
     }
 }
