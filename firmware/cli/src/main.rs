@@ -71,6 +71,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Appends one formatted line to a `String` (formatting into a `String` cannot fail).
+macro_rules! out_line {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Writes the command's output to stdout. A reader that stopped reading (`lectern ... | grep -q`,
+/// `| head`) is not an error of ours: a broken pipe ends the output quietly, where `println!`
+/// would panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("lectern: writing to stdout: {e}");
+        }
+    }
+}
+
 fn config(opts: &Opts) -> anyhow::Result<Config> {
     Ok(match &opts.config {
         Some(p) => Config::load(p)?,
@@ -103,9 +124,9 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
         }
     };
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&value)?));
     } else {
-        print_human(&words, &value);
+        emit(&human(&words, &value));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -116,7 +137,7 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
 fn schedule_parse(file: &Path) -> anyhow::Result<ExitCode> {
     match lectern_schedule::load_file(file) {
         Ok(events) => {
-            println!("{}", serde_json::to_string_pretty(&events)?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&events)?));
             Ok(ExitCode::SUCCESS)
         }
         Err(lectern_schedule::ScheduleError::Parse { line, message }) => {
@@ -141,7 +162,7 @@ fn sim(opts: &Opts, words: &[&str]) -> anyhow::Result<ExitCode> {
     };
     let socket = config(opts)?.board.sim_socket;
     let reply = lectern_board::sim_request(&socket, &line)?;
-    println!("{reply}");
+    emit(&format!("{reply}\n"));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -153,15 +174,16 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_human(words: &[&str], v: &Value) {
+fn human(words: &[&str], v: &Value) -> String {
+    let mut out = String::new();
     match words.first().copied() {
         Some("recordings") => {
             let empty = Vec::new();
             let list = v["recordings"].as_array().unwrap_or(&empty);
-            println!("{:<36} {:<11} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "kind", "duration", "parts", "segs", "bytes");
+            out_line!(out, "{:<36} {:<11} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "kind", "duration", "parts", "segs", "bytes");
             for r in list {
                 let dur = r["media_duration_ns"].as_f64().unwrap_or(0.0) / 1e9;
-                println!(
+                out_line!(out, 
                     "{:<36} {:<11} {:<9} {:>8.1}s {:>5} {:>5} {:>12}  {}",
                     s(&r["id"]),
                     s(&r["state"]),
@@ -174,43 +196,44 @@ fn print_human(words: &[&str], v: &Value) {
                 );
             }
             if list.is_empty() {
-                println!("(no recordings)");
+                out_line!(out, "(no recordings)");
             }
         }
         Some("segments") => {
             let empty = Vec::new();
             for seg in v["segments"].as_array().unwrap_or(&empty) {
-                println!("{}", serde_json::to_string(seg).unwrap_or_default());
+                out_line!(out, "{}", serde_json::to_string(seg).unwrap_or_default());
             }
         }
         _ => {
             if v.get("state").is_some() {
-                println!("state:     {}", s(&v["state"]));
+                out_line!(out, "state:     {}", s(&v["state"]));
             }
             if let Some(r) = v.get("recording").filter(|r| !r.is_null()) {
-                println!("recording: {} ({}) \"{}\" since {}, until {}", s(&r["id"]), s(&r["kind"]), s(&r["title"]), s(&r["started_at"]), s(&r["planned_end"]));
+                out_line!(out, "recording: {} ({}) \"{}\" since {}, until {}", s(&r["id"]), s(&r["kind"]), s(&r["title"]), s(&r["started_at"]), s(&r["planned_end"]));
                 if !r["last_error"].is_null() {
-                    println!("error:     {} (retry at {})", s(&r["last_error"]), s(&v["retry_at"]));
+                    out_line!(out, "error:     {} (retry at {})", s(&r["last_error"]), s(&v["retry_at"]));
                 }
             }
             if let Some(st) = v.get("stopped").filter(|r| !r.is_null()) {
-                println!("stopped:   {} {} ({} segments, {} bytes)", s(&st["id"]), s(&st["state"]), s(&st["segments"]), s(&st["bytes"]));
+                out_line!(out, "stopped:   {} {} ({} segments, {} bytes)", s(&st["id"]), s(&st["state"]), s(&st["segments"]), s(&st["bytes"]));
             }
             if v.get("led").is_some() {
-                println!("led:       {}", s(&v["led"]));
-                println!("encoder:   {}", s(&v["encoder"]["element"]));
-                println!("media:     {}", s(&v["media_dir"]));
+                out_line!(out, "led:       {}", s(&v["led"]));
+                out_line!(out, "encoder:   {}", s(&v["encoder"]["element"]));
+                out_line!(out, "media:     {}", s(&v["media_dir"]));
             }
             for (name, d) in [("camera", &v["devices"]["camera"]), ("mic", &v["devices"]["mic"])] {
                 if !d.is_null() {
-                    println!("{:<10} {}", format!("{name}:"), device_line(d));
+                    out_line!(out, "{:<10} {}", format!("{name}:"), device_line(d));
                 }
             }
             if v["provisioned"] == false {
-                println!("provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
+                out_line!(out, "provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
             }
         }
     }
+    out
 }
 
 /// One line for a probed input of `status.devices`: its device and whether it opened when last

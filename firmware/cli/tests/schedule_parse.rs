@@ -56,3 +56,28 @@ fn schedule_parse_reads_the_shared_opencast_fixture() {
         assert!(e["start"].as_str().unwrap().ends_with('Z'), "{e}");
     }
 }
+
+/// Regression: `lectern --json status | grep -q ...` in the demo printed a panic ("failed
+/// printing to stdout: Broken pipe") whenever grep had its match and closed the pipe before the
+/// CLI finished writing. A reader that stops reading must end the output quietly, exit 0.
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_not_a_panic() {
+    let path = std::env::temp_dir().join(format!("lectern-schedule-pipe-{}.ics", std::process::id()));
+    // Many events, so the JSON is far larger than a pipe buffer and the write must hit EPIPE.
+    let vevent = EVENT.strip_prefix("BEGIN:VCALENDAR\r\n").and_then(|e| e.strip_suffix("END:VCALENDAR\r\n")).unwrap();
+    let events: String = (0..2000).map(|i| vevent.replace("UID:u1", &format!("UID:u{i}"))).collect();
+    std::fs::write(&path, format!("BEGIN:VCALENDAR\r\n{events}END:VCALENDAR\r\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lectern"))
+        .args(["schedule", "parse"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away without reading
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
