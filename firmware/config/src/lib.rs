@@ -128,6 +128,7 @@ struct RawJournal {
     media_dir: Option<PathBuf>,
     segment_seconds: Option<f64>,
     fsync_interval_ms: Option<u64>,
+    min_free_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +225,9 @@ pub struct JournalConfig {
     pub media_dir: PathBuf,
     pub segment: Duration,
     pub fsync_interval: Duration,
+    /// Free space the journal keeps on the media volume: no part opens and a recording part
+    /// ends at its next segment cut below it. Zero turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +554,7 @@ impl Validator<'_> {
             media_dir: self.path(j.media_dir.unwrap_or_else(|| PathBuf::from("/var/lib/lectern"))),
             segment: Duration::from_secs_f64(segment_seconds),
             fsync_interval: Duration::from_millis(self.range("journal.fsync_interval_ms", j.fsync_interval_ms, 800, 50, 10_000)?),
+            min_free_bytes: self.range("journal.min_free_mb", j.min_free_mb, 256, 0, 1_048_576)? * 1024 * 1024,
         };
 
         let schedule = ScheduleConfig {
@@ -614,8 +619,17 @@ mod tests {
         // 800 ms plus the ≤ 1/20 hold of a partial page plus the ~70 ms the encoder and muxer
         // hold (zerolatency) keeps an unwarned cut's loss under 1 s (docs/decisions.md D13).
         assert_eq!(c.journal.fsync_interval, Duration::from_millis(800));
+        assert_eq!(c.journal.min_free_bytes, 256 * 1024 * 1024);
         assert_eq!(c.capture.x264_tune.as_deref(), Some("zerolatency"));
         assert_eq!(c.capture.probe_interval, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn min_free_mb_is_kept_in_bytes_and_zero_turns_the_reserve_off() {
+        let reserve = |text: &str| Config::parse(text, None).unwrap().journal.min_free_bytes;
+        assert_eq!(reserve(""), 256 << 20);
+        assert_eq!(reserve("[journal]\nmin_free_mb = 0"), 0);
+        assert_eq!(reserve("[journal]\nmin_free_mb = 3"), 3 << 20);
     }
 
     #[test]
@@ -658,6 +672,7 @@ mod tests {
             ("[agent]\nname = \"room 101\"", "key `agent.name`"),
             ("[capture]\nretry_initial_s = 10\nretry_max_s = 5", "key `capture.retry_max_s`"),
             ("[capture]\nprobe_interval_s = 100000", "key `capture.probe_interval_s`"),
+            ("[journal]\nmin_free_mb = 2000000", "key `journal.min_free_mb`: expected a number from 0 to 1048576"),
         ];
         for (text, want) in cases {
             let e = err(text);

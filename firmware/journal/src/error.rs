@@ -108,6 +108,23 @@ pub enum JournalError {
         id: String,
     },
 
+    /// Less than the configured reserve (`journal.min_free_mb`) is free on the media volume: no
+    /// part opens, and a recording part is committed and ended at its next segment cut, long
+    /// before a write would fail with ENOSPC or SQLite with SQLITE_FULL.
+    #[error(
+        "storage full: {path} has {} MB free, below the {} MB reserve (journal.min_free_mb)",
+        free_bytes / (1024 * 1024),
+        reserve_bytes / (1024 * 1024)
+    )]
+    StorageFull {
+        /// The media directory.
+        path: PathBuf,
+        /// Bytes free for writing when it was read.
+        free_bytes: u64,
+        /// The reserve the journal keeps.
+        reserve_bytes: u64,
+    },
+
     /// A live [`crate::PartWriter`] still owns an open part of this
     /// recording; it must be finished (or dropped) first.
     #[error("recording {id} still has a live writer on part {part_seq}")]

@@ -183,6 +183,9 @@ impl Journal {
                 })
             }
         }
+        // Nothing of the part exists yet, so a card below the reserve refuses it cleanly: no row,
+        // no directory, and the caller's retry back-off opens one once space is freed.
+        crate::space::check_reserve(self.opts.free_space, self.opts.min_free_bytes, &self.ctx.media_dir)?;
         self.recover_orphans(recording_id, now_ms)?;
 
         let part_seq: u32 = self

@@ -74,6 +74,11 @@
 //!    SHA-256, PTS range, duration and audio levels; the next segment's open
 //!    row is inserted in the same transaction (one WAL commit per cut, for
 //!    write amplification), then the keyframe chunk opens its file.
+//!    *Storage-full guard*: each cut first reads the free space under the
+//!    media directory (one `statvfs`, [`FreeSpace`]); below `min_free_bytes`
+//!    the open segment is committed alone, no next one opens, and the push
+//!    (and every later one) returns [`JournalError::StorageFull`]. Opening a
+//!    part below the reserve is refused the same way before anything exists.
 //! 4. *Finish*: the open segment is committed the same way (or, if it holds
 //!    no bytes, its file and then its row are removed) and the part is
 //!    marked closed, interrupted or failed.
@@ -132,6 +137,7 @@ mod model;
 mod outbox;
 pub mod recovery;
 mod schedule_cache;
+mod space;
 mod stitch_store;
 mod ts;
 mod writer;
@@ -149,6 +155,7 @@ pub use model::{
 };
 pub use outbox::{Enqueued, NewEntry, Outbox, OutboxEntry, OUTBOX_CAPACITY, OUTBOX_DONE_KEEP};
 pub use recovery::{RecoveryAction, RecoveryReport};
+pub use space::{statvfs_free, FreeSpace};
 pub use schedule_cache::{ReplyOutcome, ScheduleMeta, SCHEDULE_RETENTION_MS};
 pub use ts::{
     encode_pts, pes_pts, pts90k_to_ns, sha256_file, verify_ts_file, TsScan, TsScanner,

@@ -11,6 +11,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::Serialize;
 
 use crate::error::{JournalError, Result};
+use crate::space::FreeSpace;
 
 /// Tunables of the journal. Both durations are compared against the
 /// [`std::time::Instant`] / PTS values the caller passes in, never against a
@@ -22,6 +23,11 @@ pub struct JournalOptions {
     /// Maximum time unsynced data may sit in the page cache while a segment
     /// is open; this bounds what a power cut can take.
     pub fsync_interval: Duration,
+    /// Bytes kept free on the media volume (`journal.min_free_mb`): no part opens below it, and
+    /// a recording part ends at the segment cut that finds less. Zero turns the guard off.
+    pub min_free_bytes: u64,
+    /// How free space is read; [`FreeSpace::STATVFS`] except in tests.
+    pub free_space: FreeSpace,
 }
 
 impl Default for JournalOptions {
@@ -29,6 +35,10 @@ impl Default for JournalOptions {
         JournalOptions {
             segment_target: Duration::from_secs(2),
             fsync_interval: Duration::from_millis(800),
+            // Off in the library: the reserve is a deployment decision the daemon takes from
+            // `journal.min_free_mb` (default 256 MB there).
+            min_free_bytes: 0,
+            free_space: FreeSpace::STATVFS,
         }
     }
 }

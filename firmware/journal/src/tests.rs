@@ -1264,3 +1264,99 @@ fn regression_wrapped_pts_does_not_fail_the_commit() {
     let part = w.finish(PartEnd::Closed, T0_MS + 1).unwrap();
     assert_eq!(part.segments, 2);
 }
+
+// ---------------------------------------------------------------------------
+// Storage-full guard
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// The simulated card's free bytes; each test drives it on its own thread.
+    static SIM_FREE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+fn sim_free(_: &Path) -> std::io::Result<Option<u64>> {
+    Ok(SIM_FREE.with(|f| f.get()))
+}
+
+const RESERVE: u64 = 64 * 1024 * 1024;
+
+fn reserve_journal(free: Option<u64>) -> (tempfile::TempDir, Journal) {
+    SIM_FREE.with(|f| f.set(free));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { min_free_bytes: RESERVE, free_space: FreeSpace(sim_free), ..test_options() };
+    let (journal, _) = Journal::open(dir.path(), opts, T0_MS).unwrap();
+    (dir, journal)
+}
+
+#[test]
+fn open_part_below_the_reserve_is_refused_and_leaves_nothing() {
+    let (dir, mut journal) = reserve_journal(Some(RESERVE - 1));
+    start(&mut journal, "full");
+    let err = journal.open_part("full", "test", T0_MS).unwrap_err();
+    assert!(matches!(err, JournalError::StorageFull { free_bytes, reserve_bytes, .. }
+        if free_bytes == RESERVE - 1 && reserve_bytes == RESERVE), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("63 MB free") && msg.contains("64 MB reserve"), "{msg}");
+    // No part row and no part directory: the refusal happened before anything was created.
+    assert!(!dir.path().join(RECORDINGS_DIR).join("full").exists());
+    // Space freed: the same recording opens its part.
+    SIM_FREE.with(|f| f.set(Some(RESERVE)));
+    let w = journal.open_part("full", "test", T0_MS).unwrap();
+    assert_eq!(w.part_seq(), 1);
+}
+
+#[test]
+fn a_filesystem_that_reports_no_size_and_a_zero_reserve_never_refuse() {
+    let (_dir, mut journal) = reserve_journal(None);
+    start(&mut journal, "nosize");
+    journal.open_part("nosize", "test", T0_MS).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { min_free_bytes: 0, free_space: FreeSpace(|_| panic!("a zero reserve reads nothing")), ..test_options() };
+    let (mut journal, _) = Journal::open(dir.path(), opts, T0_MS).unwrap();
+    start(&mut journal, "off");
+    journal.open_part("off", "test", T0_MS).unwrap();
+}
+
+#[test]
+fn the_real_statvfs_reading_sees_free_space_on_the_test_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = statvfs_free(dir.path()).unwrap().expect("the temp volume reports its size");
+    assert!(free > 0);
+    let err = statvfs_free(&dir.path().join("missing")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn a_card_filling_mid_part_ends_the_part_at_the_next_cut_with_committed_segments_intact() {
+    let (_dir, mut journal) = reserve_journal(Some(RESERVE * 2));
+    start(&mut journal, "filling");
+    let mut w = journal.open_part("filling", "test", T0_MS).unwrap();
+    let t0 = Instant::now();
+    let chunks = stream(0, 10_000, Psi::Stamped, key_every(1000));
+    let mut refused = None;
+    for c in &chunks {
+        let at_ms = c.pts_ns.unwrap_or(0) / MS;
+        // The card drops below the reserve 4.5 s in: the cut at 6 s is the first to see it.
+        if at_ms >= 4500 {
+            SIM_FREE.with(|f| f.set(Some(RESERVE / 2)));
+        }
+        match w.push_data(&c.bytes, c.pts_ns, c.keyframe, t0 + Duration::from_millis(at_ms), T0_MS + at_ms as i64) {
+            Ok(_) => assert!(refused.is_none(), "data accepted after the storage-full stop at {at_ms} ms"),
+            Err(e) => {
+                assert!(matches!(e, JournalError::StorageFull { .. }), "{e:?}");
+                refused.get_or_insert(at_ms);
+            }
+        }
+    }
+    assert_eq!(refused, Some(6000), "the part stops at the first cut below the reserve");
+    assert_eq!(w.open_segment_syncs(), None, "no segment is open after the stop");
+    let summary = w.finish(PartEnd::Failed("journal: storage full".into()), T0_MS + 10_000).unwrap();
+    assert_eq!((summary.segments, summary.state), (3, PartState::Failed));
+    assert_eq!(summary.end_reason.as_deref(), Some("journal: storage full"));
+    let got: Vec<(u64, u64)> = journal.segments("filling").unwrap().iter()
+        .map(|s| (s.first_pts_ns.unwrap() / MS, s.duration_ns.unwrap() / MS)).collect();
+    assert_eq!(got, [(0, 2000), (2000, 2000), (4000, 2000)], "whole segments up to the cut, nothing after");
+    assert_rows_match_files(&journal, "filling");
+    journal.finish_recording("filling", Outcome::Interrupted("storage full".into()), T0_MS + 11_000).unwrap();
+    assert_eq!(journal.recording("filling").unwrap().unwrap().state, RecordingState::Interrupted);
+}

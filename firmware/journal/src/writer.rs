@@ -8,7 +8,9 @@
 //! segment 1 → each keyframe chunk at or past `segment_target` of media time
 //! commits the open segment and opens the next one starting with that chunk
 //! → `finish` commits (or, if empty, drops) the open segment and closes the
-//! part. Dropping a writer without `finish` deliberately does nothing to the
+//! part. A cut that finds less free space than the reserve (`min_free_bytes`)
+//! commits the open segment, opens none and refuses every later push with
+//! [`crate::JournalError::StorageFull`]; the caller then finishes the part. Dropping a writer without `finish` deliberately does nothing to the
 //! index: the part and its open segment stay `open` and are recovered later
 //! exactly like after a power cut.
 
@@ -23,10 +25,11 @@ use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
 
 use crate::db::Ctx;
-use crate::error::{DbContext, IoContext, Result};
+use crate::error::{DbContext, IoContext, JournalError, Result};
 use crate::fsio::{fsync_dir, segment_rel};
 use crate::levels::LevelAccumulator;
 use crate::model::{CommittedSegment, JournalOptions, PartEnd, PartState, PartSummary};
+use crate::space::check_reserve;
 use crate::ts::hex;
 
 /// Write buffer per open segment. Chunks are often a single 188-byte packet
@@ -257,6 +260,9 @@ pub struct PartWriter {
     committed: u32,
     committed_bytes: u64,
     last_committed: Option<CommittedSegment>,
+    /// Set when a segment cut found less free space than the reserve: the part was committed up
+    /// to that cut and takes no more data; every later push answers with this refusal.
+    storage_full: Option<(u64, u64)>,
     _live: LiveGuard,
 }
 
@@ -300,6 +306,7 @@ impl PartWriter {
             committed: 0,
             committed_bytes: 0,
             last_committed: None,
+            storage_full: None,
             _live: live,
         }
     }
@@ -339,6 +346,9 @@ impl PartWriter {
         // ("out of range integral type conversion") and failed the recording. Treat it as
         // unstamped: the cut rule already copes with chunks without a PTS.
         let pts_ns = pts_ns.filter(|&p| i64::try_from(p).is_ok());
+        if let Some((free_bytes, reserve_bytes)) = self.storage_full {
+            return Err(JournalError::StorageFull { path: self.ctx.media_dir.clone(), free_bytes, reserve_bytes });
+        }
         let media_pts = pts_ns.or(self.last_pts_seen);
         let mut committed = None;
         if let Some(seg) = &self.open {
@@ -346,6 +356,17 @@ impl PartWriter {
                 && seg.bytes > 0
                 && cut_due(seg.first_pts, media_pts, self.opts.segment_target)
             {
+                // The storage-full guard, read once per cut: below the reserve the open segment is
+                // committed whole and no next one opens, so the part ends on a segment boundary
+                // instead of writing on until ENOSPC tears a segment or SQLite reports it full.
+                if let Err(e) = check_reserve(self.opts.free_space, self.opts.min_free_bytes, &self.ctx.media_dir) {
+                    // The caller logs and reports the error; `finish` logs the part's end.
+                    if let JournalError::StorageFull { free_bytes, reserve_bytes, .. } = &e {
+                        self.commit_open(pts_ns, now_ms, None)?;
+                        self.storage_full = Some((*free_bytes, *reserve_bytes));
+                    }
+                    return Err(e);
+                }
                 // The old segment lasts until this chunk's PTS; if the chunk
                 // has none, its duration is estimated like a final segment's.
                 // One SQLite transaction commits the old row and inserts the next one: half the

@@ -239,7 +239,12 @@ impl Daemon {
         let encoder = lectern_capture::probe_encoder(&settings.encoder).context("no usable H.264 encoder")?;
         log::info!(target: "lecternd", "encoder {}: {}", encoder.element, encoder.reason);
 
-        let opts = JournalOptions { segment_target: config.journal.segment, fsync_interval: config.journal.fsync_interval };
+        let opts = JournalOptions {
+            segment_target: config.journal.segment,
+            fsync_interval: config.journal.fsync_interval,
+            min_free_bytes: config.journal.min_free_bytes,
+            free_space: lectern_journal::FreeSpace::STATVFS,
+        };
         let (mut journal, report) = Journal::open(&config.journal.media_dir, opts, clock.now_ms())
             .with_context(|| format!("journal in {}", config.journal.media_dir.display()))?;
         for action in &report.actions {
@@ -778,6 +783,23 @@ impl Daemon {
         }
     }
 
+    /// Free space on the media volume against the journal's reserve, read when asked (one
+    /// `statvfs`): `full` is what makes the journal refuse parts. `free_mb` is null when the
+    /// volume reports no size or cannot be read (the error is then given).
+    fn storage_json(&self) -> Value {
+        let reserve = self.config.journal.min_free_bytes;
+        let (free, error) = match lectern_journal::statvfs_free(&self.config.journal.media_dir) {
+            Ok(free) => (free, None),
+            Err(e) => (None, Some(format!("statvfs {}: {e}", self.config.journal.media_dir.display()))),
+        };
+        json!({
+            "free_mb": free.map(|f| f / (1024 * 1024)),
+            "reserve_mb": reserve / (1024 * 1024),
+            "full": reserve > 0 && free.is_some_and(|f| f < reserve),
+            "error": error,
+        })
+    }
+
     fn status_json(&self) -> Value {
         let state = self.recorder.state();
         let recording = state.active().map(|a| {
@@ -828,6 +850,7 @@ impl Daemon {
                 "error": self.schedule_error,
             },
             "media_dir": self.config.journal.media_dir.display().to_string(),
+            "storage": self.storage_json(),
             "stitching": self.stitching,
             "clock": { "trusted": self.clock_trusted, "reason": self.clock_reason },
             "opencast": self.agent.as_ref().map(|a| json!({
