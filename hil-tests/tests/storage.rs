@@ -79,6 +79,7 @@ fn a_full_card_ends_the_part_cleanly_and_recording_resumes_once_space_is_freed()
     let free_at_start = free_bytes(&media);
     assert!(free_at_start > RESERVE_MB * MB, "filler left {free_at_start} bytes");
 
+    let started = std::time::Instant::now();
     let id = d.ctl(Request::RecordStart { title: Some("Full card".into()) }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
     let mut status = d.status();
     wait_until("the storage-full error in status", Duration::from_secs(60), || {
@@ -86,6 +87,7 @@ fn a_full_card_ends_the_part_cleanly_and_recording_resumes_once_space_is_freed()
         status["recording"]["last_error"].as_str().is_some_and(|e| e.contains("storage full"))
     })
     .unwrap_or_else(|e| panic!("{e}; status {status:#}\nfree {} bytes\nlog:\n{}", free_bytes(&media), d.log_text()));
+    let full_after = started.elapsed();
     let err = status["recording"]["last_error"].as_str().unwrap().to_owned();
     assert!(err.contains(&media.display().to_string()) && err.contains("reserve"), "{err}");
     assert_eq!(status["led"], "error", "{status:#}");
@@ -117,6 +119,15 @@ fn a_full_card_ends_the_part_cleanly_and_recording_resumes_once_space_is_freed()
     let log = d.log_text();
     let lines = log.lines().filter(|l| l.contains("storage full")).count();
     assert!((1..=12).contains(&lines), "{lines} storage-full log lines in ~5 s:\n{log}");
+
+    eprintln!(
+        "storage full after {full_after:.1?}: {} segments ({} bytes) committed; free {} -> {} bytes (reserve {} bytes); {lines} storage-full log lines in ~5 s of retries",
+        segs.len(),
+        segs.iter().map(|s| s.bytes).sum::<i64>(),
+        free_at_start,
+        free_after,
+        RESERVE_MB * MB,
+    );
 
     // The operator frees space: the recording resumes by itself as a new part.
     std::fs::remove_file(&filler).unwrap();
