@@ -61,9 +61,11 @@ impl Daemon {
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Result<Daemon> {
         let config = dir.path().join("lectern.toml");
         if !config.exists() {
+            // The storage reserve is 16 MB rather than the default 256 MB, so the scenarios do not
+            // depend on how full the test machine's disk is (tests/storage.rs sets its own).
             let base = "[board]\nbackend = \"sim\"\nsim_socket = \"run/sim.sock\"\ndebounce_ms = 10\nlong_press_ms = 800\n\
                         [control]\nsocket = \"run/control.sock\"\n\
-                        [journal]\nmedia_dir = \"media\"\n\
+                        [journal]\nmedia_dir = \"media\"\nmin_free_mb = 16\n\
                         [clock]\ntrust = \"always\"\n";
             std::fs::write(&config, merge(base, extra))?;
             // The journal refuses a missing media directory (an unmounted card must not fill the root fs).
