@@ -246,23 +246,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
-    eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli -p lectern-opencast-double");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "lecternd",
-            "-p",
-            "lectern-cli",
-            "-p",
-            "lectern-opencast-double",
-        ])
-        .current_dir(root)
-        .status()?;
-    if !st.success() {
-        bail!("cargo build --release of lecternd, lectern and opencast-double failed");
-    }
+    crate::cargo_build_release(root, anchor::BENCH_PACKAGES)?;
     let setup = anchor::prepare(&out)?;
     let mut cameras = Vec::new();
     for v in Variant::ALL {

@@ -132,16 +132,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     fresh_dir(&out.join("lectern"))?;
     fresh_dir(&out.join("anchor"))?;
 
-    // Only the binaries the benchmark runs (the Opencast double serves pyca's calendar): the
-    // rest of the workspace need not build.
-    eprintln!("xtask: cargo build --release -p lecternd -p lectern-cli -p lectern-opencast-double");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "lecternd", "-p", "lectern-cli", "-p", "lectern-opencast-double"])
-        .current_dir(root)
-        .status()?;
-    if !st.success() {
-        bail!("cargo build --release of lecternd, lectern and opencast-double failed");
-    }
+    crate::cargo_build_release(root, anchor::BENCH_PACKAGES)?;
     let bin = root.join("target/release");
     let setup = if opts.anchor {
         Some(anchor::prepare(&out)?)

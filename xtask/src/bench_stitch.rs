@@ -73,19 +73,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
 
-    eprintln!("xtask: cargo build --release -p lectern-stitch --example stitch");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "lectern-stitch",
-            "--example",
-            "stitch",
-        ])
-        .current_dir(root)
-        .status()?;
-    ensure!(st.success(), "building the stitch example failed");
+    crate::cargo_build_release(root, &["-p", "lectern-stitch", "--example", "stitch"])?;
     let stitcher = root.join("target/release/examples/stitch");
 
     let clip = encode_clip(&out, opts.clip_seconds)?;

@@ -67,3 +67,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// `cargo build --release ARGS` in the workspace root (the cargo that runs xtask, if known),
+/// announced on stderr; an error if the build fails. The benchmarks build only what they run.
+pub(crate) fn cargo_build_release(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: cargo build --release {}", args.join(" "));
+    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release"])
+        .args(args)
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(st.success(), "cargo build --release {} failed", args.join(" "));
+    Ok(())
+}
