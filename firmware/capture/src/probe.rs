@@ -56,28 +56,24 @@ pub struct DeviceReport {
 /// Checks that the camera and the microphone of `settings` can be opened now. Blocks for as
 /// long as the drivers take to open and close the devices (milliseconds for V4L2 and ALSA).
 pub fn probe_inputs(settings: &CaptureSettings) -> DeviceReport {
-    let camera = match &settings.video {
-        VideoSource::Test { .. } => InputCheck { input: Input::Camera, device: "test".into(), result: Ok(()) },
-        VideoSource::V4l2 { device } => {
-            let shown = device.display().to_string();
-            // A node that is not there at all gets the plainest message: "no such device node".
-            let result = match std::fs::metadata(device) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unavailable(Input::Camera, &shown, "no such device node".into())),
-                Err(e) => Err(unavailable(Input::Camera, &shown, format!("cannot look at the device node: {e}"))),
-                Ok(_) => open_source(Input::Camera, "v4l2src", &shown),
-            };
-            InputCheck { input: Input::Camera, device: shown, result }
-        }
+    let shown = settings.camera_device();
+    let result = match &settings.video {
+        VideoSource::Test { .. } => Ok(()),
+        // A node that is not there at all gets the plainest message: "no such device node".
+        VideoSource::V4l2 { device } => match std::fs::metadata(device) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unavailable(Input::Camera, &shown, "no such device node".into())),
+            Err(e) => Err(unavailable(Input::Camera, &shown, format!("cannot look at the device node: {e}"))),
+            Ok(_) => open_source(Input::Camera, "v4l2src", &shown),
+        },
     };
-    let mic = match &settings.audio {
-        AudioSource::None => None,
-        AudioSource::Test { .. } => Some(InputCheck { input: Input::Mic, device: "test".into(), result: Ok(()) }),
-        AudioSource::Alsa { device } => Some(InputCheck {
-            input: Input::Mic,
-            device: device.clone(),
-            result: open_source(Input::Mic, "alsasrc", device),
-        }),
-    };
+    let camera = InputCheck { input: Input::Camera, device: shown, result };
+    let mic = settings.mic_device().map(|device| {
+        let result = match &settings.audio {
+            AudioSource::Alsa { .. } => open_source(Input::Mic, "alsasrc", &device),
+            AudioSource::Test { .. } | AudioSource::None => Ok(()),
+        };
+        InputCheck { input: Input::Mic, device, result }
+    });
     DeviceReport { camera, mic }
 }
 

@@ -86,6 +86,23 @@ impl Default for CaptureSettings {
 }
 
 impl CaptureSettings {
+    /// The camera as messages and the status name it: its V4L2 node, or `test` for the simulated one.
+    pub fn camera_device(&self) -> String {
+        match &self.video {
+            VideoSource::Test { .. } => "test".to_owned(),
+            VideoSource::V4l2 { device } => device.display().to_string(),
+        }
+    }
+
+    /// The mic likewise: its ALSA PCM name, `test`, or `None` for a capture without audio.
+    pub fn mic_device(&self) -> Option<String> {
+        match &self.audio {
+            AudioSource::None => None,
+            AudioSource::Test { .. } => Some("test".to_owned()),
+            AudioSource::Alsa { device } => Some(device.clone()),
+        }
+    }
+
     /// Keyframe interval expressed in frames, at least 1.
     pub fn keyframe_interval_frames(&self) -> u32 {
         let frames = (self.keyframe_interval.as_secs_f64() * f64::from(self.framerate)).round();

@@ -116,12 +116,10 @@ struct Daemon {
     probe_in_flight: bool,
     next_probe: Instant,
     devices_claimed: bool,
-    /// What the last probe found, for `status`; the failing inputs, for STATUS=.
+    /// What the last probe found, for `status` (the failing inputs, for STATUS= and the LED,
+    /// live in the recorder: `Recorder::device_problem`).
     camera: DeviceView,
     mic: Option<DeviceView>,
-    device_problem: Option<String>,
-    /// Whether the box has any schedule source (see `provisioned`).
-    provisioned: bool,
 }
 
 /// One input as `status` reports it: `ok` is `None` until it was probed.
@@ -312,16 +310,8 @@ impl Daemon {
             }
             None => None,
         };
-        let camera = DeviceView::unprobed(match &settings.video {
-            lectern_capture::VideoSource::Test { .. } => "test".to_owned(),
-            lectern_capture::VideoSource::V4l2 { device } => device.display().to_string(),
-        });
-        let mic = match &settings.audio {
-            lectern_capture::AudioSource::None => None,
-            lectern_capture::AudioSource::Test { .. } => Some(DeviceView::unprobed("test".to_owned())),
-            lectern_capture::AudioSource::Alsa { device } => Some(DeviceView::unprobed(device.clone())),
-        };
-        let provisioned = provisioned(&config);
+        let camera = DeviceView::unprobed(settings.camera_device());
+        let mic = settings.mic_device().map(DeviceView::unprobed);
         let mut daemon = Daemon {
             config,
             clock,
@@ -365,8 +355,6 @@ impl Daemon {
             devices_claimed: false,
             camera,
             mic,
-            device_problem: None,
-            provisioned,
         };
         daemon.check_clock();
         daemon.start_agent()?;
@@ -377,7 +365,7 @@ impl Daemon {
             })?);
         }
         daemon.board.led.set_pattern(led_pattern(daemon.recorder.idle_led()));
-        if !daemon.provisioned {
+        if !provisioned(&daemon.config) {
             log::warn!(target: "lecternd", "not provisioned: no [schedule] ics, ics_url or [opencast] url; recording only on the button or `lectern record start`");
         }
         daemon.reload_schedule(true);
@@ -746,8 +734,7 @@ impl Daemon {
             .into_iter()
             .filter_map(|(input, view)| view.filter(|v| v.ok == Some(false)).map(|v| format!("{input} {} unavailable", v.device)))
             .collect();
-        self.device_problem = (!failing.is_empty()).then(|| failing.join(", "));
-        let _ = self.feed(lectern_recorder::Event::DevicesProbed { problem: self.device_problem.clone() });
+        let _ = self.feed(lectern_recorder::Event::DevicesProbed { problem: (!failing.is_empty()).then(|| failing.join(", ")) });
     }
 
     fn control(&mut self, req: Request) -> Result<Value, String> {
@@ -864,7 +851,7 @@ impl Daemon {
                 "outbox_pending": a.pending(),
             })),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
-            "provisioned": self.provisioned,
+            "provisioned": provisioned(&self.config),
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
@@ -1159,10 +1146,10 @@ impl Daemon {
             None => self.recorder.state().name().to_owned(),
         };
         // Like the LED: a device problem is news while idle; during a recording its own state says more.
-        if let Some(problem) = self.device_problem.as_ref().filter(|_| *self.recorder.state() == State::Idle) {
+        if let Some(problem) = self.recorder.device_problem().filter(|_| *self.recorder.state() == State::Idle) {
             line.push_str(&format!("; {problem}"));
         }
-        if !self.provisioned {
+        if !provisioned(&self.config) {
             line.push_str("; not provisioned");
         }
         if line != self.status_line {

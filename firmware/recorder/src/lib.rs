@@ -269,6 +269,11 @@ impl Recorder {
         &self.schedule
     }
 
+    /// What the last [`Event::DevicesProbed`] said failed, if anything.
+    pub fn device_problem(&self) -> Option<&str> {
+        self.device_problem.as_deref()
+    }
+
     /// The LED pattern for an idle box (module doc): a device problem, then not provisioned.
     /// The daemon shows it at start-up; afterwards it arrives as [`Action::SetLed`].
     pub fn idle_led(&self) -> Led {
