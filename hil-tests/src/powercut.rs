@@ -182,17 +182,14 @@ pub fn run(opts: &Options) -> Result<Report> {
         .context("record start returned no id")?
         .to_owned();
     let mut cuts = Vec::new();
-    let mut captured_per_part = Vec::new();
     for n in 1..=opts.cuts {
         let ctx = |e: anyhow::Error| e.context(format!("cut {n} of {} (replay: LECTERN_POWERCUT_SEED={})", opts.cuts, opts.seed));
-        let cut = one_cut(&mut d, &mut fs, &media, &id, n as i64, opts, &mut rng).map_err(ctx)?;
-        captured_per_part.push(cut.captured);
-        cuts.push(cut);
+        cuts.push(one_cut(&mut d, &mut fs, &media, &id, n as i64, opts, &mut rng).map_err(ctx)?);
     }
     // The last part records and is stopped cleanly.
     first_row(&d, &media, opts.cuts as i64 + 1)?;
     std::thread::sleep(rng.between(opts.record));
-    captured_per_part.push(encoded(&d)?);
+    let last_part = encoded(&d)?;
     let stopped = d.ctl(Request::RecordStop)?;
     // The recording is final: the daemon stitches its parts into one MP4 while idle.
     wait_until("the stitched file", Duration::from_secs(120), || {
@@ -208,21 +205,22 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     check_nothing_open(&db, &id, None)?;
     let segs = check_committed(&db, &media, &id, &[])?;
-    for (i, (cut, captured)) in cuts.iter_mut().zip(&captured_per_part).enumerate() {
+    for (i, cut) in cuts.iter_mut().enumerate() {
         let kept = part_media(&segs, i as i64 + 1);
-        cut.lost = captured.saturating_sub(kept);
+        cut.lost = cut.captured.saturating_sub(kept);
         let allowed = if cut.warned { WARNED_LOSS } else { UNWARNED_LOSS };
         if cut.lost > allowed {
             return Err(violation(format!(
-                "cut {} ({}) lost {:?} of {captured:?} captured (allowed {allowed:?}; seed {})",
+                "cut {} ({}) lost {:?} of {:?} captured (allowed {allowed:?}; seed {})",
                 i + 1,
                 if cut.warned { "warned" } else { "unwarned" },
                 cut.lost,
+                cut.captured,
                 opts.seed
             )));
         }
     }
-    let captured: Duration = captured_per_part.iter().sum();
+    let captured: Duration = cuts.iter().map(|c| c.captured).sum::<Duration>() + last_part;
     let allowed: Duration = cuts.iter().map(|c| if c.warned { WARNED_LOSS } else { UNWARNED_LOSS }).sum();
     let media_len = check_final_media(&db, &media, &id, captured.saturating_sub(allowed))?;
     drop(db);
