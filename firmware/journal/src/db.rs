@@ -141,6 +141,7 @@ const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
     ("create outbox tables", crate::outbox::SCHEMA),
     ("create stitches table", crate::stitch_store::SCHEMA),
     ("create schedule tables", crate::schedule_cache::SCHEMA),
+    ("create uploads table", crate::upload_store::SCHEMA),
 ];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.

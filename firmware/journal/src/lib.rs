@@ -140,6 +140,7 @@ mod schedule_cache;
 mod space;
 mod stitch_store;
 mod ts;
+mod upload_store;
 mod writer;
 
 pub use db::{SCHEMA_VERSION, STATE_LOG_KEEP};
@@ -165,6 +166,7 @@ pub use stitch_store::{
     gap_cause, manifest, manifest_rel, stitched_rel, StitchJob, StitchPart, StitchRow,
     StitchedInfo, MAX_STITCH_ATTEMPTS,
 };
+pub use upload_store::{Created, EndpointMove, NewUpload, UploadCounts, UploadRow, UploadState, UploadStore};
 pub use writer::{cut_due, PartWriter};
 
 #[cfg(test)]
@@ -173,3 +175,5 @@ mod tests;
 mod schedule_cache_tests;
 #[cfg(test)]
 mod stitch_tests;
+#[cfg(test)]
+mod upload_tests;

@@ -1,0 +1,1 @@
+//! The folder target; being built.

@@ -1,0 +1,24 @@
+//! Uploads: every final recording (the stitched MP4 and its manifest) reaches exactly one
+//! configured target exactly once, whatever the network does, resuming from what the server
+//! confirmed after any interruption.
+//!
+//! # Pieces
+//!
+//! - [`target`]: the `Target` seam — a step function over persisted progress — and the values
+//!   that cross it ([`UploadSpec`], [`Step`], [`UploadError`] with its [`Class`]).
+//! - [`throttle`]: the shared bandwidth cap (token bucket), lower while a recording runs.
+//! - [`folder`], [`s3`], [`opencast`]: the three targets.
+//!
+//! The job store is `lectern_journal::UploadStore` (the `uploads` table beside the outbox).
+//!
+//! **Architecture Invariant:** nothing reaches a server except by replaying a job persisted in
+//! the journal, and a step's progress is durable before the next step relies on it.
+
+pub mod folder;
+pub mod opencast;
+pub mod s3;
+pub mod target;
+pub mod throttle;
+
+pub use target::{Class, EventMeta, FileRef, Step, StepIo, Target, UploadError, UploadSpec};
+pub use throttle::{Throttle, Throttled, TokenBucket};

@@ -1,0 +1,1 @@
+//! The Opencast target (chunked upload service, addTrack fallback); being built.

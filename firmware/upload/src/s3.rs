@@ -1,0 +1,1 @@
+//! The S3-compatible target (multipart upload); being built.

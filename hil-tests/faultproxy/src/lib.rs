@@ -1,0 +1,1 @@
+//! A seeded TCP fault proxy for upload tests; being built.
