@@ -1,0 +1,1 @@
+//! Starts moto's S3 server on loopback for tests; being built.
