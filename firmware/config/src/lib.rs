@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod upload;
+
+pub use upload::{RecordingFilter, S3TargetConfig, TargetConfig, TargetKind, UploadConfig};
+
 /// What went wrong while loading the configuration; always names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,6 +56,8 @@ struct Raw {
     clock: RawClock,
     #[serde(default)]
     opencast: RawOpencast,
+    #[serde(default)]
+    upload: upload::RawUpload,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +365,8 @@ pub struct Config {
     pub power: PowerConfig,
     /// `None` when `opencast.url` is not set: the box records from its local schedule only.
     pub opencast: Option<OpencastConfig>,
+    /// Where final recordings are uploaded, and how (`[upload]`).
+    pub upload: UploadConfig,
 }
 
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
@@ -579,8 +587,10 @@ impl Validator<'_> {
             other => return Err(self.invalid("clock.trust", "one of \"auto\", \"always\", \"never\"", format!("{other:?}"))),
         };
         let opencast = self.opencast(raw.opencast)?;
+        let upload = self.upload(raw.upload, opencast.as_ref().map(|o| o.url.as_str()), journal.min_free_bytes)?;
         Ok(Config {
             opencast,
+            upload,
             source,
             agent_name,
             board,
@@ -656,6 +666,7 @@ mod tests {
         assert_eq!(format!("{:?}", c.capture), format!("{:?}", d.capture));
         assert_eq!(format!("{:?}", c.journal), format!("{:?}", d.journal));
         assert_eq!(format!("{:?}", c.board), format!("{:?}", d.board));
+        assert_eq!(format!("{:?}", c.upload), format!("{:?}", d.upload));
     }
 
     #[test]
