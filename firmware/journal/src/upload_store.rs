@@ -305,6 +305,16 @@ impl UploadStore {
         Ok(n == 1)
     }
 
+    /// A worker takes the job up for the first time: sets `started_at_ms`. Returns false when it
+    /// had been started before (so "upload started" is reported once per job, ever).
+    pub fn mark_started(&mut self, recording_id: &str, now_ms: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("UPDATE uploads SET started_at_ms = ?2 WHERE recording_id = ?1 AND started_at_ms IS NULL", params![recording_id, now_ms])
+            .db("mark upload started", &self.db_path)?;
+        Ok(n == 1)
+    }
+
     /// Counts bytes put on the wire by a step that then failed (they count as re-sent).
     pub fn add_sent(&mut self, recording_id: &str, sent: u64) -> Result<()> {
         self.conn
