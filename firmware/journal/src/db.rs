@@ -142,6 +142,7 @@ const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
     ("create stitches table", crate::stitch_store::SCHEMA),
     ("create schedule tables", crate::schedule_cache::SCHEMA),
     ("create uploads table", crate::upload_store::SCHEMA),
+    ("create evictions table", crate::retention::SCHEMA),
 ];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.

@@ -110,7 +110,7 @@ impl Journal {
     /// Starts a recording, or resumes one that is `recording` or
     /// `interrupted` (its state goes back to `recording`; title, kind and
     /// start time of the existing row are kept). Completed and failed
-    /// recordings are final.
+    /// recordings are final, and so is one whose media was evicted.
     pub fn start_recording(&mut self, rec: &NewRecording, now_ms: i64) -> Result<()> {
         validate_recording_id(&rec.id)?;
         match db::recording_state(&self.conn, &self.ctx.db_path, &rec.id)? {
@@ -129,6 +129,14 @@ impl Journal {
                     now_ms,
                 )?;
                 log::info!(target: "journal", "recording {}: started ({}, {:?})", rec.id, rec.kind, rec.title);
+            }
+            Some(state @ RecordingState::Interrupted) if self.is_evicted(&rec.id)? => {
+                // Its media left the card after the upload; a new part could never be stitched
+                // with the old ones.
+                return Err(JournalError::RecordingEnded {
+                    id: rec.id.clone(),
+                    state: format!("{state} and its media evicted"),
+                });
             }
             Some(state @ (RecordingState::Recording | RecordingState::Interrupted)) => {
                 self.conn
@@ -331,14 +339,16 @@ impl Journal {
     /// Recordings with their aggregates, restricted to `id` (if any) and to those meeting `cond`
     /// (a constant SQL condition over `recordings r`). The part and segment aggregates are
     /// computed for the selected recordings only, so asking about one recording does not scan
-    /// every segment the box ever recorded.
+    /// every segment the box ever recorded. An evicted recording has no segment rows left; its
+    /// totals come from its `evictions` row (`retention.rs`).
     pub(crate) fn query_recordings(&self, id: Option<&str>, cond: &str) -> Result<Vec<RecordingSummary>> {
         let selected = format!("SELECT r.id FROM recordings r WHERE (?1 IS NULL OR r.id = ?1) AND ({cond})");
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.title, r.kind, r.state, r.event_uid, r.started_at_ms, r.ended_at_ms, r.end_reason,
-                        COALESCE(p.n, 0), COALESCE(s.n, 0), COALESCE(s.bytes, 0), COALESCE(s.dur, 0)
+                        COALESCE(p.n, 0), COALESCE(e.segments, s.n, 0), COALESCE(e.bytes, s.bytes, 0),
+                        COALESCE(e.duration_ns, s.dur, 0), e.started_at_ms
                  FROM recordings r
                  LEFT JOIN (SELECT recording_id, COUNT(*) AS n FROM parts
                             WHERE recording_id IN ({selected}) GROUP BY recording_id) p
@@ -347,6 +357,7 @@ impl Journal {
                             FROM segments WHERE state = 'committed' AND recording_id IN ({selected})
                             GROUP BY recording_id) s
                         ON s.recording_id = r.id
+                 LEFT JOIN evictions e ON e.recording_id = r.id
                  WHERE r.id IN ({selected})
                  ORDER BY r.started_at_ms, r.id"
             ))
@@ -366,6 +377,7 @@ impl Journal {
                     segments: r.get(9)?,
                     bytes: r.get(10)?,
                     media_duration_ns: r.get(11)?,
+                    evicted_at_ms: r.get(12)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

@@ -14,7 +14,12 @@
 //! MEDIA/lectern.db                                   SQLite index (WAL)
 //! MEDIA/recordings/<recording_id>/part-0001/seg-000001.ts
 //! MEDIA/recordings/<recording_id>/part-0002/seg-000042.ts
+//! MEDIA/recordings/<recording_id>/<recording_id>.mp4            stitched (stitch_store.rs)
+//! MEDIA/recordings/<recording_id>/<recording_id>.manifest.json
 //! ```
+//!
+//! Once the upload target has confirmed a recording, the retention policy may evict its part
+//! directories and stitched file; the manifest stays (see *Retention* below).
 //!
 //! Recording ids are validated ([`validate_recording_id`]) because they
 //! become directory names. A *part* is one continuous run of one encoder;
@@ -43,6 +48,13 @@
 //! - `state_log(id PK, at_ms, recording_id NULL, state, detail)`: recording
 //!   and part transitions and every recovery action, pruned on insert to the
 //!   newest 10 000 rows with one primary-key range delete
+//!
+//! Tables added after v1 are created by their owning module (`ADDITIVE_SCHEMA` in `db.rs`) and
+//! documented there: `outbox*` (`outbox.rs`), `stitches` (`stitch_store.rs`), the schedule
+//! cache (`schedule_cache.rs`), `uploads` (`upload_store.rs`) and `evictions(recording_id PK,
+//! why, started_at_ms, done_at_ms NULL, segments, bytes, duration_ns, bytes_freed)`
+//! (`retention.rs`): one row per recording whose media was evicted, holding the totals of the
+//! `segments` rows that eviction deletes.
 //!
 //! # Commit protocol
 //!
@@ -104,7 +116,8 @@
 //! usable remains), open parts and active recordings become `interrupted`
 //! with reason `crash`, the newest committed segment of each crashed
 //! recording is verified against its row, and segment files without a row
-//! are removed from known part directories. Every action is logged, stored in
+//! are removed from known part directories; an eviction a crash cut short is
+//! finished. Every action is logged, stored in
 //! `state_log` and returned in a [`RecoveryReport`]. Running it twice changes
 //! nothing the second time.
 //!
@@ -113,13 +126,30 @@
 //! "writer lost", by the next [`Journal::open_part`] or
 //! [`Journal::finish_recording`] for that recording.
 //!
+//! # Retention
+//!
+//! [`Journal::enforce_retention`] deletes media that is safe on the server (see `retention.rs`
+//! for the rules and the crash-safe order). **Invariant:** a recording's media is evicted only
+//! when its upload job is `done` (confirmed no earlier than its latest stitch), it is not
+//! recording, has no open part and its stitch is not pending; first when the
+//! [`RetentionPolicy`] window after the confirmation has passed, then, while free space is below
+//! the low water mark, oldest recording first. A recording with no upload job, or one queued,
+//! active or parked, is never evicted, however full the card. Eviction removes the segment
+//! files, part directories and stitched file and the `segments` rows; it keeps the manifest,
+//! the `recordings`/`parts`/`stitches`/`uploads` rows, and the totals (in `evictions`, which
+//! [`RecordingSummary`] reports with `evicted_at_ms`). The `evictions` row is committed before
+//! the first file is deleted, so an eviction cut short is finished, never undone, by the next
+//! [`Journal::open`] or [`Journal::enforce_retention`]. An evicted recording cannot be resumed.
+//!
 //! # State transitions
 //!
 //! ```text
 //! recording:  (new) -> recording -> completed | failed        (final)
 //!                               \-> interrupted -> recording  (resume, new part)
 //! part:       open -> closed | interrupted | failed
-//! segment:    open -> committed          (or row deleted if it held no media)
+//! segment:    open -> committed          (or row deleted if it held no media;
+//!                                         rows of an evicted recording are deleted)
+//! media:      on card -> evicting (evictions row, done_at_ms NULL) -> evicted   (final)
 //! ```
 //!
 //! Threads: the [`Journal`] lives on the main thread; each [`PartWriter`] is
@@ -136,6 +166,7 @@ mod levels;
 mod model;
 mod outbox;
 pub mod recovery;
+mod retention;
 mod schedule_cache;
 mod space;
 mod stitch_store;
@@ -156,6 +187,7 @@ pub use model::{
 };
 pub use outbox::{Enqueued, NewEntry, Outbox, OutboxEntry, OUTBOX_CAPACITY, OUTBOX_DONE_KEEP};
 pub use recovery::{RecoveryAction, RecoveryReport};
+pub use retention::{EvictReason, Evicted, RetentionPolicy, RetentionReport};
 pub use space::{statvfs_free, FreeSpace};
 pub use schedule_cache::{ReplyOutcome, ScheduleMeta, SCHEDULE_RETENTION_MS};
 pub use ts::{
@@ -177,3 +209,5 @@ mod schedule_cache_tests;
 mod stitch_tests;
 #[cfg(test)]
 mod upload_tests;
+#[cfg(test)]
+mod retention_tests;

@@ -184,7 +184,7 @@ pub enum PartEnd {
 }
 
 /// One recording with its aggregate media statistics (committed segments
-/// only).
+/// only; for an evicted recording, the totals from before its eviction).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordingSummary {
     /// Recording id.
@@ -211,6 +211,10 @@ pub struct RecordingSummary {
     pub bytes: u64,
     /// Sum of committed segment durations.
     pub media_duration_ns: u64,
+    /// When the retention policy began evicting its media (segments and stitched file; the
+    /// manifest stays), ms since the epoch; `None` while the media is on the card. `segments`,
+    /// `bytes` and `media_duration_ns` keep reporting what was recorded.
+    pub evicted_at_ms: Option<i64>,
 }
 
 /// One segment row, as stored.

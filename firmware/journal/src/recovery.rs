@@ -13,7 +13,11 @@
 //!    file is missing or empty), then mark the part `interrupted`;
 //! 3. any stray `open` segment of a part that is no longer open, likewise;
 //! 4. mark the recordings from step 1 `interrupted` (reason `crash`);
-//! 5. remove segment files that no row refers to, but only inside part
+//! 5. finish evictions a crash cut short (`evictions` rows without
+//!    `done_at_ms`; see `retention.rs`): their files are removed and their
+//!    segment rows deleted, as the eviction had decided durably before it
+//!    touched a file;
+//! 6. remove segment files that no row refers to, but only inside part
 //!    directories the index knows — unknown directories are reported in the
 //!    log and left alone, because a lost database must never turn into lost
 //!    media.
@@ -143,6 +147,16 @@ pub enum RecoveryAction {
         /// Size the row claimed.
         bytes: u64,
     },
+    /// An eviction (retention policy) that a crash cut short was finished: its
+    /// remaining files were removed and its segment rows deleted.
+    EvictionFinished {
+        /// The evicted recording.
+        recording_id: String,
+        /// "retention window" or "storage low".
+        why: String,
+        /// Bytes of the files this run removed.
+        bytes_freed: u64,
+    },
     /// A segment file with no row was removed from a known part directory.
     OrphanFileRemoved {
         /// Owning recording (from the directory name).
@@ -167,6 +181,7 @@ impl RecoveryAction {
             }
             RecoveryAction::CommittedSegmentDropped { .. } => "recovery-committed-segment-dropped",
             RecoveryAction::CommittedSegmentMissing { .. } => "recovery-committed-segment-missing",
+            RecoveryAction::EvictionFinished { .. } => "recovery-eviction-finished",
             RecoveryAction::OrphanFileRemoved { .. } => "recovery-orphan-file-removed",
         }
     }
@@ -181,6 +196,7 @@ impl RecoveryAction {
             | RecoveryAction::CommittedSegmentRepaired { recording_id, .. }
             | RecoveryAction::CommittedSegmentDropped { recording_id, .. }
             | RecoveryAction::CommittedSegmentMissing { recording_id, .. }
+            | RecoveryAction::EvictionFinished { recording_id, .. }
             | RecoveryAction::OrphanFileRemoved { recording_id, .. } => recording_id,
         }
     }
@@ -229,6 +245,10 @@ impl fmt::Display for RecoveryAction {
             RecoveryAction::CommittedSegmentMissing { recording_id, path, bytes } => write!(
                 f,
                 "recording {recording_id}: committed segment {path} ({bytes} bytes) is MISSING from disk"
+            ),
+            RecoveryAction::EvictionFinished { recording_id, why, bytes_freed } => write!(
+                f,
+                "recording {recording_id}: finished its interrupted eviction ({why}), {bytes_freed} bytes freed"
             ),
             RecoveryAction::OrphanFileRemoved { recording_id, path, bytes } => write!(
                 f,
@@ -321,6 +341,17 @@ pub(crate) fn recover_all(conn: &Connection, ctx: &Ctx, now_ms: i64) -> Result<R
                 ended_at_ms,
             },
         )?;
+    }
+
+    // The eviction writes its own state_log line when it finishes, so this is only logged.
+    for done in crate::retention::finish_unfinished(conn, ctx, now_ms)? {
+        let action = RecoveryAction::EvictionFinished {
+            recording_id: done.recording_id,
+            why: done.why.as_str().to_string(),
+            bytes_freed: done.bytes_freed,
+        };
+        log::warn!(target: "journal", "{action}");
+        actions.push(action);
     }
 
     sweep_orphans(conn, ctx, now_ms, &mut actions)?;
