@@ -139,7 +139,9 @@
 //! the `recordings`/`parts`/`stitches`/`uploads` rows, and the totals (in `evictions`, which
 //! [`RecordingSummary`] reports with `evicted_at_ms`). The `evictions` row is committed before
 //! the first file is deleted, so an eviction cut short is finished, never undone, by the next
-//! [`Journal::open`] or [`Journal::enforce_retention`]. An evicted recording cannot be resumed.
+//! [`Journal::open`] or [`Journal::enforce_retention`]; the same makes eviction divisible into
+//! slices of a bounded number of files ([`Journal::enforce_retention_bounded`]). An evicted
+//! recording cannot be resumed.
 //!
 //! # State transitions
 //!

@@ -344,7 +344,9 @@ pub(crate) fn recover_all(conn: &Connection, ctx: &Ctx, now_ms: i64) -> Result<R
     }
 
     // The eviction writes its own state_log line when it finishes, so this is only logged.
-    for done in crate::retention::finish_unfinished(conn, ctx, now_ms)? {
+    let mut evictions = Vec::new();
+    crate::retention::finish_unfinished(conn, ctx, now_ms, &mut { usize::MAX }, &mut evictions)?;
+    for done in evictions {
         let action = RecoveryAction::EvictionFinished {
             recording_id: done.recording_id,
             why: done.why.as_str().to_string(),

@@ -22,6 +22,12 @@
 //! reading free space again after each one. An evicted recording cannot be resumed
 //! ([`Journal::start_recording`] refuses it).
 //!
+//! Deleting a lecture hour's ~1,800 segment files takes seconds on a slow card, so
+//! [`Journal::enforce_retention_bounded`] stops after a number of files and says so; the
+//! eviction it was in stays decided and the next call continues it before deciding anything
+//! new. A caller on a loop that must stay responsive (power-fail edges, segment cuts) calls it
+//! in slices until [`RetentionReport::unfinished`] is false.
+//!
 //! # What eviction deletes, and in which order
 //!
 //! The segment files and part directories, the stitched `<id>.mp4` and any leftover
@@ -154,7 +160,8 @@ pub struct Evicted {
     pub files_removed: u32,
     /// Directory fsyncs this run issued.
     pub fsyncs: u32,
-    /// True when this run finished an eviction that an earlier one (cut short) had begun.
+    /// True when this run finished an eviction an earlier one began (cut short by a crash or
+    /// power cut, or stopped by its file budget).
     pub resumed: bool,
 }
 
@@ -168,25 +175,47 @@ pub struct RetentionReport {
     /// Free space is still below the low water mark with nothing uploaded left to evict: the
     /// card holds only media the server does not have yet, and the storage guard decides.
     pub still_low: bool,
+    /// The file budget ran out with work left: an eviction may be half done (its media already
+    /// counts as evicted, and the next call continues it before deciding anything new), or
+    /// more recordings may be due. Call again soon.
+    pub unfinished: bool,
 }
 
 impl Journal {
     /// Applies the retention policy (see the module doc): finishes interrupted evictions, evicts
     /// uploaded recordings whose window has passed, then uploaded recordings oldest first while
-    /// free space is below the low water mark.
+    /// free space is below the low water mark. Removes as many files as that takes; see
+    /// [`Journal::enforce_retention_bounded`] to bound the work per call.
     pub fn enforce_retention(&mut self, policy: RetentionPolicy, now_ms: i64) -> Result<RetentionReport> {
-        let mut report = RetentionReport { evicted: finish_unfinished(&self.conn, &self.ctx, now_ms)?, ..Default::default() };
-        for (id, done_at_ms) in evictable(&self.conn, &self.ctx)? {
-            if done_at_ms.saturating_add(policy.window_ms) <= now_ms {
-                report.evicted.push(evict(&self.conn, &self.ctx, &id, EvictReason::RetentionWindow, now_ms)?);
+        self.enforce_retention_bounded(policy, now_ms, usize::MAX)
+    }
+
+    /// [`Journal::enforce_retention`] removing at most `max_files` files, so a caller on a loop
+    /// that must stay responsive (a power-fail edge, a recording's cut) can evict a lecture hour
+    /// (~1,800 segment files) in slices. A slice that runs out stops between two files and
+    /// reports [`RetentionReport::unfinished`]; the eviction stays decided and the next call
+    /// continues it first.
+    pub fn enforce_retention_bounded(&mut self, policy: RetentionPolicy, now_ms: i64, max_files: usize) -> Result<RetentionReport> {
+        let (conn, ctx) = (&self.conn, &self.ctx);
+        let mut budget = max_files;
+        let mut report = RetentionReport::default();
+        if !finish_unfinished(conn, ctx, now_ms, &mut budget, &mut report.evicted)? {
+            report.unfinished = true;
+            return Ok(report);
+        }
+        let due = evictable(conn, ctx)?.into_iter().filter(|(_, done_at_ms)| done_at_ms.saturating_add(policy.window_ms) <= now_ms);
+        for (id, _) in due {
+            if !evict(conn, ctx, &id, EvictReason::RetentionWindow, now_ms, &mut budget, &mut report.evicted)? {
+                report.unfinished = true;
+                return Ok(report);
             }
         }
         if policy.low_water_bytes == 0 {
             return Ok(report);
         }
         let free_space = self.options().free_space;
-        let mut free = read_free(free_space, &self.ctx.media_dir)?;
-        let mut candidates = evictable(&self.conn, &self.ctx)?.into_iter();
+        let mut free = read_free(free_space, &ctx.media_dir)?;
+        let mut candidates = evictable(conn, ctx)?.into_iter();
         while let Some(f) = free.filter(|&f| f < policy.low_water_bytes) {
             let Some((id, _)) = candidates.next() else {
                 report.still_low = true;
@@ -195,8 +224,12 @@ impl Journal {
                     f / (1024 * 1024), policy.low_water_bytes / (1024 * 1024));
                 break;
             };
-            report.evicted.push(evict(&self.conn, &self.ctx, &id, EvictReason::StorageLow, now_ms)?);
-            free = read_free(free_space, &self.ctx.media_dir)?;
+            let finished = evict(conn, ctx, &id, EvictReason::StorageLow, now_ms, &mut budget, &mut report.evicted)?;
+            free = read_free(free_space, &ctx.media_dir)?;
+            if !finished {
+                report.unfinished = true;
+                break;
+            }
         }
         report.free_bytes = free;
         Ok(report)
@@ -223,8 +256,9 @@ fn evictable(conn: &Connection, ctx: &Ctx) -> Result<Vec<(String, i64)>> {
     Ok(rows)
 }
 
-/// Finishes every eviction a crash left half done (step 2 and 3 again). Also run by recovery.
-pub(crate) fn finish_unfinished(conn: &Connection, ctx: &Ctx, now_ms: i64) -> Result<Vec<Evicted>> {
+/// Continues every eviction an earlier run began and did not finish (steps 2 and 3 again), within
+/// `budget` files; false when the budget ran out first. Also run by recovery, without a budget.
+pub(crate) fn finish_unfinished(conn: &Connection, ctx: &Ctx, now_ms: i64, budget: &mut usize, done: &mut Vec<Evicted>) -> Result<bool> {
     let rows: Vec<(String, String)> = {
         let mut stmt = conn
             .prepare_cached("SELECT recording_id, why FROM evictions WHERE done_at_ms IS NULL ORDER BY started_at_ms, recording_id")
@@ -235,18 +269,30 @@ pub(crate) fn finish_unfinished(conn: &Connection, ctx: &Ctx, now_ms: i64) -> Re
             .db("query unfinished evictions", &ctx.db_path)?;
         rows
     };
-    let mut done = Vec::with_capacity(rows.len());
     for (id, why) in rows {
-        log::warn!(target: "journal", "recording {id}: finishing an eviction a restart interrupted");
-        done.push(finish(conn, ctx, &id, EvictReason::parse(&why), true, now_ms)?);
+        log::info!(target: "journal", "recording {id}: continuing its eviction");
+        match finish(conn, ctx, &id, EvictReason::parse(&why), true, now_ms, budget)? {
+            Some(e) => done.push(e),
+            None => return Ok(false),
+        }
     }
-    Ok(done)
+    Ok(true)
 }
 
-/// Steps 1 to 3 for one recording.
-fn evict(conn: &Connection, ctx: &Ctx, recording_id: &str, why: EvictReason, now_ms: i64) -> Result<Evicted> {
+/// Steps 1 to 3 for one recording; false when the file budget stopped it, before step 1 if it
+/// was spent already (nothing is decided that this run cannot start on).
+fn evict(conn: &Connection, ctx: &Ctx, recording_id: &str, why: EvictReason, now_ms: i64, budget: &mut usize, done: &mut Vec<Evicted>) -> Result<bool> {
+    if *budget == 0 {
+        return Ok(false);
+    }
     begin(conn, ctx, recording_id, why, now_ms)?;
-    finish(conn, ctx, recording_id, why, false, now_ms)
+    match finish(conn, ctx, recording_id, why, false, now_ms, budget)? {
+        Some(e) => {
+            done.push(e);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Step 1: the durable decision, with the totals the summaries report from now on.
@@ -261,43 +307,58 @@ pub(crate) fn begin(conn: &Connection, ctx: &Ctx, recording_id: &str, why: Evict
     .map(drop)
 }
 
-/// Steps 2 and 3 (see [`remove_files`] and [`mark_done`]).
-fn finish(conn: &Connection, ctx: &Ctx, recording_id: &str, why: EvictReason, resumed: bool, now_ms: i64) -> Result<Evicted> {
+/// Steps 2 and 3 (see [`remove_files`] and [`mark_done`]); `None` when the budget ran out in
+/// step 2 (what was removed is counted in the row, and the eviction stays unfinished).
+fn finish(conn: &Connection, ctx: &Ctx, recording_id: &str, why: EvictReason, resumed: bool, now_ms: i64, budget: &mut usize) -> Result<Option<Evicted>> {
     let t = Instant::now();
-    let removed = remove_files(ctx, recording_id)?;
+    let removed = remove_files(ctx, recording_id, budget)?;
     let files_ms = t.elapsed().as_secs_f64() * 1e3;
+    if !removed.complete {
+        conn.execute("UPDATE evictions SET bytes_freed = bytes_freed + ?2 WHERE recording_id = ?1", params![recording_id, removed.bytes as i64])
+            .db("count evicted bytes", &ctx.db_path)?;
+        log::info!(target: "journal", "recording {recording_id}: evicting ({}), {} files removed in {files_ms:.0} ms, more to come",
+            why.as_str(), removed.files);
+        return Ok(None);
+    }
     let done = mark_done(conn, ctx, recording_id, why, resumed, &removed, now_ms)?;
     log::info!(target: "journal", "recording {recording_id}: evicted ({}: {} segments, {} files, {:.1} MB freed{}); files {files_ms:.0} ms, total {:.0} ms",
         why.as_str(), done.segments, removed.files, removed.bytes as f64 / 1e6,
-        if resumed { ", finished after a restart" } else { "" }, t.elapsed().as_secs_f64() * 1e3);
-    Ok(done)
+        if resumed { ", continued from an earlier run" } else { "" }, t.elapsed().as_secs_f64() * 1e3);
+    Ok(Some(done))
 }
 
 /// Step 2: removes a recording's segment files, part directories and stitched file, tolerating
-/// what is gone already, and makes the removals durable.
-pub(crate) fn remove_files(ctx: &Ctx, recording_id: &str) -> Result<Removed> {
+/// what is gone already, and makes the removals durable. Stops, incomplete and without the
+/// fsync, once `budget` files are removed.
+pub(crate) fn remove_files(ctx: &Ctx, recording_id: &str, budget: &mut usize) -> Result<Removed> {
     let rec_dir = ctx.media_dir.join(RECORDINGS_DIR).join(recording_id);
     let mut removed = Removed::default();
     let entries = match fs::read_dir(&rec_dir) {
         // Every part was created inside it; no directory means nothing to delete.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(removed),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            removed.complete = true;
+            return Ok(removed);
+        }
         entries => entries.io("list recording directory", &rec_dir)?,
     };
     for entry in entries {
         let entry = entry.io("list recording directory", &rec_dir)?;
         let is_part = entry.file_name().to_str().and_then(fsio::parse_part_dir_name).is_some();
-        if is_part && entry.file_type().io("stat part directory", &entry.path())?.is_dir() {
-            remove_part_dir(recording_id, &entry.path(), &mut removed)?;
+        if is_part && entry.file_type().io("stat part directory", &entry.path())?.is_dir() && !remove_part_dir(recording_id, &entry.path(), budget, &mut removed)? {
+            return Ok(removed);
         }
     }
     let stitched = ctx.media_dir.join(stitched_rel(recording_id));
     for path in [stitched, rec_dir.join("stitched.mp4.partial"), rec_dir.join("manifest.json.partial")] {
-        remove_file_if_present(&path, &mut removed)?;
+        if !remove_file_if_present(&path, budget, &mut removed)? {
+            return Ok(removed);
+        }
     }
     // Unconditionally: an earlier run may have removed everything and been cut before its
     // removals were durable.
     fsync_dir(&rec_dir)?;
     removed.fsyncs += 1;
+    removed.complete = true;
     Ok(removed)
 }
 
@@ -328,7 +389,7 @@ pub(crate) fn mark_done(
         why.as_str(),
         removed.files,
         removed.bytes as f64 / 1e6,
-        if resumed { " (finished after a restart)" } else { "" }
+        if resumed { " (continued from an earlier run)" } else { "" }
     );
     ctx.log_state(&tx, now_ms, Some(recording_id), "evicted", &detail)?;
     tx.commit().db("commit eviction", &ctx.db_path)?;
@@ -350,17 +411,21 @@ pub(crate) struct Removed {
     pub bytes: u64,
     /// Directory fsyncs issued.
     pub fsyncs: u32,
+    /// Everything is gone, durably; false when the budget stopped it.
+    pub complete: bool,
 }
 
-/// Unlinks the segment files of one part directory and removes it. A file the journal did not
-/// name is left where it is (as recovery does), so is its directory, whose removals are then
-/// made durable on their own.
-fn remove_part_dir(recording_id: &str, part_dir: &Path, removed: &mut Removed) -> Result<()> {
+/// Unlinks the segment files of one part directory and removes it; false when the budget ran
+/// out first. A file the journal did not name is left where it is (as recovery does), so is its
+/// directory, whose removals are then made durable on their own.
+fn remove_part_dir(recording_id: &str, part_dir: &Path, budget: &mut usize, removed: &mut Removed) -> Result<bool> {
     let mut foreign = false;
     for entry in fs::read_dir(part_dir).io("list part directory", part_dir)? {
         let entry = entry.io("list part directory", part_dir)?;
         if entry.file_name().to_str().is_some_and(fsio::is_segment_file_name) {
-            remove_file_if_present(&entry.path(), removed)?;
+            if !remove_file_if_present(&entry.path(), budget, removed)? {
+                return Ok(false);
+            }
         } else {
             log::warn!(target: "journal", "recording {recording_id}: unexpected entry {} left alone by eviction", entry.path().display());
             foreign = true;
@@ -369,24 +434,29 @@ fn remove_part_dir(recording_id: &str, part_dir: &Path, removed: &mut Removed) -
     if foreign {
         fsync_dir(part_dir)?;
         removed.fsyncs += 1;
-        return Ok(());
+        return Ok(true);
     }
     match fs::remove_dir(part_dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        other => other.io("remove part directory", part_dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        other => other.io("remove part directory", part_dir).map(|()| true),
     }
 }
 
-fn remove_file_if_present(path: &Path, removed: &mut Removed) -> Result<()> {
+/// Removes one file if it exists; false (and nothing removed) when the budget is spent.
+fn remove_file_if_present(path: &Path, budget: &mut usize, removed: &mut Removed) -> Result<bool> {
     let bytes = match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
         other => other.io("stat evicted file", path)?.len(),
     };
+    if *budget == 0 {
+        return Ok(false);
+    }
     match fs::remove_file(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => other.io("remove evicted file", path),
     }?;
+    *budget -= 1;
     removed.files += 1;
     removed.bytes += bytes;
-    Ok(())
+    Ok(true)
 }

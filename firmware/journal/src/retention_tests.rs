@@ -313,6 +313,47 @@ fn a_file_the_journal_did_not_name_keeps_its_part_directory() {
     assert_eq!(left, ["notes.txt"]);
 }
 
+#[test]
+fn a_file_budget_evicts_in_slices_that_end_where_one_run_ends() {
+    // Two recordings of 2 segments + a stitched file each (3 files), under pressure for both.
+    for budget in [1, 2, 3, 4, 5, 6, 100] {
+        let (dir, mut journal) = new_journal();
+        make(&mut journal, &done("a", 0, HOUR));
+        make(&mut journal, &done("b", HOUR, 2 * HOUR));
+        let unit = freed_per_recording(&journal, "a");
+        CAPACITY.with(|c| c.set(du(&dir.path().join(RECORDINGS_DIR))));
+        let policy = RetentionPolicy { window_ms: DAY, low_water_bytes: 2 * unit - 1 };
+        let mut evicted = Vec::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let report = journal.enforce_retention_bounded(policy, T0_MS + 3 * HOUR, budget).unwrap();
+            assert!(report.evicted.iter().map(|e| e.files_removed as usize).sum::<usize>() <= budget, "budget {budget}: {report:?}");
+            evicted.extend(report.evicted.into_iter().map(|e| (e.recording_id, e.why, e.resumed)));
+            if !report.unfinished {
+                assert!(!report.still_low, "budget {budget}");
+                break;
+            }
+            // Whatever the slice left, the summaries report what was recorded.
+            assert!(journal.recordings().unwrap().iter().all(|r| r.segments == 2), "budget {budget}");
+        }
+        assert_eq!(calls, 6usize.div_ceil(budget).max(1), "budget {budget}");
+        let resumed = |id: &str| budget < 3 || (budget < 6 && id == "b" && budget != 3);
+        assert_eq!(evicted, [("a".to_string(), StorageLow, resumed("a")), ("b".to_string(), StorageLow, resumed("b"))], "budget {budget}");
+        let log: Vec<String> = journal.state_log(10).unwrap().into_iter().filter(|l| l.state == "evicted").map(|l| l.detail).collect();
+        assert_eq!(log.len(), 2, "budget {budget}: one line per eviction, however many slices");
+        let rows: Vec<(String, i64)> = journal
+            .conn()
+            .prepare("SELECT recording_id, bytes_freed FROM evictions ORDER BY recording_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [("a".into(), unit as i64), ("b".into(), unit as i64)], "budget {budget}: the slices add up");
+    }
+}
+
 /// Where a cut stops an eviction.
 #[derive(Clone, Copy, Debug)]
 enum Cut {
@@ -356,7 +397,7 @@ fn check_cut(cut: Cut, next: Next) {
             fs::remove_file(&segs[0].abs_path).unwrap();
         }
         Cut::AfterDelete => {
-            retention::remove_files(&journal.ctx, "lec").unwrap();
+            assert!(retention::remove_files(&journal.ctx, "lec", &mut { usize::MAX }).unwrap().complete);
         }
     }
     // Half evicted already counts as evicted, with the totals from before.
@@ -390,7 +431,7 @@ fn check_cut(cut: Cut, next: Next) {
     assert_eq!(after, mid, "{ctx}: the summary does not change when the eviction finishes");
     let log = journal.state_log(1).unwrap();
     assert_eq!(log[0].state, "evicted", "{ctx}");
-    assert!(log[0].detail.starts_with("storage low: 2 segments") && log[0].detail.ends_with("(finished after a restart)"), "{ctx}: {}", log[0].detail);
+    assert!(log[0].detail.starts_with("storage low: 2 segments") && log[0].detail.ends_with("(continued from an earlier run)"), "{ctx}: {}", log[0].detail);
     // The other recording was not touched, and everything is settled.
     assert_eq!(journal.segments("keep").unwrap().len(), 2, "{ctx}");
     drop(journal);
@@ -402,7 +443,8 @@ fn check_cut(cut: Cut, next: Next) {
 /// Evicts one lecture hour of segments (1,800 files) and prints what it cost. Files go to
 /// `LECTERN_BENCH_DIR` (default: a temp dir), `LECTERN_BENCH_SEG_BYTES` each (default 1 MiB),
 /// plus a stitched file of their total size. Count the real fsyncs by running it under
-/// `strace -f -c -e trace=fsync,fdatasync`.
+/// `strace -f -e trace=fsync,fdatasync,newfstatat,statx` and counting those between the
+/// `/lectern-bench-evict-begin` and `-end` lookups.
 ///
 /// `cargo test -p lectern-journal --release -- --ignored --nocapture bench_evict`
 #[test]
@@ -448,13 +490,16 @@ fn bench_evict_one_lecture_hour() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 
+    // Markers for `strace`: the eviction's syscalls are the ones between the two lookups.
+    let _ = fs::metadata("/lectern-bench-evict-begin");
     let t = Instant::now();
     retention::begin(&journal.conn, &journal.ctx, "hour", RetentionWindow, T0_MS + 2 * HOUR).unwrap();
     let decided = t.elapsed();
-    let removed = retention::remove_files(&journal.ctx, "hour").unwrap();
+    let removed = retention::remove_files(&journal.ctx, "hour", &mut { usize::MAX }).unwrap();
     let deleted = t.elapsed();
     let e = retention::mark_done(&journal.conn, &journal.ctx, "hour", RetentionWindow, false, &removed, T0_MS + 2 * HOUR).unwrap();
     let total = t.elapsed();
+    let _ = fs::metadata("/lectern-bench-evict-end");
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     println!("evict one lecture hour: {count} segments of {seg_bytes} bytes + stitched file, in {}", dir.path().display());
     println!("| step | ms |");
