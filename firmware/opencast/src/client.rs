@@ -42,31 +42,43 @@ pub enum CalendarFetch {
     },
 }
 
+/// Opens the bytes of a streamed multipart file part; called once per attempt (a Digest
+/// re-challenge sends the body again), so each call must start from the first byte.
+pub(crate) type OpenBody<'a> = &'a dyn Fn() -> std::io::Result<Box<dyn Read + Send + 'static>>;
+
 /// A request body, kept so the request can be sent again after a Digest challenge.
-enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     None,
     Form(&'a [(&'a str, &'a str)]),
     /// multipart/form-data: text fields, then one streamed file field.
     Multipart { fields: &'a [(&'a str, &'a str)], file_field: &'a str, file: &'a Path },
+    /// multipart/form-data: text fields, then one file field of exactly `len` bytes from `open`
+    /// (a range of a file read through the upload bandwidth cap).
+    Stream { fields: &'a [(&'a str, &'a str)], file_field: &'a str, filename: &'a str, len: u64, open: OpenBody<'a> },
+    /// An empty `PUT`.
+    Put,
 }
 
-/// An answer: status, `ETag`, body.
-struct Answer {
-    status: u16,
+/// An answer: status, `ETag`, `Retry-After`, body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     etag: Option<String>,
     content_type: String,
-    body: Vec<u8>,
+    retry_after: Option<String>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// The Opencast client of one capture agent; see the module doc.
 pub struct Client {
-    cfg: OpencastConfig,
+    pub(crate) cfg: OpencastConfig,
     agent_name: String,
     http: Agent,
     upload: Agent,
     /// The last Digest challenge and how many requests used its nonce.
     digest: Option<(Challenge, u32)>,
     endpoints: Option<Endpoints>,
+    /// Ingest, fileupload and workflow services ([`Client::upload_services`]).
+    pub(crate) upload_services: Option<crate::fileupload::UploadServices>,
 }
 
 impl std::fmt::Debug for Client {
@@ -114,6 +126,7 @@ impl Client {
             agent_name: agent_name.to_owned(),
             digest: None,
             endpoints: None,
+            upload_services: None,
         }
     }
 
@@ -144,6 +157,7 @@ impl Client {
     /// moved: repeated failures of one endpoint while discovery itself works).
     pub fn forget_endpoints(&mut self) {
         self.endpoints = None;
+        self.upload_services = None;
     }
 
     /// Asks the service registry for one service and returns the first usable endpoint.
@@ -199,7 +213,7 @@ impl Client {
                 }
                 Ok(CalendarFetch::Calendar { etag: a.etag, bytes: a.body })
             }
-            status => Err(status_error("GET", &url, status, &a.body)),
+            _ => Err(status_error("GET", &url, &a)),
         }
     }
 
@@ -226,33 +240,46 @@ impl Client {
         let mut fields: Vec<(&str, &str)> = vec![("mediaPackage", &mp), ("workflowInstanceId", &job.event_uid)];
         fields.extend(job.workflow_config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = format!("{base}/ingest/{}", encode(&workflow));
-        self.media_package("POST", &url, Payload::Form(&fields), false)
+        self.final_ingest(&url, &fields)
+    }
+
+    /// `POST {ingest}/ingest/{workflow}`: any 2xx is success. Opencast answers with the workflow
+    /// instance it started; a 2xx whose body lacks a media package (a proxy's page, an older
+    /// server) still means the server accepted the ingest, so it is logged, never reported as a
+    /// refusal (retrying it would ingest a second time). Returns the answer's text.
+    pub(crate) fn final_ingest(&mut self, url: &str, fields: &[(&str, &str)]) -> Result<String> {
+        let a = self.expect_ok("POST", url, Payload::Form(fields), false)?;
+        let text = String::from_utf8_lossy(&a.body).into_owned();
+        if !text.contains("mediapackage") {
+            log::warn!(target: "opencast", "POST {url}: HTTP {} without a media package in the answer ({}); taken as accepted", a.status, excerpt(&a.body));
+        }
+        Ok(text)
     }
 
     /// A call whose answer is a media package XML document.
-    fn media_package(&mut self, method: &'static str, url: &str, p: Payload<'_>, upload: bool) -> Result<String> {
+    pub(crate) fn media_package(&mut self, method: &'static str, url: &str, p: Payload<'_>, upload: bool) -> Result<String> {
         let a = self.expect_ok(method, url, p, upload)?;
         let text = String::from_utf8_lossy(&a.body).into_owned();
         if !text.contains("mediapackage") {
-            return Err(OpencastError::Status { method, url: url.to_owned(), status: a.status, body: excerpt(&a.body) });
+            return Err(OpencastError::Status { method, url: url.to_owned(), status: a.status, body: excerpt(&a.body), retry_after: None });
         }
         Ok(text)
     }
 
     /// Sends and accepts only 2xx.
-    fn expect_ok(&mut self, method: &'static str, url: &str, p: Payload<'_>, upload: bool) -> Result<Answer> {
+    pub(crate) fn expect_ok(&mut self, method: &'static str, url: &str, p: Payload<'_>, upload: bool) -> Result<Answer> {
         let a = self.send(method, url, &p, None, upload)?;
         if (200..300).contains(&a.status) {
             Ok(a)
         } else {
-            Err(status_error(method, url, a.status, &a.body))
+            Err(status_error(method, url, &a))
         }
     }
 
     /// Sends one request with authentication: in Digest mode with the cached challenge (if any)
     /// and once more with a fresh one after a 401. Redirects to a login page and a second 401 are
     /// auth errors.
-    fn send(&mut self, method: &'static str, url: &str, p: &Payload<'_>, etag: Option<&str>, upload: bool) -> Result<Answer> {
+    pub(crate) fn send(&mut self, method: &'static str, url: &str, p: &Payload<'_>, etag: Option<&str>, upload: bool) -> Result<Answer> {
         for attempt in 0..2 {
             let authorization = match self.cfg.auth {
                 OpencastAuth::Basic => Some(auth::basic(&self.cfg.username, &self.cfg.password)),
@@ -293,6 +320,7 @@ impl Client {
                 }
             }
             let etag = header("etag");
+            let retry_after = header("retry-after");
             let content_type = header("content-type").unwrap_or_default();
             let body = resp
                 .body_mut()
@@ -300,7 +328,7 @@ impl Client {
                 .limit(MAX_ANSWER)
                 .read_to_vec()
                 .map_err(|source| OpencastError::Transport { method, url: url.to_owned(), source })?;
-            return Ok(Answer { status, etag, content_type, body });
+            return Ok(Answer { status, etag, content_type, retry_after, body });
         }
         unreachable!("the second attempt always returns")
     }
@@ -343,6 +371,16 @@ impl Client {
                     .send(SendBody::from_owned_reader(body))
                     .map_err(transport)
             }
+            ("POST", Payload::Stream { fields, file_field, filename, len, open }) => {
+                let file = open().map_err(|source| OpencastError::Io { action: "read upload", path: Path::new(filename).to_owned(), source })?;
+                let (body, total, content_type) = multipart_stream(fields, file_field, filename, file, *len);
+                common!(http.post(url))
+                    .header("Content-Type", content_type)
+                    .header("Content-Length", total.to_string())
+                    .send(SendBody::from_owned_reader(body))
+                    .map_err(transport)
+            }
+            ("PUT", Payload::Put) => common!(http.put(url)).send_empty().map_err(transport),
             _ => unreachable!("no {method} request with this body is ever made"),
         }
     }
@@ -357,20 +395,26 @@ fn multipart(fields: &[(&str, &str)], file_field: &str, path: &Path) -> Result<(
         .metadata()
         .map_err(|source| OpencastError::Io { action: "stat track", path: path.to_owned(), source })?
         .len();
+    let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "track".to_owned());
+    Ok(multipart_stream(fields, file_field, &filename, file, file_len))
+}
+
+/// The multipart body around `len` bytes of `file`: see [`multipart`].
+fn multipart_stream<R: Read>(fields: &[(&str, &str)], file_field: &str, filename: &str, file: R, len: u64) -> (impl Read + use<R>, u64, String) {
     let boundary = format!("lectern-{}{}", auth::cnonce(), auth::cnonce());
     let mut head = String::new();
     for (name, value) in fields {
         head.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
     }
-    let filename = path.file_name().map(|n| n.to_string_lossy().replace('"', "_")).unwrap_or_else(|| "track".to_owned());
+    let filename = filename.replace('"', "_");
     head.push_str(&format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     ));
     let tail = format!("\r\n--{boundary}--\r\n");
-    let len = head.len() as u64 + file_len + tail.len() as u64;
+    let total = head.len() as u64 + len + tail.len() as u64;
     // `take` pins the file part to the length announced, even if the file grew meanwhile.
-    let body = Cursor::new(head.into_bytes()).chain(file.take(file_len)).chain(Cursor::new(tail.into_bytes()));
-    Ok((body, len, format!("multipart/form-data; boundary={boundary}")))
+    let body = Cursor::new(head.into_bytes()).chain(file.take(len)).chain(Cursor::new(tail.into_bytes()));
+    (body, total, format!("multipart/form-data; boundary={boundary}"))
 }
 
 /// Whether the bytes hold a VCALENDAR from its first to its last line (whitespace around
@@ -384,13 +428,13 @@ pub fn is_complete_vcalendar(body: &[u8]) -> bool {
         && t[t.len() - 13..].eq_ignore_ascii_case("END:VCALENDAR")
 }
 
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn status_error(method: &'static str, url: &str, status: u16, body: &[u8]) -> OpencastError {
-    OpencastError::Status { method, url: url.to_owned(), status, body: excerpt(body) }
+pub(crate) fn status_error(method: &'static str, url: &str, a: &Answer) -> OpencastError {
+    OpencastError::Status { method, url: url.to_owned(), status: a.status, body: excerpt(&a.body), retry_after: a.retry_after.clone() }
 }
 
 /// A Java properties XML document (`java.util.Properties.storeToXML`), which capture-admin reads.

@@ -74,6 +74,17 @@ struct Registration {
 /// the order the server listed them. `url` names the request in errors. No usable registration
 /// is an error, as is anything that is not the registry's JSON shape.
 pub fn parse_available(url: &str, body: &[u8]) -> Result<Vec<String>> {
+    let out = parse_available_or_none(url, body)?;
+    if out.is_empty() {
+        return Err(OpencastError::Discovery { url: url.to_owned(), detail: "no online, active service outside maintenance is registered".to_owned() });
+    }
+    Ok(out)
+}
+
+/// Like [`parse_available`], but a well-formed answer without a usable registration is an empty
+/// list, not an error: for optional services (the chunked upload service), whose absence means
+/// "use the fallback", while a garbled answer still means "ask again later".
+pub fn parse_available_or_none(url: &str, body: &[u8]) -> Result<Vec<String>> {
     let err = |detail: String| OpencastError::Discovery { url: url.to_owned(), detail };
     let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("not JSON: {e}")))?;
     let services = v
@@ -92,9 +103,6 @@ pub fn parse_available(url: &str, body: &[u8]) -> Result<Vec<String>> {
         if r.online && r.active && !r.maintenance {
             out.push(format!("{}{}", r.host.trim_end_matches('/'), r.path).trim_end_matches('/').to_owned());
         }
-    }
-    if out.is_empty() {
-        return Err(err("no online, active service outside maintenance is registered".to_owned()));
     }
     Ok(out)
 }

@@ -32,6 +32,8 @@ pub enum OpencastError {
         status: u16,
         /// The first few hundred bytes of the answer, for the log.
         body: String,
+        /// The answer's `Retry-After` header as sent (delta-seconds or an HTTP date), if any.
+        retry_after: Option<String>,
     },
 
     /// The credentials or the auth method in `[opencast]` are wrong: a 401 that survives a fresh
@@ -114,6 +116,23 @@ impl OpencastError {
             // A half-written calendar or registry answer (a proxy cut it) may be whole next time.
             OpencastError::Calendar { .. } | OpencastError::Discovery { .. } => true,
             OpencastError::Challenge(_) | OpencastError::BadEntry { .. } => false,
+        }
+    }
+
+    /// The HTTP status of an answer the call did not accept (`None` for every other failure), so
+    /// callers with their own retry policy (`lectern-upload`) can classify it.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            OpencastError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` header of a refused answer, as the server sent it.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            OpencastError::Status { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   and overall timeouts, Digest with `X-Requested-Auth: Digest`, streamed multipart uploads.
 //! - [`ops`]: the operations owed to the server, and the agent state rule (`offline` is never
 //!   sent).
+//! - [`fileupload`]: the calls of a resumable upload — Opencast's chunked upload service, a
+//!   media package with our id, attachments, the ingest of a finished package, and the lookup
+//!   that tells whether a package was already ingested (driven by `lectern-upload`).
 //! - [`ingest`]: what an ingest needs, ad-hoc jobs, and why a repeated ingest is safe.
 //! - [`uplink`]: the outbox (in the journal database) filled through a [`Queue`] and replayed in
 //!   order through the client by two [`Uplink`] lanes (states; ingests), with back-off on an
@@ -30,6 +33,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 mod error;
+pub mod fileupload;
 pub mod ingest;
 pub mod ops;
 pub mod uplink;
@@ -37,6 +41,7 @@ pub mod uplink;
 pub use client::{CalendarFetch, Client};
 pub use discovery::{Endpoints, Service};
 pub use error::{OpencastError, Result};
+pub use fileupload::{ChunkReply, IngestLookup, JobState, UploadJob, UploadServices};
 pub use ingest::{IngestJob, Track};
 pub use ops::{AgentState, Operation, RecordingState};
 pub use uplink::{spawn, Backoff, Lane, LaneThread, PumpReport, Queue, Uplink};

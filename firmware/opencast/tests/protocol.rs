@@ -210,3 +210,29 @@ fn discovery_over_http_and_overrides() {
     let err = c.endpoints().unwrap_err().to_string();
     assert!(err.contains("service discovery") && err.contains("not JSON"), "{err}");
 }
+
+/// Regression: a 2xx final ingest whose body lacks a media package was reported as a refusal
+/// (and the recording as `upload_error`) although the server had accepted it.
+#[test]
+fn regression_a_2xx_final_ingest_without_a_mediapackage_is_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let track = dir.path().join("presenter.mp4");
+    std::fs::write(&track, b"0123456789").unwrap();
+    let mp = br#"<mediapackage id="mp1"/>"#;
+    let mut replies: Vec<_> = (0..2).map(|_| reply(200, &[("Content-Type", "text/xml")], mp)).collect();
+    replies.push(reply(200, &[("Content-Type", "text/plain")], b"OK"));
+    let s = Scripted::start(replies);
+    let mut c = Client::new(&config(&s.url, "basic"), "a");
+    let job = IngestJob::scheduled("rec-1", "uid-1", "L", None, None, "", vec![Track { path: track, flavor: "presenter/source".into() }]);
+    assert_eq!(c.ingest(&job).unwrap(), "OK");
+}
+
+#[test]
+fn status_errors_carry_retry_after() {
+    let s = Scripted::start(vec![reply(503, &[("Retry-After", "7")], b"busy"), reply(429, &[], b"")]);
+    let mut c = Client::new(&config(&s.url, "basic"), "a");
+    let e = c.whoami().unwrap_err();
+    assert_eq!((e.status(), e.retry_after()), (Some(503), Some("7")), "{e}");
+    let e = c.whoami().unwrap_err();
+    assert_eq!((e.status(), e.retry_after()), (Some(429), None), "{e}");
+}

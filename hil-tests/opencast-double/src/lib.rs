@@ -15,22 +15,36 @@
 //!   is not a scheduled event;
 //! * the calendar (RFC 5545, CRLF, 75-octet folding — optionally through multi-byte characters —,
 //!   base64 attachments, `cutoff`, ETag and `If-None-Match` → 304), from [`Event`]s or raw bytes;
-//! * ingest: `createMediaPackage`, `addDCCatalog`, `addTrack` (multipart, streamed to disk with
-//!   SHA-256 and MD5), `ingest[/{workflow}]` with `workflowInstanceId` and workflow parameters;
+//! * ingest: `createMediaPackage`, `createMediaPackageWithID/{id}`, `addDCCatalog`, `addTrack`
+//!   and `addAttachment` (multipart, streamed to disk with SHA-256), `ingest[/{workflow}]` with
+//!   `workflowInstanceId` and workflow parameters;
+//! * the chunked upload service (`FileUploadRestService`, [`fileupload`]): `newjob`, chunks with
+//!   Opencast's rules (numbered from 0, only the next one, exact sizes, "Job is locked" while an
+//!   earlier request of the job is held, a cut chunk leaves the job where it was), the job as
+//!   JSON, and the track in the job's media package after the last chunk; discovery lists it
+//!   unless [`Config::fileupload`] is off;
+//! * the ingest lookup `GET /workflow/mediaPackage/{id}/instances.json` (one instance per ingest)
+//!   and `GET /info/me.json`;
 //! * authentication: Basic, or Digest (MD5, `qop=auth`, nonce expiry) behind
 //!   `X-Requested-Auth: Digest`, and the 302 to the login page without it ([`auth`]);
 //! * fault switches that tests flip at any time ([`Faults`]): connections refused or dropped,
-//!   slow replies, any status code, a garbage body, a calendar cut off mid-body;
+//!   slow replies, any status code, a garbage body, a calendar cut off mid-body; and counted
+//!   one-shot faults: a reply lost after the request was committed
+//!   ([`Double::lose_replies`]), a chunk upload cut after N body bytes ([`Double::cut_chunks`]),
+//!   an upload job held locked ([`Double::lock_upload_job`]);
 //! * inspection: a [`Snapshot`] of everything received, and [`Double::wait_for`].
 //!
 //! What it does not cover: the rest of Opencast (no workflows run, no files are served back, no
 //! admin UI), session cookies, HTTPS, `addTrack` by URL, chunked ingest (`addPartialTrack`),
+//! upload jobs without a media package (the "uploaded" collection), job expiry, the XML form of
+//! an upload job (`/upload/job/{id}.xml`; the JSON carries the media package as an XML string),
 //! ingest of zipped mediapackages, scheduling through the API (tests set the calendar directly),
 //! recurring events in generated calendars (a raw calendar may contain anything), and time zones
 //! other than UTC in generated calendars.
 
 pub mod auth;
 pub mod calendar;
+pub mod fileupload;
 pub mod form;
 pub mod http;
 pub mod server;
@@ -85,12 +99,16 @@ pub struct Config {
     pub services_as_list: bool,
     /// Fold generated calendars inside multi-byte characters.
     pub fold_inside_chars: bool,
+    /// Register the chunked upload service (`org.opencastproject.fileupload` at `/upload`) in
+    /// discovery. Off: discovery lists none (the endpoints still answer), as on an Opencast
+    /// without the module, so clients fall back to `addTrack`.
+    pub fileupload: bool,
 }
 
 impl Config {
     /// Digest authentication with one user, as a production Opencast is usually set up for agents.
     pub fn digest(user: &str, password: &str) -> Config {
-        Config { auth: AuthMode::Digest, users: BTreeMap::from([(user.into(), password.into())]), port: 0, dir: None, services_as_list: false, fold_inside_chars: false }
+        Config { auth: AuthMode::Digest, users: BTreeMap::from([(user.into(), password.into())]), port: 0, dir: None, services_as_list: false, fold_inside_chars: false, fileupload: true }
     }
 
     /// Basic authentication with one user.
@@ -116,6 +134,8 @@ pub struct Faults {
     pub delay: Duration,
     /// Reply with this status (e.g. 500, 503) without handling the request at all.
     pub status: Option<u16>,
+    /// With `status`: send `Retry-After: N` (seconds) with it.
+    pub retry_after: Option<u32>,
     /// Handle the request, then replace the reply body with bytes that are neither XML, JSON nor
     /// iCalendar (and not UTF-8).
     pub garbage_body: bool,
@@ -152,6 +172,9 @@ impl Double {
             addr,
             services_as_list: config.services_as_list,
             fold_inside_chars: config.fold_inside_chars,
+            fileupload: config.fileupload,
+            jobs: Mutex::new(BTreeMap::new()),
+            one_shot: Mutex::new(server::OneShot::default()),
             faults: Mutex::new(Faults::default()),
             faults_changed: Condvar::new(),
             calendar: Mutex::new(CalendarSource::Events(Vec::new())),
@@ -212,6 +235,33 @@ impl Double {
 
     pub fn faults(&self) -> Faults {
         lock(&self.shared.faults).clone()
+    }
+
+    /// The next `times` requests whose path starts with `path_prefix` are handled completely
+    /// (their effect is committed, e.g. an ingest recorded or a chunk appended), and then the
+    /// connection is closed without a reply: the lost answer a client cannot tell from a request
+    /// that never arrived.
+    pub fn lose_replies(&self, path_prefix: &str, times: u32) {
+        lock(&self.shared.one_shot).lose.push((path_prefix.to_owned(), times));
+    }
+
+    /// The next `times` chunk uploads (`POST /upload/job/{id}`) are cut: the double reads
+    /// `after_bytes` of the request body and closes the connection; the job stays at its
+    /// previous chunk, as in Opencast when a chunk's stream breaks.
+    pub fn cut_chunks(&self, after_bytes: u64, times: u32) {
+        lock(&self.shared.one_shot).cut = Some((after_bytes, times));
+    }
+
+    /// Holds upload job `id` locked for `hold`, as if another request of the job were still being
+    /// handled: chunks get "Job is locked", the job's JSON says `INPROGRESS`. False if no such job.
+    pub fn lock_upload_job(&self, id: &str, hold: Duration) -> bool {
+        match lock(&self.shared.jobs).get_mut(id) {
+            Some(j) => {
+                j.locked_until = Some(Instant::now() + hold);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A copy of everything received so far.

@@ -7,13 +7,18 @@
 //! * `POST /capture-admin/agents/{name}/configuration` (`configuration`: XML properties or JSON)
 //! * `POST /capture-admin/recordings/{id}` (`state`)
 //! * `GET  /recordings/calendars?agentid=…&cutoff=…` (ETag / `If-None-Match` → 304)
-//! * `GET  /ingest/createMediaPackage`, `POST /ingest/addDCCatalog`, `POST /ingest/addTrack`,
+//! * `GET  /ingest/createMediaPackage`, `PUT /ingest/createMediaPackageWithID/{id}`,
+//!   `POST /ingest/addDCCatalog`, `POST /ingest/addTrack`, `POST /ingest/addAttachment`,
 //!   `POST /ingest/ingest[/{workflowDefinitionId}]`
+//! * `POST /upload/newjob`, `POST /upload/job/{id}`, `GET /upload/job/{id}.json` ([`crate::fileupload`])
+//! * `GET  /workflow/mediaPackage/{id}/instances.json`: one instance per ingest of that package
+//! * `GET  /info/me.json`: the authenticated user
 //! * `GET  /admin-ng/login.html` (where the 302 of an unauthenticated request points)
 //! * `GET  /__double/state`: the [`Snapshot`] as JSON; not Opencast, never faulted, no auth.
 //!
-//! Lock order: `faults` and `calendar` are each taken alone; `state` is taken last and never
-//! held across I/O, so a slow client can never stall another connection's bookkeeping.
+//! Lock order: `faults`, `calendar` and `one_shot` are each taken alone; `jobs` before `state`;
+//! `state` is taken last and never held across I/O, so a slow client can never stall another
+//! connection's bookkeeping.
 
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -38,8 +43,17 @@ pub const AGENT_STATES: &[&str] = &["idle", "shutting_down", "capturing", "uploa
 pub const RECORDING_STATES: &[&str] = &[
     "unknown", "capturing", "capture_finished", "capture_error", "manifest", "manifest_error", "manifest_finished", "compressing", "compressing_error", "uploading", "upload_finished", "upload_error",
 ];
-/// Service type → path, as in a stock all-in-one Opencast.
-const SERVICES: &[(&str, &str)] = &[("capture.admin", "/capture-admin"), ("scheduler", "/recordings"), ("ingest", "/ingest")];
+/// Service type → path, as in a stock all-in-one Opencast (`fileupload` only with
+/// [`crate::Config::fileupload`]).
+const SERVICES: &[(&str, &str)] = &[
+    ("capture.admin", "/capture-admin"),
+    ("scheduler", "/recordings"),
+    ("ingest", "/ingest"),
+    ("fileupload", "/upload"),
+    ("workflow", "/workflow"),
+];
+/// A handler's status that means: close the connection without any reply.
+pub(crate) const CLOSE: u16 = 0;
 /// How much of an unread request body is drained before replying; larger ones close the connection.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
@@ -48,12 +62,35 @@ pub(crate) enum CalendarSource {
     Raw(Vec<u8>),
 }
 
+/// Counted faults, used up as requests meet them ([`crate::Double::lose_replies`],
+/// [`crate::Double::cut_chunks`]).
+#[derive(Default)]
+pub(crate) struct OneShot {
+    pub lose: Vec<(String, u32)>,
+    pub cut: Option<(u64, u32)>,
+}
+
+impl OneShot {
+    /// Whether the reply to a request for `path` is to be lost (using one up).
+    fn take_lose(&mut self, path: &str) -> bool {
+        let Some(i) = self.lose.iter().position(|(p, n)| *n > 0 && path.starts_with(p.as_str())) else { return false };
+        self.lose[i].1 -= 1;
+        if self.lose[i].1 == 0 {
+            self.lose.remove(i);
+        }
+        true
+    }
+}
+
 pub(crate) struct Shared {
     pub auth: Authenticator,
     pub dir: PathBuf,
     pub addr: SocketAddr,
     pub services_as_list: bool,
     pub fold_inside_chars: bool,
+    pub fileupload: bool,
+    pub jobs: Mutex<std::collections::BTreeMap<String, crate::fileupload::JobInternal>>,
+    pub one_shot: Mutex<OneShot>,
     pub faults: Mutex<Faults>,
     pub faults_changed: Condvar,
     pub calendar: Mutex<CalendarSource>,
@@ -76,18 +113,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn update<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
         let r = f(&mut lock(&self.state));
         self.state_changed.notify_all();
         r
     }
 
     /// A UUID-shaped id, as Opencast gives mediapackages.
-    fn uuid(&self) -> String {
+    pub(crate) fn uuid(&self) -> String {
         let h = Sha256::digest(format!("{}:{}:{:?}", self.next_id(), now_ms(), self.addr));
         let x: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
         format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
@@ -157,6 +194,9 @@ pub(crate) fn accept_loop(shared: Arc<Shared>, mut listener: Option<TcpListener>
 fn serve_connection(shared: &Shared, stream: TcpStream) {
     // A client that goes silent mid-request must not pin a thread forever.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    // A reply is written as head and body: without NODELAY the body waits for the client's
+    // delayed ACK of the head (tens of milliseconds per request).
+    let _ = stream.set_nodelay(true);
     let Ok(read_half) = stream.try_clone() else { return };
     let mut r = BufReader::with_capacity(64 * 1024, read_half);
     let mut w = stream;
@@ -212,7 +252,8 @@ fn serve_request(shared: &Shared, head: Head, r: &mut BufReader<TcpStream>, w: &
     let mut fault = None;
     let (mut resp, user) = if let Some(status) = faults.status {
         fault = Some("status");
-        (Response::new(status, "text/html;charset=ISO-8859-1", format!("<html><body><h2>HTTP ERROR {status}</h2><p>injected by the Opencast double</p></body></html>")), None)
+        let r = Response::new(status, "text/html;charset=ISO-8859-1", format!("<html><body><h2>HTTP ERROR {status}</h2><p>injected by the Opencast double</p></body></html>"));
+        (match faults.retry_after { Some(n) => r.with_header("Retry-After", n.to_string()), None => r }, None)
     } else {
         let (resp, user) = authenticate_and_route(shared, &head, &mut body, w);
         (resp, user)
@@ -236,6 +277,15 @@ fn serve_request(shared: &Shared, head: Head, r: &mut BufReader<TcpStream>, w: &
         fault = Some("truncated");
         truncate = Some(resp.body.len() / 2);
         close = true;
+    }
+    if resp.status == CLOSE {
+        log(0, user, Some("cut"), None);
+        return false;
+    }
+    if lock(&shared.one_shot).take_lose(&head.path) {
+        // The request was handled and its effect committed; the answer never leaves.
+        log(resp.status, user, Some("lost"), None);
+        return false;
     }
     let error = (resp.status >= 400).then(|| String::from_utf8_lossy(&resp.body).into_owned());
     if let Some(e) = &error {
@@ -268,7 +318,7 @@ fn authenticate_and_route(shared: &Shared, head: &Head, body: &mut Body<'_>, w: 
     if head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         let _ = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").and_then(|_| w.flush());
     }
-    (route(shared, head, body), Some(user))
+    (route(shared, head, body, &user), Some(user))
 }
 
 /// The path's segments, each percent-decoded on its own (so `%2F` inside a name stays in it).
@@ -281,7 +331,7 @@ fn bad(msg: impl Into<String>) -> Response {
     Response::text(400, msg)
 }
 
-fn route(shared: &Shared, head: &Head, body: &mut Body<'_>) -> Response {
+fn route(shared: &Shared, head: &Head, body: &mut Body<'_>, user: &str) -> Response {
     let Some(seg) = segments(head) else { return bad("bad percent-encoding in the path") };
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     let method = head.method.as_str();
@@ -297,7 +347,14 @@ fn route(shared: &Shared, head: &Head, body: &mut Body<'_>) -> Response {
         ("GET", ["recordings", "calendars"]) => Ok(calendar(shared, head)),
         ("GET", ["ingest", "createMediaPackage"]) => Ok(create_mediapackage(shared)),
         ("POST", ["ingest", "addDCCatalog"]) => form().map(|f| add_catalog(shared, &f)),
-        ("POST", ["ingest", "addTrack"]) => form().map(|f| add_track(shared, f)),
+        ("POST", ["ingest", "addTrack"]) => form().map(|f| add_file_element(shared, f, FileElement::Track)),
+        ("PUT", ["ingest", "createMediaPackageWithID", id]) => Ok(create_mediapackage_with_id(shared, id)),
+        ("POST", ["ingest", "addAttachment"]) => form().map(|f| add_file_element(shared, f, FileElement::Attachment)),
+        ("POST", ["upload", "newjob"]) => form().map(|f| crate::fileupload::new_job(shared, &f)),
+        ("POST", ["upload", "job", id]) => Ok(crate::fileupload::accept_chunk(shared, head, body, id)),
+        ("GET", ["upload", "job", file]) if file.ends_with(".json") => Ok(crate::fileupload::job_json(shared, file.trim_end_matches(".json"))),
+        ("GET", ["workflow", "mediaPackage", id, "instances.json"]) => Ok(workflow_instances(shared, id)),
+        ("GET", ["info", "me.json"]) => Ok(Response::new(200, "application/json", serde_json::json!({ "user": { "username": user }, "roles": ["ROLE_CAPTURE_AGENT"], "org": { "id": "mh_default_org" } }).to_string())),
         ("POST", ["ingest", "ingest"]) => form().map(|f| ingest(shared, None, &f)),
         ("POST", ["ingest", "ingest", wd]) => form().map(|f| ingest(shared, Some(wd), &f)),
         _ => Ok(match allowed_method(&seg) {
@@ -311,7 +368,12 @@ fn route(shared: &Shared, head: &Head, body: &mut Body<'_>) -> Response {
 /// The method a known endpoint takes (JAX-RS answers a known path with the wrong method with a 405).
 fn allowed_method(seg: &[&str]) -> Option<&'static str> {
     match seg {
-        ["services", "available.json"] | ["recordings", "calendars"] | ["ingest", "createMediaPackage"] => Some("GET"),
+        ["services", "available.json"] | ["recordings", "calendars"] | ["ingest", "createMediaPackage"] | ["info", "me.json"] => Some("GET"),
+        ["workflow", "mediaPackage", _, "instances.json"] => Some("GET"),
+        ["ingest", "createMediaPackageWithID", _] => Some("PUT"),
+        ["upload", "newjob"] | ["ingest", "addAttachment"] => Some("POST"),
+        ["upload", "job", f] if f.ends_with(".json") => Some("GET"),
+        ["upload", "job", _] => Some("POST"),
         ["capture-admin", "agents", _] | ["capture-admin", "agents", _, "configuration"] | ["capture-admin", "recordings", _] => Some("POST"),
         ["ingest", "addDCCatalog" | "addTrack" | "ingest"] | ["ingest", "ingest", _] => Some("POST"),
         _ => None,
@@ -330,7 +392,7 @@ fn services(shared: &Shared, head: &Head) -> Response {
             "state_changed": "2026-01-01T00:00:00Z", "error_state_trigger": 0, "warning_state_trigger": 0,
         })
     };
-    let found = SERVICES.iter().find(|(k, _)| ty.strip_prefix("org.opencastproject.") == Some(k));
+    let found = SERVICES.iter().filter(|(k, _)| shared.fileupload || *k != "fileupload").find(|(k, _)| ty.strip_prefix("org.opencastproject.") == Some(k));
     let services = match found {
         None => serde_json::json!({}),
         Some((_, path)) if shared.services_as_list => {
@@ -473,7 +535,7 @@ fn calendar(shared: &Shared, head: &Head) -> Response {
     if agent.is_some() { resp.with_header("ETag", etag) } else { resp }
 }
 
-fn mp_xml(shared: &Shared, mp: &MediaPackage) -> String {
+pub(crate) fn mp_xml(shared: &Shared, mp: &MediaPackage) -> String {
     let start = Utc.timestamp_millis_opt(mp.created_ms as i64).single().map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
     let base = format!("http://{}/files/mediapackage/{}", shared.addr, mp.id);
     let tracks: String = mp
@@ -486,7 +548,12 @@ fn mp_xml(shared: &Shared, mp: &MediaPackage) -> String {
         .iter()
         .map(|c| format!("<catalog id=\"{}\" type=\"{}\"><mimetype>text/xml</mimetype><tags/><url>{base}/{}/dublincore.xml</url></catalog>", c.id, xml_escape(&c.flavor), c.id))
         .collect();
-    format!("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><mediapackage xmlns=\"http://mediapackage.opencastproject.org\" id=\"{}\" start=\"{start}\"><media>{tracks}</media><metadata>{catalogs}</metadata><attachments/><publications/></mediapackage>", mp.id)
+    let attachments: String = mp
+        .attachments
+        .iter()
+        .map(|a| format!("<attachment id=\"{}\" type=\"{}\"><mimetype>{}</mimetype><tags/><url>{base}/{}/{}</url><checksum type=\"sha256\">{}</checksum></attachment>", a.id, xml_escape(&a.flavor), mime_of(&a.filename), a.id, xml_escape(&a.filename), a.sha256))
+        .collect();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><mediapackage xmlns=\"http://mediapackage.opencastproject.org\" id=\"{}\" start=\"{start}\"><media>{tracks}</media><metadata>{catalogs}</metadata><attachments>{attachments}</attachments><publications/></mediapackage>", mp.id)
 }
 
 fn mime_of(filename: &str) -> &'static str {
@@ -496,12 +563,60 @@ fn mime_of(filename: &str) -> &'static str {
         Some("webm") => "video/webm",
         Some("mkv") => "video/x-matroska",
         Some("mp3") => "audio/mpeg",
+        Some("json") => "application/json",
         _ => "application/octet-stream",
     }
 }
 
+fn new_mediapackage(id: &str) -> MediaPackage {
+    MediaPackage { id: id.to_owned(), created_ms: now_ms(), creations: 1, catalogs: Vec::new(), tracks: Vec::new(), attachments: Vec::new(), ingested: None }
+}
+
+/// The index of media package `id`, added (as Opencast accepts any well-formed package) if new.
+pub(crate) fn find_or_add_mediapackage(s: &mut Snapshot, id: &str) -> usize {
+    match s.mediapackages.iter().position(|m| m.id == id) {
+        Some(i) => i,
+        None => {
+            s.mediapackages.push(MediaPackage { creations: 0, ..new_mediapackage(id) });
+            s.mediapackages.len() - 1
+        }
+    }
+}
+
+/// `createMediaPackageWithID/{id}` "overrides an existing media package": its elements are
+/// dropped, unless it was ingested (the double keeps what was ingested; the count of creations
+/// shows the client made it again).
+fn create_mediapackage_with_id(shared: &Shared, id: &str) -> Response {
+    if id.trim().is_empty() {
+        return bad("the media package id is empty");
+    }
+    let mp = shared.update(|s| {
+        let i = find_or_add_mediapackage(s, id);
+        let mp = &mut s.mediapackages[i];
+        mp.creations += 1;
+        if mp.ingested.is_none() {
+            *mp = MediaPackage { creations: mp.creations, ..new_mediapackage(id) };
+        }
+        mp.clone()
+    });
+    Response::new(200, "text/xml", mp_xml(shared, &MediaPackage { catalogs: Vec::new(), tracks: Vec::new(), attachments: Vec::new(), ..mp }))
+}
+
+fn workflow_instances(shared: &Shared, id: &str) -> Response {
+    let s = lock(&shared.state);
+    let wf: Vec<serde_json::Value> = s
+        .mediapackages
+        .iter()
+        .filter(|m| m.id == id)
+        .filter_map(|m| m.ingested.as_ref())
+        .map(|i| serde_json::json!({ "id": i.workflow_id, "state": "RUNNING", "template": i.workflow_definition_id, "mediapackage": { "id": id } }))
+        .collect();
+    let body = if wf.is_empty() { serde_json::json!({ "workflows": { "totalCount": 0 } }) } else { serde_json::json!({ "workflows": { "totalCount": wf.len(), "workflow": wf } }) };
+    Response::new(200, "application/json", body.to_string())
+}
+
 fn create_mediapackage(shared: &Shared) -> Response {
-    let mp = MediaPackage { id: shared.uuid(), created_ms: now_ms(), catalogs: Vec::new(), tracks: Vec::new(), ingested: None };
+    let mp = new_mediapackage(&shared.uuid());
     let xml = mp_xml(shared, &mp);
     shared.update(|s| s.mediapackages.push(mp));
     Response::new(200, "text/xml", xml)
@@ -532,13 +647,7 @@ fn with_mediapackage(shared: &Shared, f: &Form, change: impl FnOnce(&mut MediaPa
         Err(e) => return bad(format!("mediaPackage is not a valid media package: {e}")),
     };
     let res = shared.update(|s| {
-        let i = match s.mediapackages.iter().position(|m| m.id == id) {
-            Some(i) => i,
-            None => {
-                s.mediapackages.push(MediaPackage { id: id.clone(), created_ms: now_ms(), catalogs: Vec::new(), tracks: Vec::new(), ingested: None });
-                s.mediapackages.len() - 1
-            }
-        };
+        let i = find_or_add_mediapackage(s, &id);
         change(&mut s.mediapackages[i]).map(|_| s.mediapackages[i].clone())
     });
     match res {
@@ -568,7 +677,20 @@ fn add_catalog(shared: &Shared, f: &Form) -> Response {
     })
 }
 
-fn add_track(shared: &Shared, f: Form) -> Response {
+/// The kinds of file element `addTrack` and `addAttachment` add.
+#[derive(Clone, Copy)]
+enum FileElement {
+    Track,
+    Attachment,
+}
+
+/// `addTrack` / `addAttachment`: one file part (already on disk) and a flavor, added to the
+/// media package; the file is removed again if the request is refused.
+fn add_file_element(shared: &Shared, f: Form, kind: FileElement) -> Response {
+    let (call, prefix) = match kind {
+        FileElement::Track => ("addTrack", "track"),
+        FileElement::Attachment => ("addAttachment", "attachment"),
+    };
     let flavor = f.get("flavor").unwrap_or("").to_owned();
     let remove_all = |f: &Form| f.files.iter().for_each(|p| drop(std::fs::remove_file(&p.path)));
     if !valid_flavor(&flavor) {
@@ -577,12 +699,14 @@ fn add_track(shared: &Shared, f: Form) -> Response {
     }
     let [file] = f.files.as_slice() else {
         remove_all(&f);
-        return bad(format!("addTrack needs exactly one file part, got {}", f.files.len()));
+        return bad(format!("{call} needs exactly one file part, got {}", f.files.len()));
     };
-    let id = format!("track-{}", shared.next_id());
-    let file = file.clone();
+    let element = Track { id: format!("{prefix}-{}", shared.next_id()), flavor, filename: file.filename.clone(), bytes: file.bytes, sha256: file.sha256.clone(), path: file.path.clone() };
     let resp = with_mediapackage(shared, &f, |mp| {
-        mp.tracks.push(Track { id, flavor, filename: file.filename.clone(), bytes: file.bytes, sha256: file.sha256.clone(), path: file.path.clone() });
+        match kind {
+            FileElement::Track => mp.tracks.push(element),
+            FileElement::Attachment => mp.attachments.push(element),
+        }
         Ok(())
     });
     if resp.status != 200 {

@@ -1,5 +1,6 @@
 //! What the double remembers: every request, agent states, recording states, agent
-//! configurations, calendar fetches and mediapackages with their catalogs and tracks. Tests read
+//! configurations, calendar fetches, mediapackages with their catalogs, tracks and attachments,
+//! and chunked upload jobs with what they received. Tests read
 //! a [`Snapshot`]; the binary serves it as JSON at `GET /__double/state` and writes it on exit.
 //!
 //! Memory is bounded: the request log keeps the last [`MAX_REQUESTS`] entries, catalogs are a few
@@ -75,7 +76,8 @@ pub struct Catalog {
     pub content: String,
 }
 
-/// A track added with `addTrack`; its bytes are in `path`.
+/// A track added with `addTrack` (or by the last chunk of an upload job), or an attachment;
+/// its bytes are in `path`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Track {
     pub id: String,
@@ -84,6 +86,43 @@ pub struct Track {
     pub bytes: u64,
     pub sha256: String,
     pub path: PathBuf,
+}
+
+/// An attachment added with `addAttachment`: a file element like a track.
+pub type Attachment = Track;
+
+/// A chunked upload job (`POST /upload/newjob` on).
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadJob {
+    pub id: String,
+    pub created_ms: u64,
+    pub filename: String,
+    /// As announced at `newjob` (−1: unknown).
+    pub filesize: i64,
+    /// As announced at `newjob` (−1: one ordinary upload).
+    pub chunksize: i64,
+    pub chunks_total: u64,
+    pub flavor: Option<String>,
+    /// The media package the track goes into.
+    pub mediapackage_id: Option<String>,
+    /// The last chunk accepted; −1 before the first.
+    pub current_chunk: i64,
+    /// `READY`, `INPROGRESS`, `FINALIZING` or `COMPLETE` (as last stored; a held lock shows in
+    /// the JSON only).
+    pub state: String,
+    /// Bytes of the file accepted (appended).
+    pub current_size: u64,
+    /// Chunks accepted.
+    pub chunks_received: u64,
+    /// Every chunk request that reached the handler, accepted or not.
+    pub chunk_attempts: u64,
+    /// File bytes that arrived in chunk requests, accepted, refused or cut: minus `current_size`,
+    /// what the client sent again.
+    pub bytes_received: u64,
+    /// Why chunks were refused, in order ("Wrong chunk number…", "Job is locked…", "cut").
+    pub refusals: Vec<String>,
+    /// The track's URL once the job is complete.
+    pub url: Option<String>,
 }
 
 /// What `ingest` started.
@@ -107,8 +146,13 @@ pub struct Ingested {
 pub struct MediaPackage {
     pub id: String,
     pub created_ms: u64,
+    /// How often `createMediaPackage(WithID)` produced this id (a client that retries with the
+    /// same id shows here; >1 after an ingest means it created the package again after the
+    /// ingest happened).
+    pub creations: u32,
     pub catalogs: Vec<Catalog>,
     pub tracks: Vec<Track>,
+    pub attachments: Vec<Attachment>,
     pub ingested: Option<Ingested>,
 }
 
@@ -133,6 +177,7 @@ pub struct Snapshot {
     pub agent_configs: Vec<AgentConfig>,
     pub calendar_fetches: Vec<CalendarFetch>,
     pub mediapackages: Vec<MediaPackage>,
+    pub upload_jobs: Vec<UploadJob>,
 }
 
 impl Snapshot {
@@ -149,5 +194,21 @@ impl Snapshot {
     /// Mediapackages that were ingested.
     pub fn ingested(&self) -> impl Iterator<Item = &MediaPackage> {
         self.mediapackages.iter().filter(|m| m.ingested.is_some())
+    }
+
+    /// Ingest calls the double accepted (each one starts a workflow).
+    pub fn ingest_count(&self) -> usize {
+        self.ingested().count()
+    }
+
+    /// Chunk file bytes received over all upload jobs, and of them accepted: the difference
+    /// is what clients sent again.
+    pub fn chunk_bytes(&self) -> (u64, u64) {
+        self.upload_jobs.iter().fold((0, 0), |(r, a), j| (r + j.bytes_received, a + j.current_size))
+    }
+
+    /// Chunks accepted over all upload jobs.
+    pub fn chunks_received(&self) -> u64 {
+        self.upload_jobs.iter().map(|j| j.chunks_received).sum()
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! opencast-double [--port N] [--user U] [--password P] [--digest|--basic]
 //!                 [--calendar FILE.ics | --event SPEC ...] [--state-out FILE.json]
-//!                 [--services-as-list] [--fold-inside-chars]
+//!                 [--services-as-list] [--fold-inside-chars] [--no-fileupload]
 //! ```
 //! `--event` takes `uid=ID,agent=NAME,start=T,end=T[,title=…][,series=…][,workflow=…]
 //! [,devices=a+b][,config.KEY=VALUE…]` with T as Unix seconds, RFC 3339 or `+N` seconds from now.
@@ -35,6 +35,7 @@ fn main() -> Result<()> {
             "--state-out" => state_out = Some(value("--state-out")?.into()),
             "--services-as-list" => config.services_as_list = true,
             "--fold-inside-chars" => config.fold_inside_chars = true,
+            "--no-fileupload" => config.fileupload = false,
             "--help" | "-h" => {
                 println!("{}", include_str!("opencast-double.rs").lines().take_while(|l| l.starts_with("//!")).map(|l| l.trim_start_matches("//!").trim_start_matches(' ')).collect::<Vec<_>>().join("\n"));
                 return Ok(());
