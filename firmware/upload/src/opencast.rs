@@ -35,6 +35,13 @@
 //! account may not read the workflow service), the ingest is repeated with the same `mp_id`, so
 //! Opencast updates one event rather than creating a second; the log says so.
 //!
+//! Known limit: for a scheduled event the lookup key is the event UID (Opencast files a
+//! scheduled ingest under it), so a *second box* that recorded another part of the same event
+//! (docs/opencast.md, "A box replaced mid-lecture") finds the first box's ingest and reports its
+//! own upload as done without sending it. Telling the two apart needs a per-box discriminator
+//! in `UploadSpec` (the manifest's device) and a lookup that compares the ingested track's
+//! checksum; until then that scenario must use the outbox ingest.
+//!
 //! `health` is `GET /info/me.json` (creates nothing). `abandon` looks the package up when the
 //! ingest may have been sent and then reports it as arrived. Upload jobs left behind are removed
 //! by Opencast's own cleaner (6 h). Each endpoint is its own Opencast base URL with its own

@@ -116,7 +116,8 @@ pub struct UploadJob {
     pub chunks_received: u64,
     /// Every chunk request that reached the handler, accepted or not.
     pub chunk_attempts: u64,
-    /// File bytes that arrived in chunk requests, accepted, refused or cut: minus `current_size`,
+    /// File bytes that arrived in chunk requests, accepted, refused or cut (of a cut request: the
+    /// body bytes read before the cut): minus `current_size`,
     /// what the client sent again.
     pub bytes_received: u64,
     /// Why chunks were refused, in order ("Wrong chunk number…", "Job is locked…", "cut").
