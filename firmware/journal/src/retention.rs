@@ -59,8 +59,8 @@
 //! `evictions(recording_id PK, why 'retention window'|'storage low', started_at_ms,
 //! done_at_ms NULL, segments, bytes, duration_ns, bytes_freed)`: `segments`, `bytes` and
 //! `duration_ns` are the committed-segment totals before eviction (what [`RecordingSummary`]
-//! reports afterwards); `bytes_freed` counts the files the finishing run removed (segments and
-//! stitched file), a lower bound when a cut interrupted it.
+//! reports afterwards); `bytes_freed` adds up the files removed (segments and stitched file) by
+//! every run or slice that got to commit, so it is a lower bound after a cut.
 //!
 //! [`RecordingSummary`]: crate::RecordingSummary
 
