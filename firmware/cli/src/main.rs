@@ -21,6 +21,8 @@ commands:
   record stop                 stop the current recording
   recordings                  recordings with durations, parts, segments, bytes
   segments ID                 the segments of one recording
+  uploads                     upload jobs: progress, rate, ETA, attempts, endpoint, last error
+  uploads retry ID            queue a parked or waiting upload again, now
   schedule parse FILE         the events the agent would store from an .ics file, as JSON
                               (uid, start/end RFC 3339 UTC, title, workflow, device names...;
                               recurrences 14 days ahead); a bad file: FILE:LINE: why, exit 1
@@ -116,6 +118,8 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
         ["record", "stop"] => ask(opts, Request::RecordStop)?,
         ["recordings"] => ask(opts, Request::Recordings)?,
         ["segments", id] => ask(opts, Request::Segments { recording_id: (*id).to_owned() })?,
+        ["uploads"] => ask(opts, Request::Uploads)?,
+        ["uploads", "retry", id] => ask(opts, Request::UploadRetry { recording_id: (*id).to_owned() })?,
         ["schedule", "parse", file] => return schedule_parse(Path::new(file)),
         ["sim", rest @ ..] => return sim(opts, rest),
         _ => {
@@ -199,6 +203,27 @@ fn human(words: &[&str], v: &Value) -> String {
                 out_line!(out, "(no recordings)");
             }
         }
+        Some("uploads") if words.get(1) == Some(&"retry") => {
+            out_line!(out, "{}: {} -> {}", s(&v["recording_id"]), s(&v["was"]), s(&v["state"]));
+        }
+        Some("uploads") => {
+            let empty = Vec::new();
+            let list = v["uploads"].as_array().unwrap_or(&empty);
+            for j in list {
+                out_line!(out, "{}", upload_line(j));
+            }
+            if list.is_empty() {
+                out_line!(out, "(no uploads)");
+            }
+            for e in v["endpoints"].as_array().unwrap_or(&empty) {
+                let current = e["current"].as_u64().unwrap_or(0) as usize;
+                let eps: Vec<String> = e["endpoints"].as_array().unwrap_or(&empty).iter().enumerate().map(|(i, u)| if i == current { format!("[{}]", s(u)) } else { s(u) }).collect();
+                out_line!(out, "target {} ({}): {}", s(&e["target"]), s(&e["kind"]), eps.join(" "));
+            }
+            for a in v["alarms"].as_array().unwrap_or(&empty) {
+                out_line!(out, "ALARM: {}", s(a));
+            }
+        }
         Some("segments") => {
             let empty = Vec::new();
             for seg in v["segments"].as_array().unwrap_or(&empty) {
@@ -236,6 +261,43 @@ fn human(words: &[&str], v: &Value) -> String {
     out
 }
 
+/// Bytes as MB with one decimal.
+fn mb(v: &Value) -> String {
+    format!("{:.1} MB", v.as_f64().unwrap_or(0.0) / 1e6)
+}
+
+/// One job of `lectern uploads`: id, state, a progress bar, bytes, rate and ETA, attempts,
+/// target and endpoint, and the last error (docs/control-api.md has the JSON).
+fn upload_line(j: &Value) -> String {
+    let frac = j["fraction"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
+    let filled = (frac * 20.0).round() as usize;
+    let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled));
+    let rate = match (j["rate_bps"].as_f64(), j["eta_s"].as_f64()) {
+        (Some(r), Some(eta)) => format!(" {:.1} MB/s, ETA {}m{:02}s", r / 1e6, eta as u64 / 60, eta as u64 % 60),
+        _ => String::new(),
+    };
+    let mut line = format!(
+        "{:<28} {:<7} {bar} {:>3.0}% {}/{}{rate}  {} -> {}",
+        s(&j["recording_id"]),
+        s(&j["state"]),
+        frac * 100.0,
+        mb(&j["bytes_confirmed"]),
+        mb(&j["bytes_total"]),
+        s(&j["target"]),
+        s(&j["endpoint"]),
+    );
+    if j["attempts"].as_i64().unwrap_or(0) > 0 {
+        line.push_str(&format!("  attempts {}", s(&j["attempts"])));
+    }
+    if !j["next_try"].is_null() {
+        line.push_str(&format!(", next try {}", s(&j["next_try"])));
+    }
+    if !j["last_error"].is_null() {
+        line.push_str(&format!("\n    last error: {}", s(&j["last_error"])));
+    }
+    line
+}
+
 /// One line for a probed input of `status.devices`: its device and whether it opened when last
 /// checked (docs/control-api.md).
 fn device_line(d: &Value) -> String {
@@ -249,7 +311,21 @@ fn device_line(d: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::device_line;
+    use super::{device_line, upload_line};
+
+    #[test]
+    fn upload_lines() {
+        let j = json!({"recording_id": "20261203-100000-a", "state": "active", "fraction": 0.5, "bytes_confirmed": 900_000_000u64,
+            "bytes_total": 1_800_000_000u64, "rate_bps": 2_500_000.0, "eta_s": 360.0, "attempts": 2, "next_try": null,
+            "target": "opencast", "endpoint": "https://oc-b", "last_error": "POST https://oc-a/upload/job/7: timed out"});
+        assert_eq!(
+            upload_line(&j),
+            "20261203-100000-a            active  [##########..........]  50% 900.0 MB/1800.0 MB 2.5 MB/s, ETA 6m00s  opencast -> https://oc-b  attempts 2\n    last error: POST https://oc-a/upload/job/7: timed out"
+        );
+        let parked = json!({"recording_id": "r", "state": "parked", "fraction": 0.0, "bytes_confirmed": 0, "bytes_total": 10, "rate_bps": null,
+            "eta_s": null, "attempts": 0, "next_try": null, "target": "s3", "endpoint": null, "last_error": "HTTP 403"});
+        assert!(upload_line(&parked).starts_with("r                            parked  [....................]   0% 0.0 MB/0.0 MB  s3 -> -"), "{}", upload_line(&parked));
+    }
     use serde_json::json;
 
     #[test]

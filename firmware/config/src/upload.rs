@@ -48,6 +48,8 @@ pub(crate) struct RawTarget {
     access_key: Option<String>,
     secret_key: Option<String>,
     path_style: Option<bool>,
+    same_storage: Option<bool>,
+    verify_etag: Option<bool>,
     // folder
     dirs: Option<Vec<PathBuf>>,
 }
@@ -83,6 +85,11 @@ pub struct S3TargetConfig {
     pub secret_key: String,
     /// `https://host/bucket/key` rather than `https://bucket.host/key` (most on-premise stores).
     pub path_style: bool,
+    /// The endpoints are gateways of one storage cluster: an upload moves between them with its
+    /// progress instead of starting again.
+    pub same_storage: bool,
+    /// Check each part's ETag against its MD5 (off only for AWS with SSE-KMS/SSE-C).
+    pub verify_etag: bool,
 }
 
 impl std::fmt::Debug for S3TargetConfig {
@@ -96,6 +103,8 @@ impl std::fmt::Debug for S3TargetConfig {
             .field("access_key", &self.access_key)
             .field("secret_key", &"<hidden>")
             .field("path_style", &self.path_style)
+            .field("same_storage", &self.same_storage)
+            .field("verify_etag", &self.verify_etag)
             .finish()
     }
 }
@@ -251,6 +260,8 @@ impl Validator<'_> {
                 access_key: required("access_key", t.access_key)?,
                 secret_key: required("secret_key", t.secret_key)?,
                 path_style: t.path_style.unwrap_or(true),
+                same_storage: t.same_storage.unwrap_or(false),
+                verify_etag: t.verify_etag.unwrap_or(true),
             }),
             "folder" => {
                 let dirs: Vec<PathBuf> = t.dirs.unwrap_or_default().into_iter().map(|d| self.path(d)).collect();

@@ -51,6 +51,10 @@ pub enum Request {
     Recordings,
     /// The segments of one recording.
     Segments { recording_id: String },
+    /// Every upload job with its progress, the targets' endpoints and the alarms.
+    Uploads,
+    /// Queue a parked or waiting upload again, due now.
+    UploadRetry { recording_id: String },
 }
 
 /// The envelope of every response: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.

@@ -33,6 +33,8 @@ use crate::clock::Clock;
 /// The agent's handle on the main loop.
 pub struct Agent {
     queue: Queue,
+    /// Shared with the states lane: the agent reports `uploading` rather than `idle` while set.
+    uploading: Arc<AtomicBool>,
     states: LaneThread,
     ingests: LaneThread,
     etag: Arc<Mutex<Option<String>>>,
@@ -94,9 +96,15 @@ impl Agent {
             Some(url) => format!("{url}/calendars"),
             None => format!("{} (scheduler by service discovery)", config.url),
         };
-        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), states, ingests, etag, source, config: config.clone(), _stop: stop };
+        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, ingests, etag, source, config: config.clone(), _stop: stop };
         agent.agent_state(AgentState::Idle, clock.now_ms());
         Ok(agent)
+    }
+
+    /// What the upload room needs to report Opencast recording states (`uploads.rs`).
+    pub fn upload_hooks(&self, db_path: &Path) -> crate::uploads::AgentHooks {
+        let wake = self.states.waker();
+        crate::uploads::AgentHooks { db_path: db_path.to_owned(), wake_states: Arc::new(wake), uploading: self.uploading.clone() }
     }
 
     /// The ETag of the calendar the cache now holds.

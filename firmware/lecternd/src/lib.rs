@@ -17,6 +17,7 @@ pub mod logging;
 mod prober;
 mod session;
 mod stitcher;
+mod uploads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -38,6 +39,7 @@ use agent::Agent;
 use lectern_opencast::{AgentState, CalendarFetch, IngestJob, RecordingState as OcState, Track};
 use prober::{Probed, Prober};
 use stitcher::{StitchDone, Stitcher};
+use uploads::Uploads;
 
 /// Everything that can wake the main loop.
 enum Event {
@@ -102,6 +104,8 @@ struct Daemon {
     clock_reason: String,
     /// The Opencast agent, when `[opencast]` is configured.
     agent: Option<Agent>,
+    /// The upload room, when an upload target is configured.
+    uploads: Option<Uploads>,
     /// The schedule's two sources; the recorder gets their union.
     ics_slots: Vec<Slot>,
     oc_slots: Vec<Slot>,
@@ -343,6 +347,7 @@ impl Daemon {
             clock_trusted: false,
             clock_reason: String::new(),
             agent: None,
+            uploads: None,
             ics_slots: Vec::new(),
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
@@ -358,6 +363,8 @@ impl Daemon {
         };
         daemon.check_clock();
         daemon.start_agent()?;
+        let hooks = daemon.agent.as_ref().map(|a| a.upload_hooks(&daemon.journal.db_path()));
+        daemon.uploads = Uploads::start(&daemon.config, &daemon.journal.db_path(), daemon.clock.clone(), hooks)?;
         if let Some(url) = daemon.config.schedule.ics_url.clone() {
             let tx = daemon.tx.clone();
             daemon._ics_fetch = Some(ics_url::spawn(url, daemon.config.schedule.reload, move |f| {
@@ -439,6 +446,9 @@ impl Daemon {
             if !stop {
                 self.maybe_stitch();
                 self.maybe_probe();
+                if let Some(u) = &self.uploads {
+                    u.tick(*self.recorder.state() != State::Idle);
+                }
             }
             self.publish_status();
             if stop {
@@ -486,7 +496,7 @@ impl Daemon {
                     log::warn!(target: "lecternd", "recording {}: stitch ended without a file: {e}", done.recording_id);
                 }
                 self.stitching = None;
-                self.queue_ingest(&done);
+                self.queue_upload(&done);
                 false
             }
             Event::Calendar(reply) => {
@@ -767,6 +777,14 @@ impl Daemon {
                 let segs = self.journal.segments(&recording_id).map_err(|e| e.to_string())?;
                 Ok(json!({ "recording_id": recording_id, "segments": segs }))
             }
+            Request::Uploads => match &self.uploads {
+                Some(u) => u.list_json(self.clock.now_ms()),
+                None => Ok(json!({ "uploads": [], "endpoints": [], "alarms": [], "note": "no upload target configured" })),
+            },
+            Request::UploadRetry { recording_id } => match &mut self.uploads {
+                Some(u) => u.retry(&recording_id, self.clock.now_ms()),
+                None => Err("no upload target configured".to_owned()),
+            },
         }
     }
 
@@ -850,6 +868,7 @@ impl Daemon {
                 },
                 "outbox_pending": a.pending(),
             })),
+            "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
             "provisioned": provisioned(&self.config),
             "uptime_s": self.started.elapsed().as_secs(),
@@ -977,22 +996,34 @@ impl Daemon {
         }
     }
 
-    /// After a stitch: the stitched MP4 goes into the outbox as an ingest (or, if the stitch
-    /// failed, Opencast hears `upload_error` for a scheduled event).
-    fn queue_ingest(&mut self, done: &StitchDone) {
+    /// After a stitch: the stitched MP4 and its manifest owe an upload. A target of the upload
+    /// room takes it as a resumable job; without one, an Opencast agent still ingests it through
+    /// the outbox. If the stitch failed, Opencast hears `upload_error` for a scheduled event.
+    fn queue_upload(&mut self, done: &StitchDone) {
         let now = self.clock.now_ms();
-        let Some(agent) = self.agent.as_mut() else { return };
         let Ok(Some(rec)) = self.journal.recording(&done.recording_id) else { return };
         let event = rec.event_uid.as_deref().and_then(|uid| self.journal.cached_schedule().ok()?.into_iter().find(|e| e.uid == uid));
         let stitch = match (&done.result, self.journal.stitch_status(&rec.id)) {
             (Ok(_), Ok(Some(row))) if row.state == "done" => row,
             _ => {
-                if let Some(e) = &event {
+                if let (Some(agent), Some(e)) = (self.agent.as_mut(), &event) {
                     agent.recording_state(&e.uid, OcState::UploadError, now);
                 }
                 return;
             }
         };
+        if let Some(uploads) = self.uploads.as_mut().filter(|_| uploads::handles(&self.config, event.is_some())) {
+            let meta = event.as_ref().map(|e| lectern_upload::EventMeta {
+                uid: e.uid.clone(),
+                episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                workflow: e.workflow.clone(),
+                workflow_config: e.workflow_config.clone(),
+            });
+            uploads.enqueue(&rec, &stitch, &self.config.journal.media_dir, meta, now);
+            return;
+        }
+        let Some(agent) = self.agent.as_mut() else { return };
         let Some(path) = stitch.path.as_deref() else { return };
         let tracks = vec![Track { path: self.config.journal.media_dir.join(path), flavor: agent.config.flavor.clone() }];
         let job = match event {

@@ -1,0 +1,299 @@
+//! The upload room inside the daemon: wiring only. The main loop hands every stitched recording
+//! to [`Uploads::enqueue`] (one SQLite transaction into the journal's upload job store, with the
+//! random start delay); `lectern-upload`'s runner threads replay the jobs through the configured
+//! targets. This module maps the config to targets, the runner's events to Opencast recording
+//! states, and the store and the runner's view to `status` and `lectern uploads`.
+//!
+//! Opencast hears about an upload through the outbox like every other state: `uploading` when
+//! a scheduled event's job starts, `upload_finished` when it is done (queued from the runner's
+//! thread *before* the job is marked done, so a crash in between at worst queues it twice),
+//! `upload_error` when it is parked. Only jobs whose target is Opencast report states.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lectern_config::{Config, TargetKind, UploadConfig};
+use lectern_journal::{Created, Outbox, RecordingSummary, StitchRow, UploadRow, UploadStore};
+use lectern_opencast::{Queue, RecordingState};
+use lectern_upload::folder::FolderTarget;
+use lectern_upload::s3::{S3Options, S3Target, Timeouts};
+use lectern_upload::runner::{Clock as RunnerClock, TargetFactory};
+use lectern_upload::{enqueue, EventMeta, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Target, Throttle, UploadEvent, UploadSpec};
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+
+/// What the uploads need of the Opencast agent: its outbox (for recording states), a way to wake
+/// its states lane, and its "uploading" flag (agent state `uploading` instead of `idle`).
+pub struct AgentHooks {
+    pub db_path: std::path::PathBuf,
+    pub wake_states: Arc<dyn Fn() + Send + Sync>,
+    pub uploading: Arc<AtomicBool>,
+}
+
+/// The daemon's handle on uploads; see the module doc.
+pub struct Uploads {
+    store: UploadStore,
+    runner: Runner,
+    config: UploadConfig,
+    rng: Rng,
+    uploading: Option<Arc<AtomicBool>>,
+    /// Whether the runner had running jobs at the last tick (the flag is set on edges only).
+    was_live: AtomicBool,
+}
+
+/// S3 parts are at least S3's minimum (5 MiB) whatever `upload.chunk_mb` says.
+fn s3_options(s: &lectern_config::S3TargetConfig, chunk_bytes: u64) -> S3Options {
+    S3Options {
+        endpoints: s.endpoints.clone(),
+        bucket: s.bucket.clone(),
+        region: s.region.clone(),
+        access_key: s.access_key.clone(),
+        secret_key: s.secret_key.clone(),
+        prefix: s.prefix.clone(),
+        path_style: s.path_style,
+        part_bytes: chunk_bytes.max(lectern_upload::s3::MIN_PART_BYTES),
+        timeouts: Timeouts::default(),
+        same_storage: s.same_storage,
+        verify_etag: s.verify_etag,
+    }
+}
+
+/// Makes the configured targets by name.
+fn factory(config: &Config) -> TargetFactory {
+    let targets = config.upload.targets.clone();
+    let chunk = config.upload.chunk_bytes;
+    Arc::new(move |name| {
+        let t = targets.iter().find(|t| t.name == name)?;
+        let target: Box<dyn Target> = match &t.kind {
+            TargetKind::Folder { dirs } => Box::new(FolderTarget::new(dirs.iter().map(|d| d.display().to_string()).collect())),
+            TargetKind::S3(s) => match S3Target::new(s3_options(s, chunk)) {
+                Ok(t) => Box::new(t),
+                Err(e) => {
+                    log::error!(target: "upload", "target {name}: {e}");
+                    return None;
+                }
+            },
+            TargetKind::Opencast { .. } => return None,
+        };
+        Some(target)
+    })
+}
+
+/// Whether the config uploads through the new room for this kind yet.
+pub fn handles(config: &Config, scheduled: bool) -> bool {
+    config.upload.target_for(scheduled).is_some_and(|t| !matches!(t.kind, TargetKind::Opencast { .. }))
+}
+
+fn recording_state_hook(hooks: AgentHooks) -> Arc<dyn Fn(&UploadEvent) + Send + Sync> {
+    let queue = Mutex::new(None::<Queue>);
+    Arc::new(move |e: &UploadEvent| {
+        let (kind, spec, state) = match e {
+            UploadEvent::Started { kind, spec, .. } => (kind, spec, RecordingState::Uploading),
+            UploadEvent::Done { kind, spec, .. } => (kind, spec, RecordingState::UploadFinished),
+            UploadEvent::Parked { kind, spec, .. } => (kind, spec, RecordingState::UploadError),
+            UploadEvent::Failed { .. } => return,
+        };
+        if matches!(e, UploadEvent::Started { .. }) {
+            hooks.uploading.store(true, Ordering::SeqCst);
+        }
+        let Some(event) = spec.event.as_ref().filter(|_| *kind == "opencast") else { return };
+        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_none() {
+            match Outbox::open(&hooks.db_path) {
+                Ok(o) => *q = Some(Queue::new(o)),
+                Err(err) => {
+                    log::error!(target: "upload", "recording {}: cannot open the outbox for its {} state: {err}", spec.recording_id, state.as_str());
+                    return;
+                }
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Some(Err(err)) = q.as_mut().map(|q| q.recording_state(&event.uid, state, now)) {
+            log::error!(target: "upload", "recording {}: cannot queue {}: {err}", spec.recording_id, state.as_str());
+        }
+        (hooks.wake_states)();
+    })
+}
+
+impl Uploads {
+    /// Starts the runner when at least one target is configured.
+    pub fn start(config: &Config, db_path: &Path, clock: Arc<dyn Clock>, hooks: Option<AgentHooks>) -> anyhow::Result<Option<Uploads>> {
+        let u = &config.upload;
+        if u.targets.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = u.targets.iter().filter(|t| !matches!(t.kind, TargetKind::Opencast { .. })).map(|t| t.name.clone()).collect();
+        let runner_clock: RunnerClock = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now_ms())
+        };
+        let uploading = hooks.as_ref().map(|h| h.uploading.clone());
+        let events: Arc<dyn Fn(&UploadEvent) + Send + Sync> = match hooks {
+            Some(h) => recording_state_hook(h),
+            None => Arc::new(|_: &UploadEvent| {}),
+        };
+        let cfg = RunnerConfig {
+            workers: u.concurrency as usize,
+            retry: RetryPolicy { initial: u.retry_initial, max: u.retry_max },
+            failover_after: u.failover_after,
+            failback_after: u.failback_after,
+            health_interval: u.health_interval,
+            poll: Duration::from_secs(5),
+        };
+        let throttle = Arc::new(Throttle::new(u.rate_limit, u.recording_rate_limit));
+        let runner = Runner::spawn(cfg, db_path, &names, factory(config), runner_clock, throttle, events)?;
+        let store = UploadStore::open(db_path)?;
+        log::info!(target: "upload", "targets: {}", u.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
+        Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, was_live: AtomicBool::new(false) }))
+    }
+
+    /// A stitched recording owes an upload: the job goes to the first target that takes it.
+    pub fn enqueue(&mut self, rec: &RecordingSummary, stitch: &StitchRow, media_dir: &Path, event: Option<EventMeta>, now_ms: i64) {
+        let Some(target) = self.config.target_for(event.is_some()) else {
+            log::info!(target: "upload", "recording {}: no upload target takes it; it stays on the card", rec.id);
+            return;
+        };
+        let (Some(path), Some(bytes), Some(sha256)) = (stitch.path.as_deref(), stitch.bytes, stitch.sha256.clone()) else {
+            log::error!(target: "upload", "recording {}: stitch row has no file; nothing to upload", rec.id);
+            return;
+        };
+        let manifest = stitch.manifest_path.as_deref().map(|m| media_dir.join(m)).and_then(|p| {
+            let bytes = std::fs::metadata(&p).ok()?.len();
+            let sha256 = lectern_journal::sha256_file(&p).ok()?;
+            Some(FileRef { path: p, bytes, sha256 })
+        });
+        let spec = UploadSpec {
+            recording_id: rec.id.clone(),
+            title: rec.title.clone(),
+            started_at_ms: rec.started_at_ms,
+            media: FileRef { path: media_dir.join(path), bytes, sha256 },
+            manifest,
+            event,
+        };
+        match enqueue(&mut self.store, &target.name, &spec, now_ms, self.config.start_delay_max, &mut self.rng) {
+            Ok(Created::Added) => log::info!(target: "upload", "recording {}: upload to {} queued", rec.id, target.name),
+            Ok(Created::Exists(state)) => log::info!(target: "upload", "recording {}: upload already {}", rec.id, state.as_str()),
+            Err(e) => log::error!(target: "upload", "recording {}: cannot queue its upload: {e}", rec.id),
+        }
+        self.runner.wake();
+    }
+
+    /// Called every main-loop turn: the bandwidth cap follows the recorder, and the agent's
+    /// `uploading` flag follows the running jobs.
+    pub fn tick(&self, recording: bool) {
+        self.runner.set_recording(recording);
+        let live = !self.runner.view().live.is_empty();
+        if self.was_live.swap(live, Ordering::SeqCst) != live {
+            if let Some(flag) = &self.uploading {
+                flag.store(live, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `lectern uploads retry ID`.
+    pub fn retry(&mut self, recording_id: &str, now_ms: i64) -> Result<Value, String> {
+        match self.store.retry(recording_id, now_ms).map_err(|e| e.to_string())? {
+            None => Err(format!("no upload job for recording {recording_id:?}")),
+            Some(lectern_journal::UploadState::Done) => Err(format!("recording {recording_id} is already uploaded")),
+            Some(before) => {
+                self.runner.wake();
+                Ok(json!({ "recording_id": recording_id, "was": before.as_str(), "state": "queued" }))
+            }
+        }
+    }
+
+    fn job_json(&self, r: &UploadRow, live: Option<&lectern_upload::runner::LiveJob>, now_ms: i64) -> Value {
+        let kind = self.config.targets.iter().find(|t| t.name == r.target).map(|t| match t.kind {
+            TargetKind::Opencast { .. } => "opencast",
+            TargetKind::S3(_) => "s3",
+            TargetKind::Folder { .. } => "folder",
+        });
+        let confirmed = live.map_or(r.bytes_confirmed, |l| l.bytes_confirmed.max(r.bytes_confirmed));
+        let rate = live.map(|l| l.rate).filter(|r| *r > 0.0);
+        let eta = rate.map(|rate| (r.bytes_total.saturating_sub(confirmed) as f64 / rate).round());
+        json!({
+            "recording_id": r.recording_id,
+            "target": r.target,
+            "kind": kind,
+            "state": r.state.as_str(),
+            "endpoint": r.endpoint,
+            "bytes_total": r.bytes_total,
+            "bytes_confirmed": confirmed,
+            "bytes_sent": r.bytes_sent,
+            "fraction": if r.bytes_total == 0 { 1.0 } else { confirmed as f64 / r.bytes_total as f64 },
+            "rate_bps": rate,
+            "eta_s": eta,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "next_try": (r.not_before_ms > now_ms && r.state != lectern_journal::UploadState::Done).then(|| crate::rfc3339(r.not_before_ms)),
+            "created": crate::rfc3339(r.created_at_ms),
+            "started": r.started_at_ms.map(crate::rfc3339),
+            "done": r.done_at_ms.map(crate::rfc3339),
+            "remote_ref": r.remote_ref,
+            "endpoint_log": r.endpoint_log.iter().map(|m| json!({ "endpoint": m.endpoint, "at": crate::rfc3339(m.at_ms), "why": m.why })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `lectern uploads`: every job (newest first), the targets' endpoints and the alarms.
+    pub fn list_json(&self, now_ms: i64) -> Result<Value, String> {
+        let view = self.runner.view();
+        let rows = self.store.list(500).map_err(|e| e.to_string())?;
+        let jobs: Vec<Value> = rows.iter().map(|r| self.job_json(r, view.live.iter().find(|l| l.recording_id == r.recording_id), now_ms)).collect();
+        Ok(json!({
+            "uploads": jobs,
+            "endpoints": view.endpoints.iter().map(|e| json!({ "target": e.target, "kind": e.kind, "endpoints": e.endpoints, "current": e.current, "failures": e.failures })).collect::<Vec<_>>(),
+            "alarms": self.alarms(now_ms),
+        }))
+    }
+
+    /// What an operator must look at: parked jobs, authentication failures, a backlog.
+    fn alarms(&self, now_ms: i64) -> Vec<String> {
+        let mut alarms: Vec<String> = self.runner.view().auth_alarms.iter().map(|(t, e)| format!("target {t}: authentication failing: {e}")).collect();
+        if let Ok(c) = self.store.counts() {
+            if c.parked > 0 {
+                alarms.push(format!("{} upload(s) parked (refused by the server; media kept): see `lectern uploads`", c.parked));
+            }
+        }
+        if let Some(n) = self.stuck(now_ms) {
+            alarms.push(format!("{n} upload(s) pending for more than {} minutes", self.config.stuck_after.as_secs() / 60));
+        }
+        alarms
+    }
+
+    /// How many pending jobs are older than `stuck_after` (None: none).
+    fn stuck(&self, now_ms: i64) -> Option<usize> {
+        let limit = now_ms - self.config.stuck_after.as_millis() as i64;
+        let n = self
+            .store
+            .list(500)
+            .ok()?
+            .iter()
+            .filter(|r| matches!(r.state, lectern_journal::UploadState::Queued | lectern_journal::UploadState::Active) && r.created_at_ms < limit)
+            .count();
+        (n > 0).then_some(n)
+    }
+
+    /// Whether uploads are stuck (a backlog): the LED and STATUS= say so while idle.
+    pub fn backlog(&self, now_ms: i64) -> bool {
+        self.stuck(now_ms).is_some() || self.store.counts().is_ok_and(|c| c.parked > 0)
+    }
+
+    /// `status.uploads`.
+    pub fn status_json(&self, now_ms: i64) -> Value {
+        let c = self.store.counts().unwrap_or_default();
+        let view = self.runner.view();
+        json!({
+            "queued": c.queued,
+            "active": c.active,
+            "parked": c.parked,
+            "done": c.done,
+            "bytes_pending": c.bytes_pending,
+            "running": view.live.iter().map(|l| json!({ "recording_id": l.recording_id, "endpoint": l.endpoint, "rate_bps": l.rate })).collect::<Vec<_>>(),
+            "backlog": self.backlog(now_ms),
+            "alarms": self.alarms(now_ms),
+        })
+    }
+}
