@@ -221,9 +221,20 @@ impl OpencastTarget {
         }
         let c = self.client(i)?;
         if chunked {
-            let job = c.new_upload_job(&filename, size, chunk_bytes, &flavor, &mp).map_err(classify)?;
-            log::info!(target: "upload", "recording {}: upload job {job} for {size} bytes in chunks of {chunk_bytes}", spec.recording_id);
-            return Ok((Progress::Chunks { mp_id, job, chunk_bytes, chunks: size.div_ceil(chunk_bytes), next: 0 }, 0));
+            match c.new_upload_job(&filename, size, chunk_bytes, &flavor, &mp) {
+                Ok(job) => {
+                    log::info!(target: "upload", "recording {}: upload job {job} for {size} bytes in chunks of {chunk_bytes}", spec.recording_id);
+                    return Ok((Progress::Chunks { mp_id, job, chunk_bytes, chunks: size.div_ceil(chunk_bytes), next: 0 }, 0));
+                }
+                // The service is registered but this account may not use it (a stock
+                // capture-agent role has no `/upload/**`): the recording still goes up, whole.
+                Err(e @ OpencastError::Status { status: 403 | 404 | 405, .. }) => log::warn!(
+                    target: "upload",
+                    "recording {}: chunked upload refused ({e}); sending the file in one streamed addTrack, which is not resumable — grant the account /upload/** (docs/opencast.md)",
+                    spec.recording_id
+                ),
+                Err(e) => return Err(classify(e)),
+            }
         }
         let counter = Arc::new(AtomicU64::new(0));
         let open = counting_range(io, &spec.media.path, 0, size, &counter);

@@ -302,6 +302,20 @@ fn without_a_fileupload_service_the_track_goes_up_with_add_track() {
 }
 
 #[test]
+fn a_chunked_upload_the_account_may_not_use_falls_back_to_add_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = double(true);
+    d.set_faults(Faults { status: Some(403), only_path_prefix: Some("/upload/".into()), ..Faults::default() });
+    let spec = spec(dir.path(), 300_000, false);
+    let run = drive(&mut target(&d), &spec, Value::Null, 100);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let s = d.snapshot();
+    assert_one_complete_ingest(&s, &spec, "lectern-adhoc-20261126-101500-a1");
+    assert!(s.requests.iter().any(|r| r.target.starts_with("/upload/newjob") && r.status == 403));
+    assert!(s.requests.iter().any(|r| r.target == "/ingest/addTrack" && r.status == 200));
+}
+
+#[test]
 fn refusals_are_classified() {
     let dir = tempfile::tempdir().unwrap();
     let d = double(true);
