@@ -44,6 +44,6 @@ mod proxy;
 pub mod stats;
 
 pub use engine::SplitMix64;
-pub use plan::{env_seed, Clock, Close, Dir, DownMode, Gap, Plan, Span, MIB, SEED_ENV};
+pub use plan::{env_seed, Clock, Close, Dir, DownMode, Gap, Plan, Span, DEFAULT_GARBAGE, MIB, SEED_ENV};
 pub use proxy::Proxy;
 pub use stats::{FaultEvent, Flow, Stats, What};
