@@ -50,6 +50,10 @@ auth = "digest"
 calendar_poll_s = 5
 retry_initial_s = 1
 retry_max_s = 4
+[upload]
+start_delay_max_s = 0                   # a demo box need not wait for the rest of the building
+retry_initial_s = 1
+retry_max_s = 4
 TOML
 
 echo "demo: Opencast test double on $URL; starting lecternd — log in $OUT/lecternd.log"

@@ -18,7 +18,8 @@ fn config(url: &str) -> String {
     format!(
         "{SMALL}[agent]\nname = \"{AGENT}\"\n\
          [opencast]\nurl = \"{url}\"\nusername = \"opencast_system_account\"\npassword = \"CHANGE_ME\"\nauth = \"digest\"\n\
-         calendar_poll_s = 5\nretry_initial_s = 1\nretry_max_s = 2\n"
+         calendar_poll_s = 5\nretry_initial_s = 1\nretry_max_s = 2\n\
+         [upload]\nstart_delay_max_s = 0\nretry_initial_s = 1\nretry_max_s = 2\nchunk_mb = 1\n"
     )
 }
 
@@ -80,6 +81,10 @@ fn scheduled_lectures_are_recorded_stitched_and_ingested_once_even_when_the_serv
         let n = snap.ingested().filter(|m| m.ingested.as_ref().unwrap().workflow_instance_id.as_deref() == Some(uid)).count();
         assert_eq!(n, 1, "{uid} ingested {n} times");
     }
-    assert_eq!(*snap.agent_states_of(AGENT).last().unwrap(), "idle", "{:?}", snap.agent_states_of(AGENT));
+    // Once the upload is over, the agent says it is idle again.
+    let snap = double
+        .wait_for(Duration::from_secs(10), |s| s.agent_states_of(AGENT).last() == Some(&"idle"))
+        .unwrap_or_else(|| panic!("agent not back to idle: {:?}\n{}\n{}", double.snapshot().agent_states_of(AGENT), d.status()["uploads"], d.log_text()));
+    assert!(snap.agent_states_of(AGENT).contains(&"uploading"), "{:?}", snap.agent_states_of(AGENT));
     assert!(d.terminate().unwrap().success());
 }

@@ -1,6 +1,8 @@
-//! The Opencast capture agent inside the daemon: a calendar poller thread and the two delivery
-//! lanes of `lectern-opencast` (agent/recording states; ingests), fed by the main loop through
-//! the persistent outbox. Recording never waits for the server: the main loop only writes to the
+//! The Opencast capture agent inside the daemon: a calendar poller thread and the states lane of
+//! `lectern-opencast` (agent and recording states), fed by the main loop through the persistent
+//! outbox. Recordings reach Opencast through the upload room (`uploads.rs`, `lectern-upload`'s
+//! Opencast target), which reports `uploading`/`upload_finished`/`upload_error` through the same
+//! outbox. Recording never waits for the server: the main loop only writes to the
 //! outbox (one SQLite transaction each) and reads the cached calendar from the journal.
 //!
 //! What the main loop tells the server, and when (docs/opencast.md has it for AV teams):
@@ -8,7 +10,7 @@
 //!   for a scheduled event when it begins;
 //! - recording `capture_finished` once the recording is *final* (completed, or interrupted and
 //!   not going to resume), `capture_error` when it failed with no media;
-//! - an ingest of the stitched MP4 once it is committed (the ingest lane sends `uploading` and
+//! - the stitched MP4 goes up as an upload job (`uploads.rs` queues `uploading` and
 //!   `upload_finished`/`upload_error` around it); `upload_error` if the stitch failed.
 //!
 //! The poller fetches `{scheduler}/calendars` every `calendar_poll` with the ETag of the
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use lectern_config::OpencastConfig;
 use lectern_journal::Outbox;
 use lectern_opencast::uplink::{spawn, LaneThread};
-use lectern_opencast::{AgentState, Backoff, CalendarFetch, Client, IngestJob, Lane, Queue, RecordingState, Uplink};
+use lectern_opencast::{AgentState, Backoff, CalendarFetch, Client, Lane, Queue, RecordingState, Uplink};
 
 use crate::clock::Clock;
 
@@ -36,7 +38,6 @@ pub struct Agent {
     /// Shared with the states lane: the agent reports `uploading` rather than `idle` while set.
     uploading: Arc<AtomicBool>,
     states: LaneThread,
-    ingests: LaneThread,
     etag: Arc<Mutex<Option<String>>>,
     /// The calendar's source name in the schedule cache.
     pub source: String,
@@ -67,8 +68,6 @@ impl Agent {
             Ok(Uplink::new(lane, Client::new(config, agent_name), Outbox::open(db_path)?, backoff(), config.calendar_poll, uploading.clone()))
         };
         let states = spawn(uplink(Lane::States)?, now.clone(), config.calendar_poll)?;
-        // An ingest's `upload_finished` is queued for the states lane when the ingest is acked.
-        let ingests = spawn(uplink(Lane::Ingests)?.with_follow_up_waker(states.waker()), now.clone(), config.calendar_poll)?;
         let etag = Arc::new(Mutex::new(etag));
         let (stop, stopped) = channel::<()>();
         let poll = config.calendar_poll;
@@ -96,7 +95,7 @@ impl Agent {
             Some(url) => format!("{url}/calendars"),
             None => format!("{} (scheduler by service discovery)", config.url),
         };
-        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, ingests, etag, source, config: config.clone(), _stop: stop };
+        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, etag, source, config: config.clone(), _stop: stop };
         agent.agent_state(AgentState::Idle, clock.now_ms());
         Ok(agent)
     }
@@ -128,16 +127,6 @@ impl Agent {
         if let Err(e) = self.queue.recording_state(event_uid, state, now_ms) {
             log::error!(target: "opencast", "recording {event_uid}: cannot queue state {}: {e}", state.as_str());
         }
-        self.states.wake();
-    }
-
-    pub fn ingest(&mut self, job: IngestJob, now_ms: i64) {
-        let id = job.recording_id.clone();
-        match self.queue.ingest(job, now_ms) {
-            Ok(e) => log::info!(target: "opencast", "recording {id}: ingest queued ({e:?})"),
-            Err(e) => log::error!(target: "opencast", "recording {id}: cannot queue its ingest: {e}"),
-        }
-        self.ingests.wake();
         self.states.wake();
     }
 }

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 pub use clock::{Clock, SteadyClock};
 use session::Session;
 use agent::Agent;
-use lectern_opencast::{AgentState, CalendarFetch, IngestJob, RecordingState as OcState, Track};
+use lectern_opencast::{AgentState, CalendarFetch, RecordingState as OcState};
 use prober::{Probed, Prober};
 use stitcher::{StitchDone, Stitcher};
 use uploads::Uploads;
@@ -365,6 +365,9 @@ impl Daemon {
         daemon.start_agent()?;
         let hooks = daemon.agent.as_ref().map(|a| a.upload_hooks(&daemon.journal.db_path()));
         daemon.uploads = Uploads::start(&daemon.config, &daemon.journal.db_path(), daemon.clock.clone(), hooks)?;
+        if let Some(u) = daemon.uploads.as_mut() {
+            u.adopt_outbox_ingests(&daemon.journal.db_path(), &daemon.journal, &daemon.config.journal.media_dir, daemon.clock.now_ms());
+        }
         if let Some(url) = daemon.config.schedule.ics_url.clone() {
             let tx = daemon.tx.clone();
             daemon._ics_fetch = Some(ics_url::spawn(url, daemon.config.schedule.reload, move |f| {
@@ -996,9 +999,9 @@ impl Daemon {
         }
     }
 
-    /// After a stitch: the stitched MP4 and its manifest owe an upload. A target of the upload
-    /// room takes it as a resumable job; without one, an Opencast agent still ingests it through
-    /// the outbox. If the stitch failed, Opencast hears `upload_error` for a scheduled event.
+    /// After a stitch: the stitched MP4 and its manifest owe an upload, a resumable job of the
+    /// upload room for the first target that takes it. If the stitch failed, Opencast hears
+    /// `upload_error` for a scheduled event.
     fn queue_upload(&mut self, done: &StitchDone) {
         let now = self.clock.now_ms();
         let Ok(Some(rec)) = self.journal.recording(&done.recording_id) else { return };
@@ -1012,35 +1015,15 @@ impl Daemon {
                 return;
             }
         };
-        if let Some(uploads) = self.uploads.as_mut().filter(|_| uploads::handles(&self.config, event.is_some())) {
-            let meta = event.as_ref().map(|e| lectern_upload::EventMeta {
-                uid: e.uid.clone(),
-                episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-                series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-                workflow: e.workflow.clone(),
-                workflow_config: e.workflow_config.clone(),
-            });
-            uploads.enqueue(&rec, &stitch, &self.config.journal.media_dir, meta, now);
-            return;
-        }
-        let Some(agent) = self.agent.as_mut() else { return };
-        let Some(path) = stitch.path.as_deref() else { return };
-        let tracks = vec![Track { path: self.config.journal.media_dir.join(path), flavor: agent.config.flavor.clone() }];
-        let job = match event {
-            Some(e) => IngestJob {
-                recording_id: rec.id.clone(),
-                event_uid: e.uid.clone(),
-                title: e.title.clone(),
-                scheduled: true,
-                episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-                series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-                tracks,
-                workflow: e.workflow.clone(),
-                workflow_config: e.workflow_config.clone(),
-            },
-            None => IngestJob::adhoc(&rec.id, &self.config.agent_name, rec.started_at_ms, tracks),
-        };
-        agent.ingest(job, now);
+        let Some(uploads) = self.uploads.as_mut() else { return };
+        let meta = event.as_ref().map(|e| lectern_upload::EventMeta {
+            uid: e.uid.clone(),
+            episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            workflow: e.workflow.clone(),
+            workflow_config: e.workflow_config.clone(),
+        });
+        uploads.enqueue(&rec, &stitch, &self.config.journal.media_dir, meta, now);
     }
 
     /// Starts the Opencast agent if configured, with the cached calendar as the schedule until

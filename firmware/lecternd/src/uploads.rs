@@ -18,6 +18,7 @@ use lectern_config::{Config, TargetKind, UploadConfig};
 use lectern_journal::{Created, Outbox, RecordingSummary, StitchRow, UploadRow, UploadStore};
 use lectern_opencast::{Queue, RecordingState};
 use lectern_upload::folder::FolderTarget;
+use lectern_upload::opencast::OpencastTarget;
 use lectern_upload::s3::{S3Options, S3Target, Timeouts};
 use lectern_upload::runner::{Clock as RunnerClock, TargetFactory};
 use lectern_upload::{enqueue, EventMeta, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Target, Throttle, UploadEvent, UploadSpec};
@@ -40,8 +41,8 @@ pub struct Uploads {
     config: UploadConfig,
     rng: Rng,
     uploading: Option<Arc<AtomicBool>>,
-    /// Whether the runner had running jobs at the last tick (the flag is set on edges only).
-    was_live: AtomicBool,
+    /// Wakes the agent's states lane, so a changed `uploading` flag is reported at once.
+    wake_states: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// S3 parts are at least S3's minimum (5 MiB) whatever `upload.chunk_mb` says.
@@ -65,6 +66,8 @@ fn s3_options(s: &lectern_config::S3TargetConfig, chunk_bytes: u64) -> S3Options
 fn factory(config: &Config) -> TargetFactory {
     let targets = config.upload.targets.clone();
     let chunk = config.upload.chunk_bytes;
+    let opencast = config.opencast.clone();
+    let agent_name = config.agent_name.clone();
     Arc::new(move |name| {
         let t = targets.iter().find(|t| t.name == name)?;
         let target: Box<dyn Target> = match &t.kind {
@@ -76,15 +79,11 @@ fn factory(config: &Config) -> TargetFactory {
                     return None;
                 }
             },
-            TargetKind::Opencast { .. } => return None,
+            // The config only accepts an Opencast target with `[opencast]` set.
+            TargetKind::Opencast { endpoints } => Box::new(OpencastTarget::new(opencast.as_ref()?, &agent_name, endpoints.clone(), chunk)),
         };
         Some(target)
     })
-}
-
-/// Whether the config uploads through the new room for this kind yet.
-pub fn handles(config: &Config, scheduled: bool) -> bool {
-    config.upload.target_for(scheduled).is_some_and(|t| !matches!(t.kind, TargetKind::Opencast { .. }))
 }
 
 fn recording_state_hook(hooks: AgentHooks) -> Arc<dyn Fn(&UploadEvent) + Send + Sync> {
@@ -125,12 +124,13 @@ impl Uploads {
         if u.targets.is_empty() {
             return Ok(None);
         }
-        let names: Vec<String> = u.targets.iter().filter(|t| !matches!(t.kind, TargetKind::Opencast { .. })).map(|t| t.name.clone()).collect();
+        let names: Vec<String> = u.targets.iter().map(|t| t.name.clone()).collect();
         let runner_clock: RunnerClock = {
             let clock = clock.clone();
             Arc::new(move || clock.now_ms())
         };
         let uploading = hooks.as_ref().map(|h| h.uploading.clone());
+        let wake_states = hooks.as_ref().map(|h| h.wake_states.clone());
         let events: Arc<dyn Fn(&UploadEvent) + Send + Sync> = match hooks {
             Some(h) => recording_state_hook(h),
             None => Arc::new(|_: &UploadEvent| {}),
@@ -147,18 +147,19 @@ impl Uploads {
         let runner = Runner::spawn(cfg, db_path, &names, factory(config), runner_clock, throttle, events)?;
         let store = UploadStore::open(db_path)?;
         log::info!(target: "upload", "targets: {}", u.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
-        Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, was_live: AtomicBool::new(false) }))
+        Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, wake_states }))
     }
 
     /// A stitched recording owes an upload: the job goes to the first target that takes it.
-    pub fn enqueue(&mut self, rec: &RecordingSummary, stitch: &StitchRow, media_dir: &Path, event: Option<EventMeta>, now_ms: i64) {
+    /// Returns whether the recording has a job now.
+    pub fn enqueue(&mut self, rec: &RecordingSummary, stitch: &StitchRow, media_dir: &Path, event: Option<EventMeta>, now_ms: i64) -> bool {
         let Some(target) = self.config.target_for(event.is_some()) else {
             log::info!(target: "upload", "recording {}: no upload target takes it; it stays on the card", rec.id);
-            return;
+            return false;
         };
         let (Some(path), Some(bytes), Some(sha256)) = (stitch.path.as_deref(), stitch.bytes, stitch.sha256.clone()) else {
             log::error!(target: "upload", "recording {}: stitch row has no file; nothing to upload", rec.id);
-            return;
+            return false;
         };
         let manifest = stitch.manifest_path.as_deref().map(|m| media_dir.join(m)).and_then(|p| {
             let bytes = std::fs::metadata(&p).ok()?.len();
@@ -173,12 +174,47 @@ impl Uploads {
             manifest,
             event,
         };
-        match enqueue(&mut self.store, &target.name, &spec, now_ms, self.config.start_delay_max, &mut self.rng) {
-            Ok(Created::Added) => log::info!(target: "upload", "recording {}: upload to {} queued", rec.id, target.name),
-            Ok(Created::Exists(state)) => log::info!(target: "upload", "recording {}: upload already {}", rec.id, state.as_str()),
-            Err(e) => log::error!(target: "upload", "recording {}: cannot queue its upload: {e}", rec.id),
-        }
+        let queued = match enqueue(&mut self.store, &target.name, &spec, now_ms, self.config.start_delay_max, &mut self.rng) {
+            Ok(Created::Added) => {
+                log::info!(target: "upload", "recording {}: upload to {} queued", rec.id, target.name);
+                true
+            }
+            Ok(Created::Exists(state)) => {
+                log::info!(target: "upload", "recording {}: upload already {}", rec.id, state.as_str());
+                true
+            }
+            Err(e) => {
+                log::error!(target: "upload", "recording {}: cannot queue its upload: {e}", rec.id);
+                false
+            }
+        };
         self.runner.wake();
+        queued
+    }
+
+    /// Ingests an earlier firmware queued in the outbox become upload jobs, once, so nothing
+    /// queued before an update is lost: each entry is acked only after its job exists.
+    pub fn adopt_outbox_ingests(&mut self, db_path: &Path, journal: &lectern_journal::Journal, media_dir: &Path, now_ms: i64) {
+        let Ok(mut outbox) = Outbox::open(db_path) else { return };
+        let entries = outbox.pending(10_000).unwrap_or_default();
+        for e in entries.into_iter().filter(|e| e.kind == "ingest") {
+            let Ok(lectern_opencast::Operation::Ingest(job)) = lectern_opencast::Operation::from_entry(&e) else { continue };
+            let (Ok(Some(rec)), Ok(Some(stitch))) = (journal.recording(&job.recording_id), journal.stitch_status(&job.recording_id)) else {
+                log::warn!(target: "upload", "recording {}: queued ingest without a recording or stitch; left in the outbox", job.recording_id);
+                continue;
+            };
+            let event = job.scheduled.then(|| EventMeta {
+                uid: job.event_uid.clone(),
+                episode_dc: job.episode_dc.clone(),
+                series_dc: job.series_dc.clone(),
+                workflow: job.workflow.clone(),
+                workflow_config: job.workflow_config.clone(),
+            });
+            if self.enqueue(&rec, &stitch, media_dir, event, now_ms) {
+                let _ = outbox.ack(e.id, now_ms);
+                log::info!(target: "upload", "recording {}: the ingest queued by an earlier firmware is now an upload job", job.recording_id);
+            }
+        }
     }
 
     /// Called every main-loop turn: the bandwidth cap follows the recorder, and the agent's
@@ -186,9 +222,13 @@ impl Uploads {
     pub fn tick(&self, recording: bool) {
         self.runner.set_recording(recording);
         let live = !self.runner.view().live.is_empty();
-        if self.was_live.swap(live, Ordering::SeqCst) != live {
-            if let Some(flag) = &self.uploading {
-                flag.store(live, Ordering::SeqCst);
+        // The Started hook raises the flag at once; this lowers it (and raises it for a job that
+        // resumed without a Started event). A change wakes the states lane to report it.
+        if let Some(flag) = &self.uploading {
+            if flag.swap(live, Ordering::SeqCst) != live {
+                if let Some(wake) = &self.wake_states {
+                    wake();
+                }
             }
         }
     }
