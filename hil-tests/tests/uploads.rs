@@ -1,7 +1,8 @@
 //! The daemon's upload room end to end on the sim board: a button-started recording is
 //! stitched, queued as an upload job, and copied to a folder target (a stand-in for a mounted
 //! NAS share: a plain directory); `lectern uploads` reports the job; a destination that is
-//! missing makes the job wait and retry (with back-off) until it appears, with nothing lost.
+//! missing makes the job wait and retry (with back-off) until it appears, with nothing lost;
+//! once uploaded (and the retention window, 0 h here, passed) the media leaves the card.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 fn config(dest: &std::path::Path) -> String {
     format!(
         "{SMALL}[upload]\nstart_delay_max_s = 0\nretry_initial_s = 1\nretry_max_s = 2\n\
+         retention_hours = 0\nevict_below_mb = 17\n\
          [[upload.target]]\nname = \"nas\"\nkind = \"folder\"\ndirs = [\"{}\"]\n",
         dest.display()
     )
@@ -59,6 +61,16 @@ fn a_recording_is_uploaded_to_a_folder_and_waits_while_the_folder_is_missing() {
     let status = d.status();
     assert_eq!(status["uploads"]["done"], 1, "{}", status["uploads"]);
     assert_eq!(status["uploads"]["backlog"], false);
+
+    // Retention: the window is 0 h here, so the uploaded media leaves the card (the segments
+    // and the stitched file; the manifest and the journal's record stay).
+    let rec_dir = d.media().join("recordings").join(&id);
+    wait_until("the media evicted", Duration::from_secs(30), || !rec_dir.join(format!("{id}.mp4")).exists()).unwrap();
+    let rec = d.ctl(Request::Recordings).unwrap()["recordings"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    assert!(rec["evicted_at_ms"].is_i64(), "{rec}");
+    assert!(rec["segments"].as_u64().unwrap() > 0, "totals from before the eviction stay: {rec}");
+    assert!(rec_dir.join(format!("{id}.manifest.json")).exists());
+    assert!(!std::fs::read_dir(&rec_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("part-")), "segments gone");
 
     // Retrying a finished upload is refused with a clear message.
     let e = d.cli(&["uploads", "retry", &id]).unwrap_err().to_string();

@@ -106,6 +106,8 @@ struct Daemon {
     agent: Option<Agent>,
     /// The upload room, when an upload target is configured.
     uploads: Option<Uploads>,
+    /// When the retention policy runs next (`maybe_evict`).
+    next_retention: Instant,
     /// The schedule's two sources; the recorder gets their union.
     ics_slots: Vec<Slot>,
     oc_slots: Vec<Slot>,
@@ -348,6 +350,7 @@ impl Daemon {
             clock_reason: String::new(),
             agent: None,
             uploads: None,
+            next_retention: Instant::now(),
             ics_slots: Vec::new(),
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
@@ -449,8 +452,9 @@ impl Daemon {
             if !stop {
                 self.maybe_stitch();
                 self.maybe_probe();
-                if let Some(u) = &self.uploads {
-                    u.tick(*self.recorder.state() != State::Idle);
+                self.maybe_evict();
+                if self.uploads.as_ref().is_some_and(|u| u.tick(*self.recorder.state() != State::Idle)) {
+                    self.next_retention = Instant::now();
                 }
             }
             self.publish_status();
@@ -933,6 +937,51 @@ impl Daemon {
         if trusted != self.clock_trusted || first {
             self.clock_trusted = trusted;
             let _ = self.feed(lectern_recorder::Event::ClockTrust(trusted));
+        }
+    }
+
+    /// The retention policy (the journal decides what may go: only media its target confirmed).
+    /// Once a minute while idle, in slices of at most 2,000 files; while a recording runs only
+    /// when free space is under `upload.evict_below_mb`, 100 files a turn, so the main loop stays
+    /// responsive to a power-fail edge. A box with no upload target never evicts anything.
+    fn maybe_evict(&mut self) {
+        if self.uploads.is_none() || Instant::now() < self.next_retention {
+            return;
+        }
+        let idle = *self.recorder.state() == State::Idle;
+        let policy = lectern_journal::RetentionPolicy {
+            window_ms: self.config.upload.retention.as_millis() as i64,
+            low_water_bytes: self.config.upload.evict_below_bytes,
+        };
+        if !idle {
+            let low = lectern_journal::statvfs_free(&self.config.journal.media_dir).ok().flatten().is_some_and(|f| f < policy.low_water_bytes);
+            if !low {
+                self.next_retention = Instant::now() + Duration::from_secs(60);
+                return;
+            }
+        }
+        let budget = if idle { 2000 } else { 100 };
+        let now = self.clock.now_ms();
+        self.next_retention = Instant::now() + Duration::from_secs(60);
+        match self.journal.enforce_retention_bounded(policy, now, budget) {
+            Ok(r) => {
+                for e in &r.evicted {
+                    log::info!(
+                        target: "lecternd",
+                        "recording {}: media evicted ({:?}): {} segments, {:.1} MB freed; the manifest stays",
+                        e.recording_id,
+                        e.why,
+                        e.segments,
+                        e.bytes_freed as f64 / 1e6
+                    );
+                }
+                if r.unfinished {
+                    self.next_retention = Instant::now();
+                } else if r.still_low {
+                    log::warn!(target: "lecternd", "free space is low and every recording on the card still awaits its upload; nothing evicted");
+                }
+            }
+            Err(e) => log::error!(target: "lecternd", "retention: {e}"),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Uploads {
     config: UploadConfig,
     rng: Rng,
     uploading: Option<Arc<AtomicBool>>,
+    /// Done jobs at the last tick: a change means media may have become evictable.
+    last_done: std::sync::atomic::AtomicI64,
     /// Wakes the agent's states lane, so a changed `uploading` flag is reported at once.
     wake_states: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -147,7 +149,7 @@ impl Uploads {
         let runner = Runner::spawn(cfg, db_path, &names, factory(config), runner_clock, throttle, events)?;
         let store = UploadStore::open(db_path)?;
         log::info!(target: "upload", "targets: {}", u.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
-        Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, wake_states }))
+        Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, wake_states, last_done: std::sync::atomic::AtomicI64::new(-1) }))
     }
 
     /// A stitched recording owes an upload: the job goes to the first target that takes it.
@@ -218,8 +220,9 @@ impl Uploads {
     }
 
     /// Called every main-loop turn: the bandwidth cap follows the recorder, and the agent's
-    /// `uploading` flag follows the running jobs.
-    pub fn tick(&self, recording: bool) {
+    /// `uploading` flag follows the running jobs. Returns true when a job finished since the
+    /// last turn (the retention policy may have work).
+    pub fn tick(&self, recording: bool) -> bool {
         self.runner.set_recording(recording);
         let live = !self.runner.view().live.is_empty();
         // The Started hook raises the flag at once; this lowers it (and raises it for a job that
@@ -231,6 +234,9 @@ impl Uploads {
                 }
             }
         }
+        let done = self.store.counts().map_or(-1, |c| c.done);
+        let before = self.last_done.swap(done, Ordering::SeqCst);
+        before >= 0 && done > before
     }
 
     /// `lectern uploads retry ID`.
