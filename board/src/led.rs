@@ -34,16 +34,20 @@ pub enum LedPattern {
     Error,
     /// No configuration yet: a double blink every 1.5 s.
     NotProvisioned,
+    /// Ready, but recordings are waiting to be uploaded for longer than they should (or were
+    /// refused): a slow 0.5 Hz blink, so the AV team sees a stuck backlog from the door.
+    Backlog,
 }
 
 impl LedPattern {
     /// Every pattern, for tests and for listing in help text.
-    pub const ALL: [LedPattern; 5] = [
+    pub const ALL: [LedPattern; 6] = [
         LedPattern::Off,
         LedPattern::Idle,
         LedPattern::Recording,
         LedPattern::Error,
         LedPattern::NotProvisioned,
+        LedPattern::Backlog,
     ];
 
     /// The lowercase name used in logs, the sim socket and serde.
@@ -54,6 +58,7 @@ impl LedPattern {
             LedPattern::Recording => "recording",
             LedPattern::Error => "error",
             LedPattern::NotProvisioned => "not_provisioned",
+            LedPattern::Backlog => "backlog",
         }
     }
 
@@ -65,6 +70,7 @@ impl LedPattern {
             LedPattern::Idle => &[(true, 50), (false, 2950)],
             LedPattern::Error => &[(true, 125), (false, 125)],
             LedPattern::NotProvisioned => &[(true, 100), (false, 150), (true, 100), (false, 1150)],
+            LedPattern::Backlog => &[(true, 1000), (false, 1000)],
         }
     }
 }
@@ -285,6 +291,9 @@ mod tests {
             (NotProvisioned, 250, (true, Some(100))),
             (NotProvisioned, 350, (false, Some(1150))),
             (NotProvisioned, 1500, (true, Some(100))),
+            (Backlog, 0, (true, Some(1000))),
+            (Backlog, 1000, (false, Some(1000))),
+            (Backlog, 2500, (true, Some(500))),
         ];
         for &(p, t, e) in cases {
             check(p, t, e);

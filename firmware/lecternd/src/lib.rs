@@ -108,6 +108,8 @@ struct Daemon {
     uploads: Option<Uploads>,
     /// When the retention policy runs next (`maybe_evict`).
     next_retention: Instant,
+    /// What the recorder was last told about the upload backlog.
+    upload_backlog: bool,
     /// The schedule's two sources; the recorder gets their union.
     ics_slots: Vec<Slot>,
     oc_slots: Vec<Slot>,
@@ -213,6 +215,7 @@ fn led_pattern(led: Led) -> LedPattern {
         Led::Recording => LedPattern::Recording,
         Led::Error => LedPattern::Error,
         Led::NotProvisioned => LedPattern::NotProvisioned,
+        Led::Backlog => LedPattern::Backlog,
     }
 }
 
@@ -351,6 +354,7 @@ impl Daemon {
             agent: None,
             uploads: None,
             next_retention: Instant::now(),
+            upload_backlog: false,
             ics_slots: Vec::new(),
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
@@ -456,6 +460,7 @@ impl Daemon {
                 if self.uploads.as_ref().is_some_and(|u| u.tick(*self.recorder.state() != State::Idle)) {
                     self.next_retention = Instant::now();
                 }
+                self.check_backlog();
             }
             self.publish_status();
             if stop {
@@ -937,6 +942,21 @@ impl Daemon {
         if trusted != self.clock_trusted || first {
             self.clock_trusted = trusted;
             let _ = self.feed(lectern_recorder::Event::ClockTrust(trusted));
+        }
+    }
+
+    /// Tells the recorder (for the idle LED) when the upload backlog appears or clears.
+    fn check_backlog(&mut self) {
+        let Some(u) = &self.uploads else { return };
+        let backlog = u.backlog(self.clock.now_ms());
+        if backlog != self.upload_backlog {
+            self.upload_backlog = backlog;
+            if backlog {
+                log::warn!(target: "lecternd", "upload backlog: uploads pending longer than {} minutes or refused (see `lectern uploads`)", self.config.upload.stuck_after.as_secs() / 60);
+            } else {
+                log::info!(target: "lecternd", "upload backlog cleared");
+            }
+            let _ = self.feed(lectern_recorder::Event::UploadBacklog(backlog));
         }
     }
 

@@ -48,7 +48,8 @@
 //!   idle-time device probe says a configured camera or mic cannot be opened
 //!   (`DevicesProbed`), else `not_provisioned` when the box has no schedule source at all (no
 //!   `.ics`, no `ics_url`, no Opencast: it records only when someone presses the button), else
-//!   `idle`. Recording and retrying patterns win while a recording is wanted. The probe changes
+//!   `backlog` while uploads are stuck (`UploadBacklog`), else `idle`. Recording and retrying
+//!   patterns win while a recording is wanted. The probe changes
 //!   only the LED: a scheduled start with a device missing still tries, fails and retries.
 
 use std::collections::BTreeMap;
@@ -113,6 +114,8 @@ pub enum Led {
     Recording,
     Error,
     NotProvisioned,
+    /// Idle with uploads stuck past their threshold, or refused (see `Event::UploadBacklog`).
+    Backlog,
 }
 
 /// Inputs to the state machine.
@@ -141,6 +144,9 @@ pub enum Event {
     /// The idle-time device probe's verdict: `None` when every configured input opened, else
     /// what failed (e.g. "camera /dev/video0 cannot be opened: ..."). Only the LED follows it.
     DevicesProbed { problem: Option<String> },
+    /// Whether uploads are stuck (pending longer than `upload.stuck_after_minutes`, or parked).
+    /// Only the idle LED follows it, below a device problem and a missing configuration.
+    UploadBacklog(bool),
     /// The daemon is stopping (SIGTERM).
     Shutdown,
 }
@@ -254,11 +260,13 @@ pub struct Recorder {
     clock_trusted: bool,
     /// The last [`Event::DevicesProbed`] problem; `None` until a probe says otherwise.
     device_problem: Option<String>,
+    /// The last [`Event::UploadBacklog`].
+    upload_backlog: bool,
 }
 
 impl Recorder {
     pub fn new(settings: Settings) -> Recorder {
-        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None, clock_trusted: true, device_problem: None }
+        Recorder { settings, state: State::Idle, schedule: Vec::new(), suppressed: BTreeMap::new(), last_adhoc_id: None, power_failing: false, power_fail_since: None, clock_trusted: true, device_problem: None, upload_backlog: false }
     }
 
     pub fn state(&self) -> &State {
@@ -281,6 +289,8 @@ impl Recorder {
             Led::Error
         } else if !self.settings.provisioned {
             Led::NotProvisioned
+        } else if self.upload_backlog {
+            Led::Backlog
         } else {
             Led::Idle
         }
@@ -400,6 +410,13 @@ impl Recorder {
                 self.device_problem = problem;
                 // Only an idle box shows it: recording, retrying and power-lost patterns win,
                 // and every return to idle sets `idle_led` anyway.
+                if self.state == State::Idle && self.idle_led() != before {
+                    out.push(Action::SetLed(self.idle_led()));
+                }
+            }
+            Event::UploadBacklog(backlog) => {
+                let before = self.idle_led();
+                self.upload_backlog = backlog;
                 if self.state == State::Idle && self.idle_led() != before {
                     out.push(Action::SetLed(self.idle_led()));
                 }

@@ -446,6 +446,28 @@ fn a_device_problem_while_idle_shows_error_and_its_recovery_the_idle_pattern_aga
 }
 
 #[test]
+fn a_stuck_upload_backlog_shows_while_idle_below_a_device_problem() {
+    let id = adhoc(4);
+    let cam = "camera /dev/video0 cannot be opened: no such device node";
+    check(
+        Settings::default(),
+        &[
+            (0, Event::UploadBacklog(true), &["led Backlog"]),
+            (1, Event::UploadBacklog(true), &[]),
+            // A device problem says more; when it goes, the backlog shows again.
+            (2, probed(Some(cam)), &["led Error"]),
+            (3, probed(None), &["led Backlog"]),
+            // A recording's pattern wins; the backlog returns when it ends.
+            (4, Event::ButtonPress, &[&format!("begin {id} until 14404"), &format!("start {id}"), "led Recording"]),
+            (5, Event::UploadBacklog(false), &[]),
+            (6, Event::UploadBacklog(true), &[]),
+            (10, Event::ButtonPress, &[&format!("stop {id} Closed"), &format!("finish {id} Completed"), "led Backlog"]),
+            (11, Event::UploadBacklog(false), &["led Idle"]),
+        ],
+    );
+}
+
+#[test]
 fn a_device_problem_never_overrides_a_recording_and_shows_again_when_it_ends() {
     let id = adhoc(1);
     let cam = "camera /dev/video0 cannot be opened: no such device node";
