@@ -69,7 +69,9 @@ fn a_recording_is_uploaded_to_a_folder_and_waits_while_the_folder_is_missing() {
     let rec = d.ctl(Request::Recordings).unwrap()["recordings"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
     assert!(rec["evicted_at_ms"].is_i64(), "{rec}");
     assert!(rec["segments"].as_u64().unwrap() > 0, "totals from before the eviction stay: {rec}");
-    assert!(rec_dir.join(format!("{id}.manifest.json")).exists());
+    let manifest: Value = serde_json::from_slice(&std::fs::read(rec_dir.join(format!("{id}.manifest.json"))).unwrap()).unwrap();
+    assert_eq!(manifest["upload"]["target"], "nas", "the manifest says where the recording went: {}", manifest["upload"]);
+    assert_eq!(manifest["upload"]["remote_ref"], copy.display().to_string());
     assert!(!std::fs::read_dir(&rec_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("part-")), "segments gone");
 
     // Retrying a finished upload is refused with a clear message.

@@ -159,3 +159,27 @@ fn gap_causes() {
         assert_eq!(gap_cause(&part(state, reason)), expect, "{state:?} {reason:?}");
     }
 }
+
+#[test]
+fn a_confirmed_upload_is_recorded_in_the_local_manifest() {
+    let (dir, mut journal) = new_journal();
+    two_part_recording(&mut journal, "lec");
+    journal.request_stitch("lec", T0_MS + 15_000).unwrap();
+    let mut job = journal.stitch_job("lec", T0_MS + 16_000).unwrap();
+    job.file().write_all(b"mp4").unwrap();
+    job.commit(&info(b"mp4"), json!({"agent": "room-101"}), T0_MS + 17_000).unwrap();
+    let mut store = UploadStore::open(&journal.db_path()).unwrap();
+    store.create(&NewUpload { recording_id: "lec", target: "opencast", spec: "{}", bytes_total: 3, not_before_ms: 0 }, T0_MS).unwrap();
+    assert!(!journal.record_upload_in_manifest("lec").unwrap(), "not done yet: nothing written");
+    store.move_endpoint("lec", "https://oc-b", "endpoint 0 failed 3 times in a row", false, T0_MS + 18_000).unwrap();
+    store.complete("lec", "https://oc-b", "{}", "mp-lec", 3, T0_MS + 19_000).unwrap();
+    assert!(journal.record_upload_in_manifest("lec").unwrap());
+    let path = dir.path().join("recordings/lec/lec.manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let up = &manifest["upload"];
+    assert_eq!((up["target"].as_str(), up["endpoint"].as_str(), up["remote_ref"].as_str()), (Some("opencast"), Some("https://oc-b"), Some("mp-lec")));
+    assert_eq!(up["endpoint_log"][0]["why"], "endpoint 0 failed 3 times in a row");
+    assert_eq!(manifest["recording"]["id"], "lec", "the rest of the manifest is kept");
+    assert!(!dir.path().join("recordings/lec/lec.manifest.json.partial").exists());
+    assert!(!journal.record_upload_in_manifest("nope").unwrap());
+}

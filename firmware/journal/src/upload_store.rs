@@ -402,3 +402,47 @@ impl UploadStore {
         Ok(n == 1)
     }
 }
+
+impl crate::Journal {
+    /// Writes where a recording was uploaded into its local manifest (`upload`: target,
+    /// endpoint, the server's name for it, when, and every endpoint move), so the manifest the
+    /// card keeps after retention evicted the media says where the recording went. The file is
+    /// replaced atomically (temp file, fsync, rename, directory fsync); a missing manifest or a
+    /// job that is not done changes nothing. Returns whether the manifest was rewritten.
+    pub fn record_upload_in_manifest(&mut self, recording_id: &str) -> Result<bool> {
+        use crate::error::IoContext;
+        use std::io::Write;
+        let store = UploadStore::open(&self.db_path())?;
+        let Some(job) = store.get(recording_id)?.filter(|j| j.state == UploadState::Done) else { return Ok(false) };
+        let Some(rel) = self.stitch_status(recording_id)?.and_then(|s| s.manifest_path) else { return Ok(false) };
+        let path = self.media_dir().join(&rel);
+        let Ok(text) = std::fs::read(&path) else { return Ok(false) };
+        let Ok(mut manifest) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            log::warn!(target: "journal", "recording {recording_id}: manifest {} is not JSON; upload not recorded in it", path.display());
+            return Ok(false);
+        };
+        let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        manifest["upload"] = serde_json::json!({
+            "target": job.target,
+            "endpoint": job.endpoint,
+            "remote_ref": job.remote_ref,
+            "confirmed_at": job.done_at_ms.and_then(at),
+            "bytes": job.bytes_total,
+            "bytes_sent": job.bytes_sent,
+            "endpoint_log": job.endpoint_log.iter().map(|m| serde_json::json!({ "endpoint": m.endpoint, "at": at(m.at_ms), "why": m.why })).collect::<Vec<_>>(),
+        });
+        let tmp = path.with_extension("json.partial");
+        {
+            let mut f = std::fs::File::create(&tmp).io("create manifest", &tmp)?;
+            let mut out = serde_json::to_vec_pretty(&manifest).expect("a JSON value serialises");
+            out.push(b'\n');
+            f.write_all(&out).io("write manifest", &tmp)?;
+            f.sync_all().io("fsync manifest", &tmp)?;
+        }
+        std::fs::rename(&tmp, &path).io("rename manifest", &path)?;
+        if let Some(dir) = path.parent() {
+            crate::fsio::fsync_dir(dir)?;
+        }
+        Ok(true)
+    }
+}

@@ -110,6 +110,8 @@ struct Daemon {
     next_retention: Instant,
     /// What the recorder was last told about the upload backlog.
     upload_backlog: bool,
+    /// Uploads confirmed since this time still owe their manifest annotation.
+    manifests_recorded_ms: i64,
     /// The schedule's two sources; the recorder gets their union.
     ics_slots: Vec<Slot>,
     oc_slots: Vec<Slot>,
@@ -355,6 +357,7 @@ impl Daemon {
             uploads: None,
             next_retention: Instant::now(),
             upload_backlog: false,
+            manifests_recorded_ms: 0,
             ics_slots: Vec::new(),
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
@@ -372,6 +375,7 @@ impl Daemon {
         daemon.start_agent()?;
         let hooks = daemon.agent.as_ref().map(|a| a.upload_hooks(&daemon.journal.db_path()));
         daemon.uploads = Uploads::start(&daemon.config, &daemon.journal.db_path(), daemon.clock.clone(), hooks)?;
+        daemon.manifests_recorded_ms = daemon.clock.now_ms();
         if let Some(u) = daemon.uploads.as_mut() {
             u.adopt_outbox_ingests(&daemon.journal.db_path(), &daemon.journal, &daemon.config.journal.media_dir, daemon.clock.now_ms());
         }
@@ -459,6 +463,7 @@ impl Daemon {
                 self.maybe_evict();
                 if self.uploads.as_ref().is_some_and(|u| u.tick(*self.recorder.state() != State::Idle)) {
                     self.next_retention = Instant::now();
+                    self.record_uploads_in_manifests();
                 }
                 self.check_backlog();
             }
@@ -943,6 +948,19 @@ impl Daemon {
             self.clock_trusted = trusted;
             let _ = self.feed(lectern_recorder::Event::ClockTrust(trusted));
         }
+    }
+
+    /// Newly confirmed uploads go into their recordings' manifests (where each one went), which
+    /// the card keeps after the media is evicted.
+    fn record_uploads_in_manifests(&mut self) {
+        let Some(u) = &self.uploads else { return };
+        let now = self.clock.now_ms();
+        for id in u.done_since(self.manifests_recorded_ms) {
+            if let Err(e) = self.journal.record_upload_in_manifest(&id) {
+                log::warn!(target: "lecternd", "recording {id}: upload not recorded in its manifest: {e}");
+            }
+        }
+        self.manifests_recorded_ms = now;
     }
 
     /// Tells the recorder (for the idle LED) when the upload backlog appears or clears.

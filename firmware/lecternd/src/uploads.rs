@@ -239,6 +239,17 @@ impl Uploads {
         before >= 0 && done > before
     }
 
+    /// Jobs done after `since_ms` (newest 500 looked at), for the manifest annotation.
+    pub fn done_since(&self, since_ms: i64) -> Vec<String> {
+        self.store
+            .list(500)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.state == lectern_journal::UploadState::Done && r.done_at_ms.is_some_and(|t| t >= since_ms))
+            .map(|r| r.recording_id)
+            .collect()
+    }
+
     /// `lectern uploads retry ID`.
     pub fn retry(&mut self, recording_id: &str, now_ms: i64) -> Result<Value, String> {
         match self.store.retry(recording_id, now_ms).map_err(|e| e.to_string())? {
