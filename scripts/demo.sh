@@ -2,8 +2,9 @@
 # The main job: builds lecternd and runs it on the simulated board with a bundled config and a
 # schedule generated for "now": a short scheduled lecture that a simulated power cut interrupts
 # (power-fail line, then SIGKILL as the rail dies), resumed after the "reboot" and stitched into
-# one MP4 whose manifest lists the gap; then a button-started recording. Prints where the files
-# are and exits by itself in about two minutes (plus the first build).
+# one MP4 whose manifest lists the gap; then a button-started recording; both are uploaded to a
+# folder target standing in for the campus NAS. Prints where the files are and exits by itself
+# in about two minutes (plus the first build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
@@ -12,7 +13,7 @@ cargo build --release --bins --locked
 BIN=target/release
 
 OUT="${DEMO_DIR:-$PWD/demo-out}"
-rm -rf "$OUT"; mkdir -p "$OUT/media"
+rm -rf "$OUT"; mkdir -p "$OUT/media" "$OUT/nas"
 cp demo/lectern.toml "$OUT/lectern.toml"
 start=$(date -u -d '+4 seconds' +%Y%m%dT%H%M%SZ)
 end=$(date -u -d '+34 seconds' +%Y%m%dT%H%M%SZ)
@@ -30,6 +31,13 @@ wait_state() { # state, timeout seconds
     lectern --json status | grep -q "\"state\": \"$1\"" && return 0; sleep 0.1
   done
   echo "demo: timed out waiting for state $1" >&2; tail -20 "$OUT/lecternd.log" >&2; return 1
+}
+wait_uploaded() { # timeout seconds: until no upload is queued or running
+  for _ in $(seq $(( $1 * 10 ))); do
+    lectern --json status | python3 -c "import json,sys; u=json.load(sys.stdin)['uploads']; sys.exit(0 if u['queued']+u['active']==0 and u['done']>0 else 1)" && return 0
+    sleep 0.1
+  done
+  echo "demo: timed out waiting for the uploads" >&2; tail -20 "$OUT/lecternd.log" >&2; return 1
 }
 wait_stitched() { # timeout seconds: until no stitch is pending or running
   for _ in $(seq $(( $1 * 10 ))); do
@@ -67,6 +75,8 @@ echo "demo: pressing the button again"
 lectern sim button press; wait_state idle 15; lectern sim led
 wait_stitched 60
 echo; lectern recordings
+echo; echo "demo: each stitched recording is uploaded to the folder target (the 'NAS': $OUT/nas)"
+wait_uploaded 60; lectern uploads
 kill -TERM $PID; wait $PID || true; trap - EXIT
 
 echo; echo "demo: checking every segment decodes (gst-discoverer-1.0)..."
@@ -101,7 +111,17 @@ for g in m["gaps"]:
 PY
 done
 echo
+echo "demo: checking each upload is the stitched file, byte for byte (sha256)..."
+for m in "$OUT"/media/recordings/*/*.manifest.json; do
+  id=$(basename "$m" .manifest.json)
+  want=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['stitched']['sha256'])" "$m")
+  got=$(sha256sum "$OUT/nas/$id/$id.mp4" | cut -d' ' -f1)
+  [ "$want" = "$got" ] || { echo "demo: $OUT/nas/$id/$id.mp4 is not the stitched file" >&2; exit 1; }
+  echo "  $id: uploaded, sha256 ${got:0:16}…"
+done
+echo
 echo "Files:"
 echo "  journal database: $OUT/media/lectern.db"
 for d in "$OUT"/media/recordings/*/; do echo "  recording: $d ($(find "$d" -name '*.ts' | wc -l) segments, $(ls "$d" | grep -c '\.mp4$') stitched file)"; done
+echo "  uploads (NAS):    $OUT/nas"
 echo "  daemon log:       $OUT/lecternd.log"
