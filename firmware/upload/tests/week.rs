@@ -624,3 +624,54 @@ fn a_week_of_lectures_on_a_two_day_card_with_the_server_reachable_only_at_night(
     assert!(week.evictions.iter().any(|e| e.1 == EvictReason::StorageLow), "the card never ran low: is it too big? {:?}", week.evictions);
     assert!(week.evictions.iter().any(|e| e.1 == EvictReason::RetentionWindow), "{:?}", week.evictions);
 }
+
+/// Monday to Wednesday night the server is gone; it is back on Thursday night.
+fn three_nights_without_the_server() -> Option<Week> {
+    let card = Card::mount()?;
+    let started = Instant::now();
+    let week = World::new(card).run(&weekdays(|d| d >= 3));
+    week.print(&format!("a week, server gone for three nights ({:.1} s)", started.elapsed().as_secs_f64()));
+    Some(week)
+}
+
+#[test]
+fn three_nights_without_the_server_fill_the_card_and_recording_resumes_once_uploads_drain() {
+    let Some(week) = three_nights_without_the_server() else { return };
+    let server_back = MONDAY_MS + 3 * DAY_MS + DUSK_H * HOUR_MS;
+    let by_day = |d: &str| week.lectures.iter().filter(move |(id, _)| id.starts_with(d)).map(|(_, l)| *l).collect::<Vec<_>>();
+    // Two days fit without a single upload.
+    for l in by_day("mon").into_iter().chain(by_day("tue")) {
+        assert_eq!((l.segments, l.refused, l.cut), (SEGMENTS, 0, 0), "Monday and Tuesday fit on the card");
+    }
+    // Then the storage guard refuses, as it did before uploads existed, and nothing is evicted
+    // to make room: nothing on the card is uploaded.
+    let wed = by_day("wed");
+    assert!(wed.iter().all(|l| l.refused > 0 || l.cut > 0), "Wednesday's lectures are refused (or cut at the reserve): {wed:?}");
+    assert!(by_day("thu").iter().all(|l| l.segments == 0 && l.refused == SEGMENTS), "Thursday, the card is still full");
+    assert!(week.evictions.iter().all(|e| e.2 >= server_back), "evicted before anything was uploaded: {:?}", week.evictions);
+    // The server returns, the backlog drains, eviction makes room, and Friday is recorded in full.
+    assert!(week.evictions.iter().any(|e| e.1 == EvictReason::StorageLow), "{:?}", week.evictions);
+    for l in by_day("fri") {
+        assert_eq!((l.segments, l.refused, l.cut), (SEGMENTS, 0, 0), "Friday is recorded in full again");
+    }
+    // Every recording that was stitched is at the server, byte-identical (checked in `run`). The
+    // lecture whose stitch hit the full card is not, and never will be: see the ignored
+    // regression test below. Nothing else may be missing.
+    let failed: Vec<&String> = week.stitch_failed.iter().map(|(id, _)| id).collect();
+    let missing: Vec<&String> = week.not_uploaded.iter().map(|(id, _)| id).collect();
+    assert_eq!(missing, failed, "recordings never uploaded other than those whose stitch failed");
+}
+
+/// The bug this pins: on a full card the stitch of the lecture that the storage guard cut
+/// writes a lecture's worth of bytes with no regard for the reserve, runs into ENOSPC (taking
+/// free space to zero on the way), and `lecternd`'s stitcher fails the stitch for good
+/// (`stitcher.rs`, `job.fail`), so no upload job is ever queued (`queue_upload`): the lecture
+/// never reaches the server, and, never uploaded, its segments are never evicted either.
+#[test]
+#[ignore = "bug: a stitch on a full card fails for good (ENOSPC) and its lecture is never uploaded"]
+fn regression_a_stitch_on_a_full_card_fails_for_good_and_its_lecture_never_reaches_the_server() {
+    let Some(week) = three_nights_without_the_server() else { return };
+    assert_eq!(week.stitch_failed, [], "a full card must delay a stitch, not fail it");
+    assert_eq!(week.not_uploaded, [], "every recorded lecture reaches the server once it is back");
+    assert!(week.min_free >= RESERVE, "the stitch took free space to {} bytes, under the {RESERVE} byte reserve", week.min_free);
+}
