@@ -108,6 +108,28 @@ pub enum JournalError {
         id: String,
     },
 
+    /// A stitch writes about as many bytes as the recording's segments hold; it waits (the row
+    /// stays pending, no attempt is counted) until that much plus the reserve is free, so a full
+    /// card delays a stitch instead of failing it — uploads and retention free the space.
+    #[error(
+        "recording {id}: stitching needs {} MB plus the {} MB reserve, but {path} has {} MB free; waiting for uploads and retention to free space",
+        needed_bytes / (1024 * 1024),
+        reserve_bytes / (1024 * 1024),
+        free_bytes / (1024 * 1024)
+    )]
+    StitchNeedsSpace {
+        /// The recording id.
+        id: String,
+        /// The media directory.
+        path: PathBuf,
+        /// Bytes of its committed segments (about what the stitched file needs).
+        needed_bytes: u64,
+        /// Bytes free for writing when it was read.
+        free_bytes: u64,
+        /// The reserve the journal keeps.
+        reserve_bytes: u64,
+    },
+
     /// Less than the configured reserve (`journal.min_free_mb`) is free on the media volume: no
     /// part opens, and a recording part is committed and ended at its next segment cut, long
     /// before a write would fail with ENOSPC or SQLite with SQLITE_FULL.

@@ -25,7 +25,7 @@ use crate::writer::{LiveGuard, LiveParts, PartWriter};
 pub struct Journal {
     pub(crate) conn: Connection,
     pub(crate) ctx: Ctx,
-    opts: JournalOptions,
+    pub(crate) opts: JournalOptions,
     live: LiveParts,
 }
 

@@ -372,7 +372,10 @@ pub(crate) fn mark_done(
     removed: &Removed,
     now_ms: i64,
 ) -> Result<Evicted> {
-    let tx = conn.unchecked_transaction().db("begin eviction", &ctx.db_path)?;
+    // IMMEDIATE: this transaction reads before it writes, and under WAL a deferred one would
+    // fail at once with SQLITE_BUSY_SNAPSHOT when another connection (an upload worker saving
+    // progress) committed in between; taking the write lock up front waits for it instead.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate).db("begin eviction", &ctx.db_path)?;
     let segments: u32 = tx
         .query_row("SELECT segments FROM evictions WHERE recording_id = ?1", [recording_id], |r| r.get(0))
         .optional()

@@ -237,6 +237,37 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether the stitched file of `recording_id` fits above the reserve (with the storage
+    /// guard on): its committed segments' bytes, room for the manifest, plus
+    /// `journal.min_free_mb` must be free.
+    fn check_stitch_space(&self, recording_id: &str) -> Result<()> {
+        let reserve = self.opts.min_free_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let needed: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE recording_id = ?1 AND state = 'committed'", [recording_id], |r| r.get(0))
+            .db("sum segment bytes", &self.ctx.db_path)?;
+        // The manifest (about 200 bytes a segment) and the database's growth come on top.
+        let segments: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM segments WHERE recording_id = ?1 AND state = 'committed'", [recording_id], |r| r.get(0))
+            .db("count segments", &self.ctx.db_path)?;
+        let needed = needed.max(0) as u64 + segments.max(0) as u64 * 512 + 64 * 1024;
+        let free = (self.opts.free_space.0)(&self.ctx.media_dir).io("read free space (statvfs) of", &self.ctx.media_dir)?;
+        match free {
+            Some(free) if free < needed.saturating_add(reserve) => Err(JournalError::StitchNeedsSpace {
+                id: recording_id.to_owned(),
+                path: self.ctx.media_dir.clone(),
+                needed_bytes: needed,
+                free_bytes: free,
+                reserve_bytes: reserve,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the pending stitch of `recording_id`: counts the attempt, gathers its parts and
     /// committed segments and creates the partial output file.
     pub fn stitch_job(&mut self, recording_id: &str, now_ms: i64) -> Result<StitchJob> {
@@ -249,6 +280,7 @@ impl Journal {
             mark_failed(&self.conn, &self.ctx, recording_id, &why, now_ms)?;
             return Err(JournalError::StitchNotPending { id: recording_id.to_string() });
         }
+        self.check_stitch_space(recording_id)?;
         self.conn
             .execute("UPDATE stitches SET attempts = attempts + 1 WHERE recording_id = ?1", [recording_id])
             .db("count stitch attempt", &self.ctx.db_path)?;
@@ -359,6 +391,20 @@ impl StitchJob {
         self.conn
             .query_row(&format!("SELECT {ROW_COLUMNS} FROM stitches WHERE recording_id = ?1"), [&id], row_from)
             .db("query stitch", &self.ctx.db_path)
+    }
+
+    /// Puts the stitch back for later without counting this attempt: the card ran out of space
+    /// while writing (ENOSPC), which is not the recording's fault. The partial file is removed;
+    /// the row stays pending.
+    pub fn postpone(mut self, why: &str) -> Result<()> {
+        drop(self.file.take());
+        let _ = std::fs::remove_file(&self.partial_path);
+        let id = self.recording.id.clone();
+        self.conn
+            .execute("UPDATE stitches SET attempts = MAX(attempts - 1, 0) WHERE recording_id = ?1 AND state = 'pending'", [&id])
+            .db("postpone stitch", &self.ctx.db_path)?;
+        log::warn!(target: "journal", "recording {id}: stitch postponed: {why}");
+        Ok(())
     }
 
     /// Gives up on this recording's stitch (bad input the stitcher cannot use). The partial file

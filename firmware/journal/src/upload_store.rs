@@ -393,7 +393,7 @@ impl UploadStore {
             .conn
             .execute(
                 "UPDATE uploads SET state = 'done', endpoint = ?2, progress = ?3, remote_ref = ?4,
-                    bytes_confirmed = bytes_total, bytes_sent = bytes_sent + ?5, last_error = NULL,
+                    bytes_confirmed = bytes_total, bytes_sent = bytes_sent + ?5, attempts = 0, last_error = NULL,
                     started_at_ms = COALESCE(started_at_ms, ?6), done_at_ms = ?6
                  WHERE recording_id = ?1 AND state IN ('queued', 'active')",
                 params![recording_id, endpoint, progress, remote_ref, sent as i64, now_ms],

@@ -99,6 +99,9 @@ struct Daemon {
     stitcher: Stitcher,
     /// The recording the stitch worker is busy with.
     stitching: Option<String>,
+    /// A full card delays stitches until then; the last such note (logged once per change).
+    stitch_wait_until: Instant,
+    stitch_space_note: Option<String>,
     /// Whether the wall clock may drive the schedule, and why (see `clock.rs`).
     clock_trusted: bool,
     clock_reason: String,
@@ -351,6 +354,8 @@ impl Daemon {
             status_line: String::new(),
             stitcher,
             stitching: None,
+            stitch_wait_until: Instant::now(),
+            stitch_space_note: None,
             clock_trusted: false,
             clock_reason: String::new(),
             agent: None,
@@ -1058,11 +1063,25 @@ impl Daemon {
                 return;
             }
         };
+        if Instant::now() < self.stitch_wait_until {
+            return;
+        }
         for id in pending {
             match self.journal.stitch_job(&id, now) {
                 Ok(job) => {
                     self.stitching = Some(id);
                     self.stitcher.submit(job);
+                    return;
+                }
+                // A full card delays stitches (uploads and retention free the space): look again
+                // in a minute, and say so once per change.
+                Err(e @ lectern_journal::JournalError::StitchNeedsSpace { .. }) => {
+                    let msg = e.to_string();
+                    if self.stitch_space_note.as_deref() != Some(msg.as_str()) {
+                        log::warn!(target: "lecternd", "{msg}");
+                        self.stitch_space_note = Some(msg);
+                    }
+                    self.stitch_wait_until = Instant::now() + Duration::from_secs(60);
                     return;
                 }
                 // Gave up after too many attempts, or raced with a resume: try the next one.

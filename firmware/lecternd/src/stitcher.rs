@@ -63,6 +63,15 @@ fn run(mut job: StitchJob, device: &Value, clock: &dyn Clock) -> Result<String, 
     let started = std::time::Instant::now();
     let report = match lectern_stitch::stitch(&parts, job.file()) {
         Ok(r) => r,
+        // The card filled up while writing (not the recording's fault): try again later, when
+        // uploads and retention have freed space; the attempt does not count.
+        Err(lectern_stitch::StitchError::Write(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            let msg = format!("write output: {e}");
+            if let Err(e) = job.postpone(&msg) {
+                log::error!(target: "lecternd", "recording {id}: cannot postpone the stitch: {e}");
+            }
+            return Err(msg);
+        }
         Err(e) => {
             let msg = e.to_string();
             log::error!(target: "lecternd", "recording {id}: cannot stitch: {msg}");
