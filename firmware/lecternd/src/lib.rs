@@ -465,12 +465,7 @@ impl Daemon {
             if !stop {
                 self.maybe_stitch();
                 self.maybe_probe();
-                self.maybe_evict();
-                if self.uploads.as_ref().is_some_and(|u| u.tick(*self.recorder.state() != State::Idle)) {
-                    self.next_retention = Instant::now();
-                    self.record_uploads_in_manifests();
-                }
-                self.check_backlog();
+                self.uploads_turn();
             }
             self.publish_status();
             if stop {
@@ -955,79 +950,6 @@ impl Daemon {
         }
     }
 
-    /// Newly confirmed uploads go into their recordings' manifests (where each one went), which
-    /// the card keeps after the media is evicted.
-    fn record_uploads_in_manifests(&mut self) {
-        let Some(u) = &self.uploads else { return };
-        let now = self.clock.now_ms();
-        for id in u.done_since(self.manifests_recorded_ms) {
-            if let Err(e) = self.journal.record_upload_in_manifest(&id) {
-                log::warn!(target: "lecternd", "recording {id}: upload not recorded in its manifest: {e}");
-            }
-        }
-        self.manifests_recorded_ms = now;
-    }
-
-    /// Tells the recorder (for the idle LED) when the upload backlog appears or clears.
-    fn check_backlog(&mut self) {
-        let Some(u) = &self.uploads else { return };
-        let backlog = u.backlog(self.clock.now_ms());
-        if backlog != self.upload_backlog {
-            self.upload_backlog = backlog;
-            if backlog {
-                log::warn!(target: "lecternd", "upload backlog: uploads pending longer than {} minutes or refused (see `lectern uploads`)", self.config.upload.stuck_after.as_secs() / 60);
-            } else {
-                log::info!(target: "lecternd", "upload backlog cleared");
-            }
-            let _ = self.feed(lectern_recorder::Event::UploadBacklog(backlog));
-        }
-    }
-
-    /// The retention policy (the journal decides what may go: only media its target confirmed).
-    /// Once a minute while idle, in slices of at most 2,000 files; while a recording runs only
-    /// when free space is under `upload.evict_below_mb`, 100 files a turn, so the main loop stays
-    /// responsive to a power-fail edge. A box with no upload target never evicts anything.
-    fn maybe_evict(&mut self) {
-        if self.uploads.is_none() || Instant::now() < self.next_retention {
-            return;
-        }
-        let idle = *self.recorder.state() == State::Idle;
-        let policy = lectern_journal::RetentionPolicy {
-            window_ms: self.config.upload.retention.as_millis() as i64,
-            low_water_bytes: self.config.upload.evict_below_bytes,
-        };
-        if !idle {
-            let low = lectern_journal::statvfs_free(&self.config.journal.media_dir).ok().flatten().is_some_and(|f| f < policy.low_water_bytes);
-            if !low {
-                self.next_retention = Instant::now() + Duration::from_secs(60);
-                return;
-            }
-        }
-        let budget = if idle { 2000 } else { 100 };
-        let now = self.clock.now_ms();
-        self.next_retention = Instant::now() + Duration::from_secs(60);
-        match self.journal.enforce_retention_bounded(policy, now, budget) {
-            Ok(r) => {
-                for e in &r.evicted {
-                    log::info!(
-                        target: "lecternd",
-                        "recording {}: media evicted ({:?}): {} segments, {:.1} MB freed; the manifest stays",
-                        e.recording_id,
-                        e.why,
-                        e.segments,
-                        e.bytes_freed as f64 / 1e6
-                    );
-                }
-                if r.unfinished {
-                    self.next_retention = Instant::now();
-                } else if r.still_low {
-                    log::warn!(target: "lecternd", "free space is low and every recording on the card still awaits its upload; nothing evicted");
-                }
-            }
-            Err(e) => log::error!(target: "lecternd", "retention: {e}"),
-        }
-    }
-
     /// Declares interrupted recordings final once they will not be resumed, and hands the oldest
     /// pending stitch to the worker. Only while idle: a stitch competes with a recording for the
     /// card, and a recording that is about to resume is not final.
@@ -1103,33 +1025,6 @@ impl Daemon {
             let state = if rec.segments > 0 { OcState::CaptureFinished } else { OcState::CaptureError };
             agent.recording_state(uid, state, now);
         }
-    }
-
-    /// After a stitch: the stitched MP4 and its manifest owe an upload, a resumable job of the
-    /// upload room for the first target that takes it. If the stitch failed, Opencast hears
-    /// `upload_error` for a scheduled event.
-    fn queue_upload(&mut self, done: &StitchDone) {
-        let now = self.clock.now_ms();
-        let Ok(Some(rec)) = self.journal.recording(&done.recording_id) else { return };
-        let event = rec.event_uid.as_deref().and_then(|uid| self.journal.cached_schedule().ok()?.into_iter().find(|e| e.uid == uid));
-        let stitch = match (&done.result, self.journal.stitch_status(&rec.id)) {
-            (Ok(_), Ok(Some(row))) if row.state == "done" => row,
-            _ => {
-                if let (Some(agent), Some(e)) = (self.agent.as_mut(), &event) {
-                    agent.recording_state(&e.uid, OcState::UploadError, now);
-                }
-                return;
-            }
-        };
-        let Some(uploads) = self.uploads.as_mut() else { return };
-        let meta = event.as_ref().map(|e| lectern_upload::EventMeta {
-            uid: e.uid.clone(),
-            episode_dc: e.episode_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-            series_dc: e.series_xml.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-            workflow: e.workflow.clone(),
-            workflow_config: e.workflow_config.clone(),
-        });
-        uploads.enqueue(&rec, &stitch, &self.config.journal.media_dir, meta, now);
     }
 
     /// Starts the Opencast agent if configured, with the cached calendar as the schedule until

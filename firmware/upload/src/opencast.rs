@@ -228,7 +228,7 @@ impl OpencastTarget {
                 }
                 // The service is registered but this account may not use it (a stock
                 // capture-agent role has no `/upload/**`): the recording still goes up, whole.
-                Err(e @ OpencastError::Status { status: 403 | 404 | 405, .. }) => log::warn!(
+                Err(e @ OpencastError::Status { status: 403..=405, .. }) => log::warn!(
                     target: "upload",
                     "recording {}: chunked upload refused ({e}); sending the file in one streamed addTrack, which is not resumable — grant the account /upload/** (docs/opencast.md)",
                     spec.recording_id

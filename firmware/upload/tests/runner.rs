@@ -140,14 +140,9 @@ fn a_folder_upload_resumes_from_what_the_folder_holds_after_a_cut() {
     std::fs::OpenOptions::new().write(true).open(&partial).unwrap().set_len(60_000).unwrap();
     let mut t = FolderTarget::with_piece(vec![dest.path().display().to_string()], 50_000);
     let mut sent = 0;
-    loop {
-        match t.step(0, &s, &progress, &io).unwrap() {
-            Step::Progress { progress: p, sent: n, .. } => {
-                progress = p;
-                sent += n;
-            }
-            Step::Done { .. } => break,
-        }
+    while let Step::Progress { progress: p, sent: n, .. } = t.step(0, &s, &progress, &io).unwrap() {
+        progress = p;
+        sent += n;
     }
     assert_eq!(sent, 140_000, "resumed at 60,000, not at 0 and not at the confirmed 100,000");
     assert_eq!(std::fs::read(dest.path().join("r2/r2.mp4")).unwrap(), std::fs::read(&s.media.path).unwrap());
