@@ -380,3 +380,4 @@ mod tests {
 }
 
 pub mod powercut;
+pub mod powercut_upload;

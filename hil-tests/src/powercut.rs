@@ -48,7 +48,7 @@ impl std::fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-fn violation(msg: String) -> anyhow::Error {
+pub(crate) fn violation(msg: String) -> anyhow::Error {
     Violation(msg).into()
 }
 
@@ -80,6 +80,16 @@ impl Options {
     }
 }
 
+/// Whether cutfs can mount here (/dev/fuse exists); says loudly when not. CI has it, so nothing
+/// skips there.
+pub fn can_mount() -> bool {
+    let ok = Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("SKIPPED: /dev/fuse is missing, the power-cut harness cannot mount cutfs");
+    }
+    ok
+}
+
 /// The seed from `LECTERN_POWERCUT_SEED`, or a fresh one from the clock.
 pub fn seed_from_env() -> Result<u64> {
     match std::env::var("LECTERN_POWERCUT_SEED") {
@@ -90,10 +100,10 @@ pub fn seed_from_env() -> Result<u64> {
 
 /// SplitMix64: a few lines, good enough to pick instants, and stable across platforms and
 /// versions so a seed replays the same run.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -101,11 +111,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn between(&mut self, (lo, hi): (Duration, Duration)) -> Duration {
+    pub(crate) fn between(&mut self, (lo, hi): (Duration, Duration)) -> Duration {
         lo + (hi.saturating_sub(lo)).mul_f64(self.unit())
     }
 }
@@ -280,7 +290,7 @@ fn encoded(d: &Daemon) -> Result<Duration> {
     Ok(Duration::from_secs_f64(frames as f64 / f64::from(FRAMERATE)))
 }
 
-fn open_ro(media: &Path) -> Result<rusqlite::Connection> {
+pub(crate) fn open_ro(media: &Path) -> Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open_with_flags(media.join("lectern.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     db.busy_timeout(Duration::from_secs(5))?;
     Ok(db)
@@ -302,7 +312,7 @@ fn first_row(d: &Daemon, media: &Path, part: i64) -> Result<()> {
     .with_context(|| format!("daemon log tail:\n{}", tail(&d.log_text(), 30)))
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
