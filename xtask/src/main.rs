@@ -7,11 +7,15 @@
 //!   (bench_stitch.rs; results in docs/benchmarks.md).
 //! - `bench-kill`: what survives a kill or a power cut, Lectern against pyca 4.4's default and
 //!   Raspberry Pi capture commands (issue 4; bench_kill.rs; results in docs/benchmarks.md).
+//! - `bench-upload`: uploads over a flaky link to the Opencast double and moto's S3 server, pyca
+//!   4.4 beside them, and the end of a lecture to the acknowledged ingest (issue 9;
+//!   bench_upload.rs; results in docs/benchmarks.md).
 
 mod anchor;
 mod bench_kill;
 mod bench_record;
 mod bench_stitch;
+mod bench_upload;
 mod child;
 mod procfs;
 
@@ -20,6 +24,8 @@ use std::path::Path;
 const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P]
        cargo xtask bench-stitch [--minutes N] [--out DIR] [--clip-seconds S]
        cargo xtask bench-kill [--seconds 20] [--trials N] [--out DIR]
+       cargo xtask bench-upload [--size 1GiB] [--cut-every 16MiB] [--rate 12.5MB] [--seed N] [--minutes 60]
+                                [--lecture-rate RATE] [--legs opencast,s3,pyca,lecture] [--pyca-cap DUR] [--out DIR]
 
   bench-record   record N minutes (default 10) of 720p30 x264 veryfast 4000 kbit/s with the release
                  lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
@@ -38,7 +44,16 @@ const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [
                  each S seconds (default 20) into its capture: SIGKILL of the process group, then
                  SIGKILL + power cut on cutfs, then (Lectern) cut after the GPIO warning; measure
                  the decodable media left. N trials (default 1); prints a markdown table (also
-                 OUT/report.md). OUT defaults to target/bench-kill (pyca venv, camera streams).";
+                 OUT/report.md). OUT defaults to target/bench-kill (pyca venv, camera streams).
+
+  bench-upload   a SIZE file of random bytes uploaded by the real upload runner (release upload-bench)
+                 to the Opencast double and to moto's S3 server through the release faultproxy
+                 (--throttle-up RATE), on a clean link and with a cut every CUT bytes; pyca 4.4 with
+                 a file of the same size through the same link (flaky, then clean); and an N-minute
+                 lecture stitched and uploaded to the acknowledged ingest over a link of
+                 --lecture-rate (default: the stitched size / 45 s). Prints a markdown table (also
+                 OUT/report.md, every number in OUT/results.json, logs under OUT/runs). OUT defaults
+                 to <target dir>/bench-upload (the random file, the pyca venv, the stitch inputs).";
 
 fn main() -> anyhow::Result<()> {
     // xtask/ sits directly in the workspace root.
@@ -56,6 +71,9 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench-kill") => {
             bench_kill::run(bench_kill::Options::parse(&args[1..], &root)?, &root)
+        }
+        Some("bench-upload") => {
+            bench_upload::run(bench_upload::Options::parse(&args[1..], &root)?, &root)
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
