@@ -24,8 +24,9 @@
 //! 1. `opencast`, `s3`: a `--size` (1 GiB) file of random bytes (written once under OUT) uploaded
 //!    on a clean link (throttle only) and on the flaky link (throttle + cuts). Each run has its
 //!    own proxy, server and journal. Reported: outcome, seconds from enqueue to the `Done` event,
-//!    cuts, bytes re-sent (the runner's `bytes_sent − bytes_total`; for Opencast also the
-//!    double's received − accepted), re-sent ÷ cuts, goodput ÷ clean goodput, peak memory.
+//!    cuts, bytes re-sent on the wire (what the proxy passed in the flaky run beyond the clean
+//!    one) ÷ cuts, the runner's own count (`bytes_sent − bytes_total`, which includes bytes the
+//!    client had handed to a socket that the cut discarded), goodput ÷ clean goodput, peak memory.
 //! 2. `pyca`: pyca 4.4 ingests a file of the same size (its capture command hard-links the
 //!    prepared file into place, `ln`, and sleeps to the end of its 10 s event) through the same
 //!    proxy settings to the double;
