@@ -75,7 +75,10 @@ fn factory(config: &Config) -> TargetFactory {
     Arc::new(move |name| {
         let t = targets.iter().find(|t| t.name == name)?;
         let target: Box<dyn Target> = match &t.kind {
-            TargetKind::Folder { dirs } => Box::new(FolderTarget::new(dirs.iter().map(|d| d.display().to_string()).collect())),
+            // Pieces of `upload.chunk_mb` (not the target's 32 MiB default): each piece ends in an
+            // fsync, and one of 32 MiB on the card holds a recording's fsync up to ~24 ms behind
+            // it (docs/benchmarks.md, "Recording while uploading").
+            TargetKind::Folder { dirs } => Box::new(FolderTarget::with_piece(dirs.iter().map(|d| d.display().to_string()).collect(), chunk)),
             TargetKind::S3(s) => match S3Target::new(s3_options(s, chunk)) {
                 Ok(t) => Box::new(t),
                 Err(e) => {
