@@ -382,10 +382,19 @@ fn one_cut(d: &mut Daemon, fs: &mut lectern_cutfs::CutFs, ctx: &Ctx<'_>, kind: C
             // the daemon waits for the answer, so the journal is one chunk behind the server.
             wait_until("an upload job", Duration::from_secs(60), || row_now(media, ctx.id).job().is_some()).with_context(|| ctx.diag(d))?;
             ctx.double.set_faults(Faults { delay: HOLD, only_path_prefix: Some("/upload/job/".into()), ..Faults::default() });
-            wait_until("the server a chunk ahead of the journal", Duration::from_secs(30), || {
+            // Twice, 200 ms apart, with nothing moved: a reply held for 5 s, not the
+            // milliseconds between an unheld reply and its commit.
+            let ahead = || {
                 let row = row_now(media, ctx.id);
                 let snap = ctx.double.snapshot();
-                row.progress["next"].as_u64().is_some_and(|next| ctx.server(&snap).chunks(row.job()) > next)
+                let (next, on_server) = (row.progress["next"].as_u64()?, ctx.server(&snap).chunks(row.job()));
+                (on_server > next).then_some((next, on_server))
+            };
+            wait_until("the server a chunk ahead of the journal", Duration::from_secs(30), || {
+                ahead().is_some_and(|a| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    ahead() == Some(a)
+                })
             })
             .with_context(|| ctx.diag(d))?;
         }
@@ -471,11 +480,17 @@ fn check_continued(d: &Daemon, ctx: &Ctx<'_>, row: &Row, at_cut: &Snapshot) -> R
     wait_until("the upload to continue after the reboot", Duration::from_secs(60), || {
         let snap = ctx.double.snapshot();
         let s = ctx.server(&snap);
-        s.bytes().1 > accepted0 || s.ingested() != ingested0 || row_now(ctx.media, ctx.id).state == "done"
+        s.bytes().1 > accepted0 || s.ingested() != ingested0 || matches!(row_now(ctx.media, ctx.id).state.as_str(), "done" | "parked")
     })
     .map_err(|e| violation(format!("{e}: {}", ctx.diag(d))))?;
     let snap = ctx.double.snapshot();
     let after = ctx.server(&snap);
+    if after.ingests() > 1 {
+        return Err(violation(format!("the package was ingested again after the reboot ({} ingest requests): {}", after.ingests(), ctx.diag(d))));
+    }
+    if row_now(ctx.media, ctx.id).state == "parked" {
+        return Err(violation(format!("the job was parked after the reboot: {}", ctx.diag(d))));
+    }
     let phase = row.phase();
     if !row.before_job() {
         let (jobs0, jobs1) = (before.jobs().count(), after.jobs().count());
