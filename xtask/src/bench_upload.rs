@@ -136,19 +136,32 @@ impl Options {
                 "--rate" => o.rate = size(value()?).map_err(anyhow::Error::msg)?,
                 "--seed" => o.seed = value()?.parse().context("--seed N")?,
                 "--minutes" => o.minutes = value()?.parse().context("--minutes N")?,
-                "--lecture-rate" => o.lecture_rate = Some(size(value()?).map_err(anyhow::Error::msg)?),
+                "--lecture-rate" => {
+                    o.lecture_rate = Some(size(value()?).map_err(anyhow::Error::msg)?)
+                }
                 "--pyca-cap" => o.pyca_cap = Some(duration(value()?).map_err(anyhow::Error::msg)?),
                 "--legs" => {
                     o.legs = value()?
                         .split(',')
-                        .map(|l| Leg::ALL.into_iter().find(|k| k.name() == l.trim()).with_context(|| format!("--legs: unknown leg {l:?}")))
+                        .map(|l| {
+                            Leg::ALL
+                                .into_iter()
+                                .find(|k| k.name() == l.trim())
+                                .with_context(|| format!("--legs: unknown leg {l:?}"))
+                        })
                         .collect::<Result<_>>()?
                 }
                 _ => bail!("unknown option {a}\n{}", crate::USAGE),
             }
         }
-        ensure!(o.size >= 2 * o.cut_every && o.cut_every >= MIB, "--size must be at least two cuts, --cut-every at least 1 MiB");
-        ensure!(o.minutes >= 2, "--minutes must be at least 2 (bench-stitch makes 3 parts)");
+        ensure!(
+            o.size >= 2 * o.cut_every && o.cut_every >= MIB,
+            "--size must be at least two cuts, --cut-every at least 1 MiB"
+        );
+        ensure!(
+            o.minutes >= 3,
+            "--minutes must be at least 3 (bench-stitch makes 3 parts of 60 s clips)"
+        );
         if o.out.is_relative() {
             o.out = std::env::current_dir()?.join(&o.out);
         }
@@ -187,24 +200,64 @@ struct Media {
 pub fn run(opts: Options, root: &Path) -> Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
-    crate::cargo_build_release(root, &["-p", "lectern-upload", "--bin", "upload-bench", "-p", "lectern-opencast-double", "-p", "lectern-faultproxy"])?;
+    crate::cargo_build_release(
+        root,
+        &[
+            "-p",
+            "lectern-upload",
+            "--bin",
+            "upload-bench",
+            "-p",
+            "lectern-opencast-double",
+            "-p",
+            "lectern-faultproxy",
+        ],
+    )?;
     if opts.legs.contains(&Leg::Lecture) {
         crate::cargo_build_release(root, &["-p", "lectern-stitch", "--example", "stitch"])?;
     }
     let bin = target_dir(root).join("release");
     let needs_media = opts.legs.iter().any(|l| *l != Leg::Lecture);
-    let media = if needs_media { random_media(&out, opts.size)? } else { Media { path: PathBuf::new(), bytes: opts.size, sha256: String::new() } };
+    let media = if needs_media {
+        random_media(&out, opts.size)?
+    } else {
+        Media {
+            path: PathBuf::new(),
+            bytes: opts.size,
+            sha256: String::new(),
+        }
+    };
     let manifest = out.join("bench.manifest.json");
     std::fs::write(&manifest, br#"{"recording":"bench-upload","gaps":[]}"#)?;
-    let ctx = Ctx { out: out.clone(), bin, root: root.to_owned(), seed: opts.seed, cut_every: opts.cut_every, rate: opts.rate, media, manifest };
+    let ctx = Ctx {
+        out: out.clone(),
+        bin,
+        root: root.to_owned(),
+        seed: opts.seed,
+        cut_every: opts.cut_every,
+        rate: opts.rate,
+        media,
+        manifest,
+    };
     std::fs::create_dir_all(out.join("runs"))?;
-    eprintln!("xtask: bench-upload, seed {} (replay with --seed {0}), link {} B/s, cut every {} B", opts.seed, opts.rate, opts.cut_every);
+    eprintln!(
+        "xtask: bench-upload, seed {} (replay with --seed {0}), link {} B/s, cut every {} B",
+        opts.seed, opts.rate, opts.cut_every
+    );
 
     // Legs not run this time keep their results from an earlier run into the same OUT; each leg
     // records its own command and machine note.
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let mut results: Value = std::fs::read(out.join("results.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({}));
-    if opts.legs.iter().any(|l| matches!(l, Leg::Opencast | Leg::S3)) || results["size"].is_null() {
+    let mut results: Value = std::fs::read(out.join("results.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| json!({}));
+    if opts
+        .legs
+        .iter()
+        .any(|l| matches!(l, Leg::Opencast | Leg::S3))
+        || results["size"].is_null()
+    {
         results["size"] = json!(ctx.media.bytes);
         results["cut_every"] = json!(ctx.cut_every);
         results["rate"] = json!(ctx.rate);
@@ -217,7 +270,10 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         let r = match leg {
             Leg::Opencast | Leg::S3 => lectern_leg(&ctx, leg),
             Leg::Pyca => {
-                let cap = opts.pyca_cap.or(lectern_flaky_opencast_s.map(|s: f64| Duration::from_secs_f64(s * 5.0))).unwrap_or(Duration::from_secs(1800));
+                let cap = opts
+                    .pyca_cap
+                    .or(lectern_flaky_opencast_s.map(|s: f64| Duration::from_secs_f64(s * 5.0)))
+                    .unwrap_or(Duration::from_secs(1800));
                 pyca_leg(&ctx, cap)
             }
             Leg::Lecture => lecture_leg(&ctx, opts.minutes, opts.lecture_rate),
@@ -238,12 +294,19 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
                 failed.get_or_insert(e.context(format!("leg {}", leg.name())));
             }
         }
-        std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_vec_pretty(&results)?,
+        )?;
     }
     let report = report(&results);
     print!("{report}");
     std::fs::write(out.join("report.md"), &report)?;
-    eprintln!("xtask: report in {}, every number in {}", out.join("report.md").display(), out.join("results.json").display());
+    eprintln!(
+        "xtask: report in {}, every number in {}",
+        out.join("report.md").display(),
+        out.join("results.json").display()
+    );
     failed.map_or(Ok(()), Err)
 }
 
@@ -253,28 +316,54 @@ fn random_media(out: &Path, bytes: u64) -> Result<Media> {
     let path = out.join(format!("media-{bytes}.bin"));
     let sha_path = out.join(format!("media-{bytes}.sha256"));
     if path.metadata().map(|m| m.len()).ok() != Some(bytes) || !sha_path.exists() {
-        eprintln!("xtask: writing {bytes} random bytes to {} (once)", path.display());
+        eprintln!(
+            "xtask: writing {bytes} random bytes to {} (once)",
+            path.display()
+        );
         let tmp = path.with_extension("partial");
         let mut f = std::fs::File::create(&tmp)?;
-        std::io::copy(&mut std::fs::File::open("/dev/urandom")?.take(bytes), &mut f)?;
+        std::io::copy(
+            &mut std::fs::File::open("/dev/urandom")?.take(bytes),
+            &mut f,
+        )?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::write(&sha_path, sha256sum(&path)?)?;
     }
-    Ok(Media { path, bytes, sha256: std::fs::read_to_string(&sha_path)?.trim().to_owned() })
+    Ok(Media {
+        path,
+        bytes,
+        sha256: std::fs::read_to_string(&sha_path)?.trim().to_owned(),
+    })
 }
 
 fn sha256sum(path: &Path) -> Result<String> {
     let line = anchor::first_line(Command::new("sha256sum").arg(path))?;
-    Ok(line.split_whitespace().next().unwrap_or_default().to_owned())
+    Ok(line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// Load, CPU count and memory, for the report's machine note.
 fn machine_note() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or_default().to_owned();
-    format!("{cpus} CPUs, load average {}, {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "), mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    format!(
+        "{cpus} CPUs, load average {}, {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,7 +379,13 @@ struct Link {
 
 impl Link {
     fn args(&self, upstream: SocketAddr) -> Vec<String> {
-        let mut a = vec!["--upstream".into(), upstream.to_string(), "--seed".into(), self.seed.to_string(), "--stdin".into()];
+        let mut a = vec![
+            "--upstream".into(),
+            upstream.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+            "--stdin".into(),
+        ];
         if self.rate > 0 {
             a.extend(["--throttle-up".into(), self.rate.to_string()]);
         }
@@ -325,8 +420,17 @@ impl FaultProxy {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        let addr = line.trim().parse().with_context(|| format!("faultproxy printed {line:?}; see {}", log.display()))?;
-        Ok(FaultProxy { child, stdin, stdout, addr, command })
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("faultproxy printed {line:?}; see {}", log.display()))?;
+        Ok(FaultProxy {
+            child,
+            stdin,
+            stdout,
+            addr,
+            command,
+        })
     }
 
     fn url(&self) -> String {
@@ -339,8 +443,15 @@ impl FaultProxy {
         let mut rest = String::new();
         self.stdout.read_to_string(&mut rest)?;
         let _ = self.child.wait();
-        let line = rest.lines().find_map(|l| l.strip_prefix("stats ")).context("faultproxy printed no stats")?;
-        Ok(line.split_whitespace().filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?))).collect())
+        let line = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("stats "))
+            .context("faultproxy printed no stats")?;
+        Ok(line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+            .collect())
     }
 }
 
@@ -415,8 +526,14 @@ fn read_head(r: &mut impl Read) -> Result<(String, Vec<u8>)> {
 
 /// A whole reply split into its head (with the blank line) and its body.
 fn split_reply(reply: &[u8]) -> Result<(String, &[u8])> {
-    let i = reply.windows(4).position(|w| w == b"\r\n\r\n").context("a reply without a complete head")?;
-    Ok((String::from_utf8_lossy(&reply[..i + 4]).into_owned(), &reply[i + 4..]))
+    let i = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("a reply without a complete head")?;
+    Ok((
+        String::from_utf8_lossy(&reply[..i + 4]).into_owned(),
+        &reply[i + 4..],
+    ))
 }
 
 /// The head's lines without `Connection` and `Content-Length`, with `Connection: close` (and the
@@ -444,7 +561,9 @@ fn front_exchange(mut c: TcpStream, upstream: SocketAddr, from: &str, to: &str) 
     let (head, _) = read_head(&mut c)?;
     let request_line = head.lines().next().unwrap_or_default().to_owned();
     let lower = head.to_ascii_lowercase();
-    if !(request_line.starts_with("GET ") || request_line.starts_with("HEAD ")) || lower.contains("content-length: ") && !lower.contains("content-length: 0") {
+    if !(request_line.starts_with("GET ") || request_line.starts_with("HEAD "))
+        || lower.contains("content-length: ") && !lower.contains("content-length: 0")
+    {
         c.write_all(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
         bail!("a request with a body reached the discovery front (it should go through the proxy): {request_line}");
     }
@@ -455,8 +574,12 @@ fn front_exchange(mut c: TcpStream, upstream: SocketAddr, from: &str, to: &str) 
     up.read_to_end(&mut reply)?;
     let (rhead, body) = split_reply(&reply)?;
     let mut body = body.to_vec();
-    if request_line.contains("/services/available.json") && !rhead.to_ascii_lowercase().contains("transfer-encoding") {
-        body = String::from_utf8_lossy(&body).replace(from, to).into_bytes();
+    if request_line.contains("/services/available.json")
+        && !rhead.to_ascii_lowercase().contains("transfer-encoding")
+    {
+        body = String::from_utf8_lossy(&body)
+            .replace(from, to)
+            .into_bytes();
     }
     c.write_all(reframe(&rhead, Some(body.len())).as_bytes())?;
     c.write_all(&body)?;
@@ -469,7 +592,10 @@ fn front_exchange(mut c: TcpStream, upstream: SocketAddr, from: &str, to: &str) 
 /// The release `opencast-double` (Basic auth) with `events`, logging into `dir`.
 fn double(ctx: &Ctx, dir: &Path, events: &[DoubleEvent]) -> Result<(Managed, SocketAddr)> {
     let (d, url) = anchor::start_double(&ctx.bin, dir, events)?;
-    let addr = url.trim_start_matches("http://").parse().with_context(|| format!("double URL {url}"))?;
+    let addr = url
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("double URL {url}"))?;
     Ok((d, addr))
 }
 
@@ -516,7 +642,14 @@ fn s3_target(endpoint: &str) -> String {
 }
 
 /// Runs `upload-bench` once in `dir`; its JSON, plus the wall time seen from here.
-fn upload_bench(ctx: &Ctx, dir: &Path, config: &str, media: &Media, id: &str, timeout: Duration) -> Result<Value> {
+fn upload_bench(
+    ctx: &Ctx,
+    dir: &Path,
+    config: &str,
+    media: &Media,
+    id: &str,
+    timeout: Duration,
+) -> Result<Value> {
     std::fs::create_dir_all(dir)?;
     let conf = dir.join("lectern.toml");
     std::fs::write(&conf, config)?;
@@ -530,7 +663,14 @@ fn upload_bench(ctx: &Ctx, dir: &Path, config: &str, media: &Media, id: &str, ti
         .arg(&db)
         .arg("--media")
         .arg(&media.path)
-        .args(["--sha256", &media.sha256, "--id", id, "--timeout-s", &timeout.as_secs().to_string()])
+        .args([
+            "--sha256",
+            &media.sha256,
+            "--id",
+            id,
+            "--timeout-s",
+            &timeout.as_secs().to_string(),
+        ])
         .arg("--manifest")
         .arg(&ctx.manifest)
         .stderr(std::fs::File::create(dir.join("upload-bench.log"))?)
@@ -538,9 +678,21 @@ fn upload_bench(ctx: &Ctx, dir: &Path, config: &str, media: &Media, id: &str, ti
         .context("running upload-bench")?;
     let wall = t0.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut v: Value = serde_json::from_str(text.trim()).with_context(|| format!("upload-bench printed {text:?} ({}); see {}", out.status, dir.display()))?;
+    let mut v: Value = serde_json::from_str(text.trim()).with_context(|| {
+        format!(
+            "upload-bench printed {text:?} ({}); see {}",
+            out.status,
+            dir.display()
+        )
+    })?;
     v["wall_s"] = json!(wall);
-    eprintln!("xtask:   {} -> {} in {:.1} s, {} failures", dir.display(), v["outcome"], v["seconds"].as_f64().unwrap_or(0.0), v["failures"]);
+    eprintln!(
+        "xtask:   {} -> {} in {:.1} s, {} failures",
+        dir.display(),
+        v["outcome"],
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["failures"]
+    );
     Ok(v)
 }
 
@@ -556,10 +708,18 @@ fn lectern_leg(ctx: &Ctx, leg: Leg) -> Result<Value> {
         _ => None,
     };
     let mut moto = moto;
-    let raw_s = if ctx.rate > 0 { ctx.media.bytes as f64 / ctx.rate as f64 } else { 60.0 };
+    let raw_s = if ctx.rate > 0 {
+        ctx.media.bytes as f64 / ctx.rate as f64
+    } else {
+        60.0
+    };
     for (run, cut) in [("clean", None), ("flaky", Some(ctx.cut_every))] {
         let dir = run_dir(ctx, &format!("{}-{run}", leg.name()))?;
-        let link = Link { rate: ctx.rate, cut_every: cut, seed: ctx.seed };
+        let link = Link {
+            rate: ctx.rate,
+            cut_every: cut,
+            seed: ctx.seed,
+        };
         let timeout = Duration::from_secs_f64(raw_s * 20.0 + 1200.0);
         let id = format!("bench-{}-{run}", leg.name());
         let mut v = match leg {
@@ -568,7 +728,14 @@ fn lectern_leg(ctx: &Ctx, leg: Leg) -> Result<Value> {
                 let proxy = FaultProxy::start(&ctx.bin, link, daddr, &dir.join("faultproxy.log"))?;
                 let front = Front::start(daddr, proxy.url())?;
                 let command = proxy.command.clone();
-                let mut v = upload_bench(ctx, &dir, &lectern_config(&opencast_target(&front.url())), &ctx.media, &id, timeout)?;
+                let mut v = upload_bench(
+                    ctx,
+                    &dir,
+                    &lectern_config(&opencast_target(&front.url())),
+                    &ctx.media,
+                    &id,
+                    timeout,
+                )?;
                 let state = double_state(daddr)?;
                 v["proxy"] = json!(proxy.finish()?);
                 v["proxy_command"] = json!(command);
@@ -582,17 +749,33 @@ fn lectern_leg(ctx: &Ctx, leg: Leg) -> Result<Value> {
                     // moto keeps objects in memory: start the flaky run on an empty server.
                     m.restart()?;
                 }
-                let upstream: SocketAddr = m.endpoint().trim_start_matches("http://").trim_end_matches('/').parse().context("moto endpoint")?;
-                let proxy = FaultProxy::start(&ctx.bin, link, upstream, &dir.join("faultproxy.log"))?;
+                let upstream: SocketAddr = m
+                    .endpoint()
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .parse()
+                    .context("moto endpoint")?;
+                let proxy =
+                    FaultProxy::start(&ctx.bin, link, upstream, &dir.join("faultproxy.log"))?;
                 let command = proxy.command.clone();
-                let mut v = upload_bench(ctx, &dir, &lectern_config(&s3_target(&proxy.url())), &ctx.media, &id, timeout)?;
+                let mut v = upload_bench(
+                    ctx,
+                    &dir,
+                    &lectern_config(&s3_target(&proxy.url())),
+                    &ctx.media,
+                    &id,
+                    timeout,
+                )?;
                 v["proxy"] = json!(proxy.finish()?);
                 v["proxy_command"] = json!(command);
                 v
             }
             _ => unreachable!("leg 1 is opencast or s3"),
         };
-        let resent = v["bytes_sent"].as_u64().unwrap_or(0).saturating_sub(v["bytes_total"].as_u64().unwrap_or(0));
+        let resent = v["bytes_sent"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(v["bytes_total"].as_u64().unwrap_or(0));
         v["resent"] = json!(resent);
         out[run] = v;
     }
@@ -603,13 +786,22 @@ fn lectern_leg(ctx: &Ctx, leg: Leg) -> Result<Value> {
     let secs = |r: &str| out[r]["seconds"].as_f64().unwrap_or(f64::NAN);
     out["goodput_ratio"] = json!(secs("clean") / secs("flaky"));
     let cuts = out["flaky"]["proxy"]["cuts"].as_u64().unwrap_or(0);
-    let per_cut = |n: u64| if cuts > 0 { n as f64 / cuts as f64 } else { 0.0 };
+    let per_cut = |n: u64| {
+        if cuts > 0 {
+            n as f64 / cuts as f64
+        } else {
+            0.0
+        }
+    };
     // On the wire (the proxy): what the metric means. The runner's own count is what the HTTP
     // client took from the file, including bytes still in socket buffers when the cut came.
     out["resent_per_cut"] = json!(per_cut(out["extra_wire"].as_u64().unwrap_or(0)));
     out["runner_resent_per_cut"] = json!(per_cut(out["flaky"]["resent"].as_u64().unwrap_or(0)));
     out["chunk_bytes"] = json!(match leg {
-        Leg::S3 => out["flaky"]["chunk_bytes"].as_u64().unwrap_or(0).max(5 * MIB),
+        Leg::S3 => out["flaky"]["chunk_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            .max(5 * MIB),
         _ => out["flaky"]["chunk_bytes"].as_u64().unwrap_or(0),
     });
     Ok(out)
@@ -619,11 +811,24 @@ fn lectern_leg(ctx: &Ctx, leg: Leg) -> Result<Value> {
 /// media packages.
 fn opencast_server_side(state: &Value, size: u64) -> Value {
     let jobs = state["upload_jobs"].as_array().cloned().unwrap_or_default();
-    let received: u64 = jobs.iter().map(|j| j["bytes_received"].as_u64().unwrap_or(0)).sum();
-    let accepted: u64 = jobs.iter().map(|j| j["current_size"].as_u64().unwrap_or(0)).sum();
-    let mps = state["mediapackages"].as_array().cloned().unwrap_or_default();
+    let received: u64 = jobs
+        .iter()
+        .map(|j| j["bytes_received"].as_u64().unwrap_or(0))
+        .sum();
+    let accepted: u64 = jobs
+        .iter()
+        .map(|j| j["current_size"].as_u64().unwrap_or(0))
+        .sum();
+    let mps = state["mediapackages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ingests = mps.iter().filter(|m| !m["ingested"].is_null()).count();
-    let complete_tracks = mps.iter().flat_map(|m| m["tracks"].as_array().cloned().unwrap_or_default()).filter(|t| t["bytes"].as_u64() == Some(size)).count();
+    let complete_tracks = mps
+        .iter()
+        .flat_map(|m| m["tracks"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["bytes"].as_u64() == Some(size))
+        .count();
     json!({
         "upload_jobs": jobs.len(),
         "chunk_attempts": jobs.iter().map(|j| j["chunk_attempts"].as_u64().unwrap_or(0)).sum::<u64>(),
@@ -647,7 +852,17 @@ fn pyca_leg(ctx: &Ctx, cap: Duration) -> Result<Value> {
     std::fs::write(ctx.out.join("pip-freeze.txt"), &setup.freeze)?;
     for (run, cut) in [("flaky", Some(ctx.cut_every)), ("clean", None)] {
         let dir = run_dir(ctx, &format!("pyca-{run}"))?;
-        out[run] = pyca_run(ctx, &setup, &dir, Link { rate: ctx.rate, cut_every: cut, seed: ctx.seed }, cap)?;
+        out[run] = pyca_run(
+            ctx,
+            &setup,
+            &dir,
+            Link {
+                rate: ctx.rate,
+                cut_every: cut,
+                seed: ctx.seed,
+            },
+            cap,
+        )?;
     }
     Ok(out)
 }
@@ -677,7 +892,12 @@ struct PycaGroup {
 impl PycaGroup {
     fn stop(&mut self) {
         let group = format!("-{}", self.child.id());
-        let kill = |sig: &str| Command::new("kill").args([sig, "--", &group]).stderr(Stdio::null()).status();
+        let kill = |sig: &str| {
+            Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status()
+        };
         let _ = kill("-TERM");
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
@@ -697,12 +917,31 @@ impl Drop for PycaGroup {
     }
 }
 
-fn pyca_run(ctx: &Ctx, setup: &anchor::Setup, dir: &Path, link: Link, cap: Duration) -> Result<Value> {
+fn pyca_run(
+    ctx: &Ctx,
+    setup: &anchor::Setup,
+    dir: &Path,
+    link: Link,
+    cap: Duration,
+) -> Result<Value> {
     std::fs::create_dir_all(dir.join("recordings"))?;
-    let uid = format!("bench-upload-pyca-{}", if link.cut_every.is_some() { "flaky" } else { "clean" });
+    let uid = format!(
+        "bench-upload-pyca-{}",
+        if link.cut_every.is_some() {
+            "flaky"
+        } else {
+            "clean"
+        }
+    );
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let start = (now + PYCA_LEAD).as_secs() + 1;
-    let event = DoubleEvent { uid: uid.clone(), agent: PYCA_AGENT.into(), start, end: start + 10, title: uid.clone() };
+    let event = DoubleEvent {
+        uid: uid.clone(),
+        agent: PYCA_AGENT.into(),
+        start,
+        end: start + 10,
+        title: uid.clone(),
+    };
     let (mut d, daddr) = double(ctx, dir, &[event])?;
     let proxy = FaultProxy::start(&ctx.bin, link, daddr, &dir.join("faultproxy.log"))?;
     let command = proxy.command.clone();
@@ -752,7 +991,10 @@ fn pyca_run(ctx: &Ctx, setup: &anchor::Setup, dir: &Path, link: Link, cap: Durat
         }
         match finished_capture {
             Some(f) if f.elapsed() > cap => break (state, "cap reached"),
-            None if t0.elapsed() > PYCA_LEAD + Duration::from_secs(60) => bail!("pyca did not finish its capture; see {}", dir.join("pyca.log").display()),
+            None if t0.elapsed() > PYCA_LEAD + Duration::from_secs(60) => bail!(
+                "pyca did not finish its capture; see {}",
+                dir.join("pyca.log").display()
+            ),
             _ => {}
         }
     };
@@ -764,7 +1006,11 @@ fn pyca_run(ctx: &Ctx, setup: &anchor::Setup, dir: &Path, link: Link, cap: Durat
     let requests = state["requests"].as_array().cloned().unwrap_or_default();
     let add_tracks: Vec<Value> = requests
         .iter()
-        .filter(|r| r["target"].as_str().is_some_and(|t| t.starts_with("/ingest/addTrack")))
+        .filter(|r| {
+            r["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("/ingest/addTrack"))
+        })
         .map(|r| json!({ "status": r["status"], "fault": r["fault"], "error": r["error"] }))
         .collect();
     let server = opencast_server_side(&state, ctx.media.bytes);
@@ -785,14 +1031,35 @@ fn pyca_run(ctx: &Ctx, setup: &anchor::Setup, dir: &Path, link: Link, cap: Durat
 }
 
 fn recording_states(state: &Value, uid: &str) -> Vec<String> {
-    state["recording_states"].as_array().into_iter().flatten().filter(|r| r["id"] == uid).filter_map(|r| r["state"].as_str().map(String::from)).collect()
+    state["recording_states"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["id"] == uid)
+        .filter_map(|r| r["state"].as_str().map(String::from))
+        .collect()
 }
 
 /// A progress measure of the ingest: ingest requests seen plus bytes of all stored tracks (the
 /// calendar and state requests pyca keeps sending do not count).
 fn received_bytes(state: &Value) -> u64 {
-    let requests = state["requests"].as_array().into_iter().flatten().filter(|r| r["target"].as_str().is_some_and(|t| t.starts_with("/ingest/"))).count() as u64;
-    let tracks: u64 = state["mediapackages"].as_array().into_iter().flatten().flat_map(|m| m["tracks"].as_array().cloned().unwrap_or_default()).map(|t| t["bytes"].as_u64().unwrap_or(0)).sum();
+    let requests = state["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("/ingest/"))
+        })
+        .count() as u64;
+    let tracks: u64 = state["mediapackages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["tracks"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["bytes"].as_u64().unwrap_or(0))
+        .sum();
     requests + tracks
 }
 
@@ -804,15 +1071,27 @@ fn lecture_leg(ctx: &Ctx, minutes: u32, rate: Option<u64>) -> Result<Value> {
     let stamp = stitch_out.join(format!("recording/done-{minutes}min-60s"));
     if !stamp.exists() {
         eprintln!("xtask: making the synthetic {minutes}-minute recording with bench-stitch (once; cached in {})", stitch_out.display());
+        let log = std::fs::File::create(ctx.out.join("runs/bench-stitch.log"))?;
         let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["xtask", "bench-stitch", "--minutes", &minutes.to_string(), "--out"])
+            .args([
+                "xtask",
+                "bench-stitch",
+                "--minutes",
+                &minutes.to_string(),
+                "--out",
+            ])
             .arg(&stitch_out)
             .current_dir(&ctx.root)
-            .stdout(std::fs::File::create(ctx.out.join("runs/bench-stitch.log"))?)
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .status()?;
         // Only its inputs are used: a failure in its own timing part (after the segments and
         // part lists exist) does not matter here.
-        ensure!(stamp.exists() && stitch_out.join("part-3.list").exists(), "bench-stitch did not make the recording ({st}); see {}", ctx.out.join("runs/bench-stitch.log").display());
+        ensure!(
+            stamp.exists() && stitch_out.join("part-3.list").exists(),
+            "bench-stitch did not make the recording ({st}); see {}",
+            ctx.out.join("runs/bench-stitch.log").display()
+        );
         if !st.success() {
             eprintln!("xtask: bench-stitch failed after making the recording ({st}); its segments are used");
         }
@@ -821,22 +1100,48 @@ fn lecture_leg(ctx: &Ctx, minutes: u32, rate: Option<u64>) -> Result<Value> {
     let mp4 = dir.join("lecture.mp4");
     let _ = std::fs::remove_file(&mp4);
     Command::new("sync").status()?;
-    let lists: Vec<PathBuf> = (1..=3).map(|i| stitch_out.join(format!("part-{i}.list"))).collect();
+    let lists: Vec<PathBuf> = (1..=3)
+        .map(|i| stitch_out.join(format!("part-{i}.list")))
+        .collect();
     let t0 = Instant::now();
-    let st = Command::new(ctx.bin.join("examples/stitch")).arg(&mp4).args(&lists).stdout(Stdio::null()).status()?;
+    let st = Command::new(ctx.bin.join("examples/stitch"))
+        .arg(&mp4)
+        .args(&lists)
+        .stdout(Stdio::null())
+        .status()?;
     ensure!(st.success(), "the stitcher failed");
     let st = Command::new("sync").arg(&mp4).status()?;
     ensure!(st.success(), "sync {} failed", mp4.display());
     let stitch_s = t0.elapsed().as_secs_f64();
     let bytes = mp4.metadata()?.len();
-    let media = Media { path: mp4.clone(), bytes, sha256: sha256sum(&mp4)? };
+    let media = Media {
+        path: mp4.clone(),
+        bytes,
+        sha256: sha256sum(&mp4)?,
+    };
     let rate = rate.unwrap_or(bytes / 45).max(1);
     let raw_s = bytes as f64 / rate as f64;
     let (mut d, daddr) = double(ctx, &dir, &[])?;
-    let proxy = FaultProxy::start(&ctx.bin, Link { rate, cut_every: None, seed: ctx.seed }, daddr, &dir.join("faultproxy.log"))?;
+    let proxy = FaultProxy::start(
+        &ctx.bin,
+        Link {
+            rate,
+            cut_every: None,
+            seed: ctx.seed,
+        },
+        daddr,
+        &dir.join("faultproxy.log"),
+    )?;
     let command = proxy.command.clone();
     let front = Front::start(daddr, proxy.url())?;
-    let v = upload_bench(ctx, &dir, &lectern_config(&opencast_target(&front.url())), &media, "bench-lecture", Duration::from_secs_f64(raw_s * 10.0 + 600.0))?;
+    let v = upload_bench(
+        ctx,
+        &dir,
+        &lectern_config(&opencast_target(&front.url())),
+        &media,
+        "bench-lecture",
+        Duration::from_secs_f64(raw_s * 10.0 + 600.0),
+    )?;
     let state = double_state(daddr)?;
     let stats = proxy.finish()?;
     d.terminate(Duration::from_secs(10));
@@ -869,7 +1174,11 @@ fn report(r: &Value) -> String {
     let size = r["size"].as_u64().unwrap_or(0) as f64;
     for leg in ["opencast", "s3", "pyca", "lecture"] {
         if let Some(c) = r[leg]["command"].as_str() {
-            let _ = writeln!(s, "{leg}: `{c}`; {}  ", r[leg]["machine"].as_str().unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "{leg}: `{c}`; {}  ",
+                r[leg]["machine"].as_str().unwrap_or_default()
+            );
         }
     }
     let _ = writeln!(
@@ -891,10 +1200,18 @@ fn report(r: &Value) -> String {
         for run in ["clean", "flaky"] {
             let v = &l[run];
             let secs = v["seconds"].as_f64().unwrap_or(f64::NAN);
-            let server = if run == "flaky" { mib(l["extra_wire"].as_f64().unwrap_or(0.0)) } else { String::new() };
+            let server = if run == "flaky" {
+                mib(l["extra_wire"].as_f64().unwrap_or(0.0))
+            } else {
+                String::new()
+            };
             let (per_cut, runner, ratio) = if run == "flaky" {
                 (
-                    format!("{} (chunk {})", mib(l["resent_per_cut"].as_f64().unwrap_or(0.0)), mib(l["chunk_bytes"].as_f64().unwrap_or(0.0))),
+                    format!(
+                        "{} (chunk {})",
+                        mib(l["resent_per_cut"].as_f64().unwrap_or(0.0)),
+                        mib(l["chunk_bytes"].as_f64().unwrap_or(0.0))
+                    ),
                     mib(l["runner_resent_per_cut"].as_f64().unwrap_or(0.0)),
                     format!("{:.2}", l["goodput_ratio"].as_f64().unwrap_or(f64::NAN)),
                 )
@@ -926,17 +1243,32 @@ fn report(r: &Value) -> String {
             let _ = writeln!(
                 s,
                 "| pyca | {run} | {} | {} | {:.1} | {:.3} | {} | {} | {} | {} |",
-                if v["completed"].as_bool() == Some(true) { "yes" } else { "no" },
+                if v["completed"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
                 v["ended"].as_str().unwrap_or("?"),
                 v["seconds_after_capture"].as_f64().unwrap_or(f64::NAN),
                 v["bytes_to_server_per_file"].as_f64().unwrap_or(f64::NAN),
                 v["add_track_requests"].as_array().map_or(0, Vec::len),
                 v["server"]["mediapackages"],
                 v["server"]["ingests"],
-                v["recording_states"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" → ")).unwrap_or_default(),
+                v["recording_states"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" → "))
+                    .unwrap_or_default(),
             );
         }
-        let _ = writeln!(s, "\npyca's cap: {:.0} s after its capture ended.", p["cap_s"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(
+            s,
+            "\npyca's cap: {:.0} s after its capture ended.",
+            p["cap_s"].as_f64().unwrap_or(0.0)
+        );
     }
     let l = &r["lecture"];
     if !l.is_null() {
@@ -976,24 +1308,61 @@ mod tests {
     #[test]
     fn heads_and_bodies_are_split() {
         let (h, rest) = read_head(&mut &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"[..]).unwrap();
-        assert_eq!((h.as_str(), rest.as_slice()), ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &b"body"[..]));
+        assert_eq!(
+            (h.as_str(), rest.as_slice()),
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &b"body"[..])
+        );
         let long = [b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &[b'x'; 10_000]].concat();
-        assert_eq!(split_reply(&long).unwrap().1.len(), 10_000, "the whole body, not one read's worth");
+        assert_eq!(
+            split_reply(&long).unwrap().1.len(),
+            10_000,
+            "the whole body, not one read's worth"
+        );
     }
 
     #[test]
     fn link_flags() {
         let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let l = Link { rate: 1000, cut_every: Some(16 * MIB), seed: 7 };
-        assert_eq!(l.args(a).join(" "), "--upstream 127.0.0.1:9 --seed 7 --stdin --throttle-up 1000 --cut-every 16777216");
-        assert_eq!(Link { rate: 0, cut_every: None, seed: 7 }.args(a).join(" "), "--upstream 127.0.0.1:9 --seed 7 --stdin");
+        let l = Link {
+            rate: 1000,
+            cut_every: Some(16 * MIB),
+            seed: 7,
+        };
+        assert_eq!(
+            l.args(a).join(" "),
+            "--upstream 127.0.0.1:9 --seed 7 --stdin --throttle-up 1000 --cut-every 16777216"
+        );
+        assert_eq!(
+            Link {
+                rate: 0,
+                cut_every: None,
+                seed: 7
+            }
+            .args(a)
+            .join(" "),
+            "--upstream 127.0.0.1:9 --seed 7 --stdin"
+        );
     }
 
     #[test]
     fn options() {
         let root = Path::new("/r");
-        let o = Options::parse(&["--size".into(), "64MiB".into(), "--legs".into(), "opencast,pyca".into(), "--seed".into(), "5".into()], root).unwrap();
-        assert_eq!((o.size, o.seed, o.legs), (64 * MIB, 5, vec![Leg::Opencast, Leg::Pyca]));
+        let o = Options::parse(
+            &[
+                "--size".into(),
+                "64MiB".into(),
+                "--legs".into(),
+                "opencast,pyca".into(),
+                "--seed".into(),
+                "5".into(),
+            ],
+            root,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.size, o.seed, o.legs),
+            (64 * MIB, 5, vec![Leg::Opencast, Leg::Pyca])
+        );
         assert!(Options::parse(&["--legs".into(), "ftp".into()], root).is_err());
         assert!(Options::parse(&["--size".into(), "20MiB".into()], root).is_err());
     }
