@@ -208,7 +208,7 @@ impl Validator<'_> {
             concurrency: self.range("upload.concurrency", u.concurrency, 1, 1, 8)?,
             rate_limit: self.range("upload.rate_limit_kbps", u.rate_limit_kbps, 0, 0, 10_000_000)? * 1000 / 8,
             recording_rate_limit: self.range("upload.recording_rate_limit_kbps", u.recording_rate_limit_kbps, 8000, 0, 10_000_000)? * 1000 / 8,
-            chunk_bytes: self.range("upload.chunk_mb", u.chunk_mb, 4, 1, 1024)? << 20,
+            chunk_bytes: self.range("upload.chunk_mb", u.chunk_mb, 1, 1, 1024)? << 20,
             retry_initial,
             retry_max,
             failover_after: self.range("upload.failover_after", u.failover_after, 3, 1, 1000)?,
@@ -301,7 +301,7 @@ mod tests {
         let u = upload("[opencast]\nurl = \"https://oc.example.edu\"");
         assert_eq!(u.targets.len(), 1);
         assert!(matches!(&u.targets[0].kind, TargetKind::Opencast { endpoints } if endpoints == &["https://oc.example.edu"]));
-        assert_eq!((u.concurrency, u.chunk_bytes, u.start_delay_max), (1, 4 << 20, Duration::from_secs(300)));
+        assert_eq!((u.concurrency, u.chunk_bytes, u.start_delay_max), (1, 1 << 20, Duration::from_secs(300)));
         assert_eq!((u.rate_limit, u.recording_rate_limit), (0, 1_000_000));
     }
 
