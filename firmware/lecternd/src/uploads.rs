@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 use lectern_config::{Config, TargetKind, UploadConfig};
 use lectern_journal::{Created, Outbox, RecordingSummary, StitchRow, UploadRow, UploadStore};
 use lectern_opencast::{Queue, RecordingState};
-use lectern_upload::folder::FolderTarget;
-use lectern_upload::opencast::OpencastTarget;
-use lectern_upload::s3::{S3Options, S3Target, Timeouts};
-use lectern_upload::runner::{Clock as RunnerClock, TargetFactory};
-use lectern_upload::{enqueue, EventMeta, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Target, Throttle, UploadEvent, UploadSpec};
+use lectern_upload::runner::Clock as RunnerClock;
+use lectern_upload::{enqueue, EventMeta, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Throttle, UploadEvent, UploadSpec};
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
@@ -47,50 +44,6 @@ pub struct Uploads {
     last_done: std::sync::atomic::AtomicI64,
     /// Wakes the agent's states lane, so a changed `uploading` flag is reported at once.
     wake_states: Option<Arc<dyn Fn() + Send + Sync>>,
-}
-
-/// S3 parts are at least S3's minimum (5 MiB) whatever `upload.chunk_mb` says.
-fn s3_options(s: &lectern_config::S3TargetConfig, chunk_bytes: u64) -> S3Options {
-    S3Options {
-        endpoints: s.endpoints.clone(),
-        bucket: s.bucket.clone(),
-        region: s.region.clone(),
-        access_key: s.access_key.clone(),
-        secret_key: s.secret_key.clone(),
-        prefix: s.prefix.clone(),
-        path_style: s.path_style,
-        part_bytes: chunk_bytes.max(lectern_upload::s3::MIN_PART_BYTES),
-        timeouts: Timeouts::default(),
-        same_storage: s.same_storage,
-        verify_etag: s.verify_etag,
-    }
-}
-
-/// Makes the configured targets by name.
-fn factory(config: &Config) -> TargetFactory {
-    let targets = config.upload.targets.clone();
-    let chunk = config.upload.chunk_bytes;
-    let opencast = config.opencast.clone();
-    let agent_name = config.agent_name.clone();
-    Arc::new(move |name| {
-        let t = targets.iter().find(|t| t.name == name)?;
-        let target: Box<dyn Target> = match &t.kind {
-            // Pieces of `upload.chunk_mb` (not the target's 32 MiB default): each piece ends in an
-            // fsync, and one of 32 MiB on the card holds a recording's fsync up to ~24 ms behind
-            // it (docs/benchmarks.md, "Recording while uploading").
-            TargetKind::Folder { dirs } => Box::new(FolderTarget::with_piece(dirs.iter().map(|d| d.display().to_string()).collect(), chunk)),
-            TargetKind::S3(s) => match S3Target::new(s3_options(s, chunk)) {
-                Ok(t) => Box::new(t),
-                Err(e) => {
-                    log::error!(target: "upload", "target {name}: {e}");
-                    return None;
-                }
-            },
-            // The config only accepts an Opencast target with `[opencast]` set.
-            TargetKind::Opencast { endpoints } => Box::new(OpencastTarget::new(opencast.as_ref()?, &agent_name, endpoints.clone(), chunk)),
-        };
-        Some(target)
-    })
 }
 
 fn recording_state_hook(hooks: AgentHooks) -> Arc<dyn Fn(&UploadEvent) + Send + Sync> {
@@ -151,7 +104,7 @@ impl Uploads {
             poll: Duration::from_secs(5),
         };
         let throttle = Arc::new(Throttle::new(u.rate_limit, u.recording_rate_limit));
-        let runner = Runner::spawn(cfg, db_path, &names, factory(config), runner_clock, throttle, events)?;
+        let runner = Runner::spawn(cfg, db_path, &names, lectern_upload::configured::factory(config), runner_clock, throttle, events)?;
         let store = UploadStore::open(db_path)?;
         log::info!(target: "upload", "targets: {}", u.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
         Ok(Some(Uploads { store, runner, config: u.clone(), rng: Rng::from_entropy(), uploading, wake_states, last_done: std::sync::atomic::AtomicI64::new(-1) }))

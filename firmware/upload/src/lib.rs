@@ -11,13 +11,15 @@
 //!   random start delay's generator, endpoint failover and fail-back.
 //! - [`runner`]: worker threads (the concurrency cap) that replay due jobs step by step,
 //!   committing progress between steps, and the health thread.
-//! - [`folder`], [`s3`], [`opencast`]: the three targets.
+//! - [`folder`], [`s3`], [`opencast`]: the three targets; [`configured`] makes them from
+//!   `[[upload.target]]`.
 //!
 //! The job store is `lectern_journal::UploadStore` (the `uploads` table beside the outbox).
 //!
 //! **Architecture Invariant:** nothing reaches a server except by replaying a job persisted in
 //! the journal, and a step's progress is durable before the next step relies on it.
 
+pub mod configured;
 pub mod folder;
 pub mod opencast;
 pub mod policy;

@@ -20,12 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lectern_config::{Config, TargetKind};
+use lectern_config::Config;
 use lectern_journal::{Journal, JournalOptions, UploadState, UploadStore};
-use lectern_upload::opencast::OpencastTarget;
 use lectern_upload::runner::{Clock, TargetFactory};
-use lectern_upload::s3::{S3Options, S3Target, Timeouts, MIN_PART_BYTES};
-use lectern_upload::{enqueue, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Target, Throttle, UploadEvent, UploadSpec};
+use lectern_upload::{enqueue, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Throttle, UploadEvent, UploadSpec};
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
@@ -69,40 +67,10 @@ fn parse_args() -> Result<Args, Error> {
     })
 }
 
-/// The config's first upload target, made as lecternd makes it (S3 parts at least S3's 5 MiB,
-/// default S3 timeouts; Opencast with `[opencast]` and the configured chunk size).
+/// The config's first upload target, made as lecternd makes it (`lectern_upload::configured`).
 fn make_target(config: &Config) -> Result<(String, TargetFactory), Error> {
-    let t = config.upload.targets.first().ok_or("the config has no [[upload.target]]")?.clone();
-    let chunk = config.upload.chunk_bytes;
-    let opencast = config.opencast.clone();
-    let agent = config.agent_name.clone();
-    let name = t.name.clone();
-    let factory: TargetFactory = Arc::new(move |n: &str| -> Option<Box<dyn Target>> {
-        if n != t.name {
-            return None;
-        }
-        match &t.kind {
-            TargetKind::Opencast { endpoints } => Some(Box::new(OpencastTarget::new(opencast.as_ref()?, &agent, endpoints.clone(), chunk))),
-            TargetKind::S3(s) => {
-                let opts = S3Options {
-                    endpoints: s.endpoints.clone(),
-                    bucket: s.bucket.clone(),
-                    region: s.region.clone(),
-                    access_key: s.access_key.clone(),
-                    secret_key: s.secret_key.clone(),
-                    prefix: s.prefix.clone(),
-                    path_style: s.path_style,
-                    part_bytes: chunk.max(MIN_PART_BYTES),
-                    timeouts: Timeouts::default(),
-                    same_storage: s.same_storage,
-                    verify_etag: s.verify_etag,
-                };
-                S3Target::new(opts).map_err(|e| log::error!("S3 target: {e}")).ok().map(|t| Box::new(t) as Box<dyn Target>)
-            }
-            TargetKind::Folder { .. } => None,
-        }
-    });
-    Ok((name, factory))
+    let t = config.upload.targets.first().ok_or("the config has no [[upload.target]]")?;
+    Ok((t.name.clone(), lectern_upload::configured::factory(config)))
 }
 
 fn file_ref(path: PathBuf, sha256: String) -> Result<FileRef, Error> {
