@@ -18,7 +18,7 @@ use lectern_config::{Config, TargetKind, UploadConfig};
 use lectern_journal::{Created, Outbox, RecordingSummary, StitchRow, UploadRow, UploadStore};
 use lectern_opencast::{Queue, RecordingState};
 use lectern_upload::runner::Clock as RunnerClock;
-use lectern_upload::{enqueue, EventMeta, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Throttle, UploadEvent, UploadSpec};
+use lectern_upload::{enqueue, EventMeta, FileRef, Rng, Runner, UploadEvent, UploadSpec};
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
@@ -95,15 +95,8 @@ impl Uploads {
             Some(h) => recording_state_hook(h),
             None => Arc::new(|_: &UploadEvent| {}),
         };
-        let cfg = RunnerConfig {
-            workers: u.concurrency as usize,
-            retry: RetryPolicy { initial: u.retry_initial, max: u.retry_max },
-            failover_after: u.failover_after,
-            failback_after: u.failback_after,
-            health_interval: u.health_interval,
-            poll: Duration::from_secs(5),
-        };
-        let throttle = Arc::new(Throttle::new(u.rate_limit, u.recording_rate_limit));
+        let cfg = lectern_upload::configured::runner_config(u);
+        let throttle = lectern_upload::configured::throttle(u);
         let runner = Runner::spawn(cfg, db_path, &names, lectern_upload::configured::factory(config), runner_clock, throttle, events)?;
         let store = UploadStore::open(db_path)?;
         log::info!(target: "upload", "targets: {}", u.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));

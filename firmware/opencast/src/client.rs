@@ -87,7 +87,10 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn agent(connect: Duration, read: Duration, overall: Duration) -> Agent {
+/// A ureq agent the way every Lectern HTTP client needs one: connect, per-read/write silence and
+/// overall timeouts, statuses as answers (not errors), no redirects, Lectern's user agent. Also
+/// used by `lectern-upload`'s S3 target.
+pub fn agent(connect: Duration, read: Duration, overall: Duration) -> Agent {
     Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)

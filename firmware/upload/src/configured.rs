@@ -8,13 +8,17 @@
 
 use std::sync::Arc;
 
-use lectern_config::{Config, S3TargetConfig, TargetConfig, TargetKind};
+use std::time::Duration;
+
+use lectern_config::{Config, S3TargetConfig, TargetConfig, TargetKind, UploadConfig};
 
 use crate::folder::FolderTarget;
 use crate::opencast::OpencastTarget;
-use crate::runner::TargetFactory;
+use crate::policy::RetryPolicy;
+use crate::runner::{RunnerConfig, TargetFactory};
 use crate::s3::{S3Options, S3Target, Timeouts, MIN_PART_BYTES};
 use crate::target::Target;
+use crate::throttle::Throttle;
 
 /// The S3 options of a configured S3 target with `chunk_bytes` as the part size (at least
 /// S3's minimum) and the default timeouts.
@@ -55,4 +59,21 @@ pub fn make(t: &TargetConfig, config: &Config) -> Option<Box<dyn Target>> {
 pub fn factory(config: &Config) -> TargetFactory {
     let config = config.clone();
     Arc::new(move |name| make(config.upload.targets.iter().find(|t| t.name == name)?, &config))
+}
+
+/// The runner's settings from `[upload]`.
+pub fn runner_config(u: &UploadConfig) -> RunnerConfig {
+    RunnerConfig {
+        workers: u.concurrency.max(1) as usize,
+        retry: RetryPolicy { initial: u.retry_initial, max: u.retry_max },
+        failover_after: u.failover_after,
+        failback_after: u.failback_after,
+        health_interval: u.health_interval,
+        poll: Duration::from_secs(5),
+    }
+}
+
+/// The bandwidth cap from `[upload]` (idle and recording rates).
+pub fn throttle(u: &UploadConfig) -> Arc<Throttle> {
+    Arc::new(Throttle::new(u.rate_limit, u.recording_rate_limit))
 }

@@ -156,18 +156,7 @@ impl std::fmt::Debug for S3Target {
     }
 }
 
-fn agent(connect: Duration, read: Duration, overall: Duration) -> Agent {
-    Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_connect(Some(connect))
-        .timeout_per_read(Some(read))
-        .timeout_per_write(Some(read))
-        .timeout_global(Some(overall))
-        .user_agent(concat!("lectern/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
+use lectern_opencast::client::agent;
 
 fn parse_endpoint(url: &str, bucket: &str, path_style: bool) -> Result<Endpoint, String> {
     let uri: Uri = url.parse().map_err(|e| format!("S3 endpoint {url:?} is not a URL: {e}"))?;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use lectern_config::Config;
 use lectern_journal::{Journal, JournalOptions, UploadState, UploadStore};
 use lectern_upload::runner::{Clock, TargetFactory};
-use lectern_upload::{enqueue, FileRef, RetryPolicy, Rng, Runner, RunnerConfig, Throttle, UploadEvent, UploadSpec};
+use lectern_upload::{enqueue, FileRef, Rng, Runner, UploadEvent, UploadSpec};
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
@@ -131,15 +131,8 @@ fn main() -> Result<(), Error> {
     };
     let mut store = UploadStore::open(&db).map_err(|e| e.to_string())?;
     enqueue(&mut store, &target, &spec, clock(), Duration::ZERO, &mut Rng::from_entropy()).map_err(|e| e.to_string())?;
-    let cfg = RunnerConfig {
-        workers: u.concurrency.max(1) as usize,
-        retry: RetryPolicy { initial: u.retry_initial, max: u.retry_max },
-        failover_after: u.failover_after,
-        failback_after: u.failback_after,
-        health_interval: u.health_interval,
-        poll: Duration::from_secs(5),
-    };
-    let throttle = Arc::new(Throttle::new(u.rate_limit, u.recording_rate_limit));
+    let cfg = lectern_upload::configured::runner_config(u);
+    let throttle = lectern_upload::configured::throttle(u);
     let runner = Runner::spawn(cfg, &db, std::slice::from_ref(&target), factory, clock, throttle, events)?;
     runner.wake();
 
