@@ -264,6 +264,21 @@ impl UploadStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().db("read uploads", p)
     }
 
+    /// Queued or active jobs created before `before_ms` (the backlog), whatever their number.
+    pub fn pending_created_before(&self, before_ms: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'active') AND created_at_ms < ?1", [before_ms], |r| r.get(0))
+            .db("count pending uploads", &self.db_path)
+    }
+
+    /// Recordings whose jobs were confirmed at or after `since_ms`.
+    pub fn done_since(&self, since_ms: i64) -> Result<Vec<String>> {
+        let p = &self.db_path;
+        let mut stmt = self.conn.prepare_cached("SELECT recording_id FROM uploads WHERE state = 'done' AND done_at_ms >= ?1").db("prepare done uploads", p)?;
+        let rows = stmt.query_map([since_ms], |r| r.get(0)).db("query done uploads", p)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().db("read done uploads", p)
+    }
+
     /// Counts per state.
     pub fn counts(&self) -> Result<UploadCounts> {
         let p = &self.db_path;

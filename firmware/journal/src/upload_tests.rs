@@ -85,3 +85,17 @@ fn an_endpoint_move_is_logged_and_drops_progress_unless_it_resumes() {
     assert_eq!(moves, [("http://b", 20), ("http://a", 30)]);
     drop(dir);
 }
+
+#[test]
+fn backlog_and_recently_done_are_counted_in_sql() {
+    let (dir, journal) = new_journal();
+    let mut s = UploadStore::open(&journal.db_path()).unwrap();
+    for (id, at) in [("old", 100), ("new", 900), ("gone", 50)] {
+        s.create(&NewUpload { recording_id: id, target: "t", spec: "{}", bytes_total: 1, not_before_ms: 0 }, at).unwrap();
+    }
+    s.complete("gone", "e", "{}", "r", 1, 1_000).unwrap();
+    assert_eq!(s.pending_created_before(500).unwrap(), 1, "only 'old': 'gone' is done, 'new' is recent");
+    assert_eq!(s.done_since(1_000).unwrap(), ["gone"]);
+    assert!(s.done_since(1_001).unwrap().is_empty());
+    drop(dir);
+}

@@ -190,15 +190,9 @@ impl Uploads {
         before >= 0 && done > before
     }
 
-    /// Jobs done after `since_ms` (newest 500 looked at), for the manifest annotation.
+    /// Jobs confirmed since `since_ms`, for the manifest annotation.
     pub fn done_since(&self, since_ms: i64) -> Vec<String> {
-        self.store
-            .list(500)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.state == lectern_journal::UploadState::Done && r.done_at_ms.is_some_and(|t| t >= since_ms))
-            .map(|r| r.recording_id)
-            .collect()
+        self.store.done_since(since_ms).unwrap_or_default()
     }
 
     /// `lectern uploads retry ID`.
@@ -273,15 +267,8 @@ impl Uploads {
 
     /// How many pending jobs are older than `stuck_after` (None: none).
     fn stuck(&self, now_ms: i64) -> Option<usize> {
-        let limit = now_ms - self.config.stuck_after.as_millis() as i64;
-        let n = self
-            .store
-            .list(500)
-            .ok()?
-            .iter()
-            .filter(|r| matches!(r.state, lectern_journal::UploadState::Queued | lectern_journal::UploadState::Active) && r.created_at_ms < limit)
-            .count();
-        (n > 0).then_some(n)
+        let n = self.store.pending_created_before(now_ms - self.config.stuck_after.as_millis() as i64).ok()?;
+        (n > 0).then_some(n as usize)
     }
 
     /// Whether uploads are stuck (a backlog): the LED and STATUS= say so while idle.
