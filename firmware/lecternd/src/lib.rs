@@ -85,6 +85,8 @@ struct Daemon {
     last_power_flush_ms: Option<f64>,
     /// How long the encoder took to drain into the part after that edge.
     last_power_drain_ms: Option<f64>,
+    /// Where that edge → durable time went: main loop pickup, writer lock, fsync (ms).
+    last_power_split_ms: Option<[f64; 3]>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
     started: Instant,
@@ -341,6 +343,7 @@ impl Daemon {
             power_edge: None,
             last_power_flush_ms: None,
             last_power_drain_ms: None,
+            last_power_split_ms: None,
             tx,
             rx,
             started: Instant::now(),
@@ -616,18 +619,23 @@ impl Daemon {
                 Action::PowerCut { recording_id } => {
                     if let Some(session) = self.session.take() {
                         match session.power_cut(&*self.clock, self.config.power.drain) {
-                            Ok((part, durable_at, drained)) => {
-                                let ms = self.power_edge.map(|t| durable_at.duration_since(t).as_secs_f64() * 1000.0);
+                            Ok((part, times)) => {
+                                let ms_between = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
+                                let ms = self.power_edge.map(|t| ms_between(t, times.durable_at));
                                 self.last_power_flush_ms = ms;
-                                self.last_power_drain_ms = drained.map(|d| d.as_secs_f64() * 1000.0);
-                                let drain = match drained {
+                                self.last_power_split_ms = self.power_edge.map(|t| {
+                                    [ms_between(t, times.began), ms_between(times.began, times.locked_at), ms_between(times.locked_at, times.durable_at)]
+                                });
+                                self.last_power_drain_ms = times.drained.map(|d| d.as_secs_f64() * 1000.0);
+                                let drain = match times.drained {
                                     Some(d) => format!("encoder drained in {:.0} ms", d.as_secs_f64() * 1000.0),
                                     None => "encoder not drained".to_owned(),
                                 };
                                 log::warn!(
                                     target: "lecternd",
-                                    "recording {recording_id}: power-fail: everything captured durable {:.1} ms after the edge; {drain}; {} segments committed",
+                                    "recording {recording_id}: power-fail: everything captured durable {:.1} ms after the edge ({}); {drain}; {} segments committed",
                                     ms.unwrap_or(f64::NAN),
+                                    self.last_power_split_ms.map(|[a, b, c]| format!("main loop {a:.1} ms, writer {b:.1} ms, fsync {c:.1} ms")).unwrap_or_default(),
                                     part.segments,
                                 );
                                 let _ = self.journal.log_state(
@@ -857,7 +865,12 @@ impl Daemon {
             "retry_at": retry_at,
             "led": self.board.led.pattern().to_string(),
             "power_fail": self.power_fail,
-            "power": { "failing": self.power_fail, "last_flush_ms": self.last_power_flush_ms, "last_drain_ms": self.last_power_drain_ms },
+            "power": {
+                "failing": self.power_fail,
+                "last_flush_ms": self.last_power_flush_ms,
+                "last_flush_split_ms": self.last_power_split_ms.map(|[a, b, c]| json!({ "main_loop": a, "writer": b, "fsync": c })),
+                "last_drain_ms": self.last_power_drain_ms,
+            },
             "encoder": { "element": self.encoder.element, "reason": self.encoder.reason },
             "capture": stats.map(|s| json!({
                 "frames_in": s.frames_in,

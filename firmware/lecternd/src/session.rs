@@ -126,14 +126,16 @@ impl Session {
     ///    part for at most `drain`; then the part is committed and closed "interrupted: power".
     ///    With `drain` zero, or past it, the pipeline is dropped undrained.
     ///
-    /// Returns the part summary, the instant phase 1 made everything durable, and how long the
-    /// drain took (None when there was none or it ran out of time).
-    pub fn power_cut(self, clock: &dyn Clock, drain: Duration) -> Result<(PartSummary, Instant, Option<Duration>), String> {
+    /// Returns the part summary and the times of phase 1 (see [`PowerCutTimes`]).
+    pub fn power_cut(self, clock: &dyn Clock, drain: Duration) -> Result<(PartSummary, PowerCutTimes), String> {
         let id = self.recording_id.clone();
+        let began = Instant::now();
+        let locked_at;
         {
             let mut guard = self.part.lock().unwrap_or_else(|e| e.into_inner());
+            locked_at = Instant::now();
             let part = guard.as_mut().ok_or_else(|| format!("recording {id}: part already closed"))?;
-            part.sync_now(Instant::now()).map_err(|e| format!("recording {id}: cannot make the part durable on power-fail: {e}"))?;
+            part.sync_now(locked_at).map_err(|e| format!("recording {id}: cannot make the part durable on power-fail: {e}"))?;
         }
         let durable_at = Instant::now();
         let drained = if drain.is_zero() {
@@ -156,8 +158,23 @@ impl Session {
         }
         let part = take(&self.part).ok_or_else(|| format!("recording {id}: part already closed"))?;
         let summary = part.finish(PartEnd::Interrupted("power".into()), clock.now_ms());
-        summary.map(|s| (s, durable_at, drained)).map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
+        let times = PowerCutTimes { began, locked_at, durable_at, drained };
+        summary.map(|s| (s, times)).map_err(|e| format!("recording {id}: cannot close part on power-fail: {e}"))
     }
+}
+
+/// When phase 1 of a power cut got where: where an edge → durable time went (`status` shows
+/// the split, so a slow edge can be traced to the main loop, the writer or the card).
+#[derive(Debug, Clone, Copy)]
+pub struct PowerCutTimes {
+    /// The main loop started the cut.
+    pub began: Instant,
+    /// The writer thread's hold on the part was released (it may be inside a periodic fsync).
+    pub locked_at: Instant,
+    /// The open segment's bytes were durable.
+    pub durable_at: Instant,
+    /// How long the encoder took to drain (None when there was none or it ran out of time).
+    pub drained: Option<Duration>,
 }
 
 fn take(part: &SharedPart) -> Option<PartWriter> {

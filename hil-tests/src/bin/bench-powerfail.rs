@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! target/release/bench-powerfail [TRIALS]                      # the recording alone (issue 4)
-//! target/release/bench-powerfail --upload [--gib N] [--out DIR] [TRIALS]
+//! target/release/bench-powerfail --upload [--gib N] [--out DIR] [--only a,b,c] [TRIALS]
 //! ```
 //!
 //! Each trial lets a recording run for a random 0.5–2.5 s into a part (so the open segment holds
@@ -51,6 +51,8 @@ const TARGET: &str = "nas";
 struct Trials {
     /// Edge → durable, ms, in trial order.
     flush_ms: Vec<f64>,
+    /// Where each went (`power.last_flush_split_ms`: main loop, writer lock, fsync).
+    split_ms: Vec<[f64; 3]>,
     frames_in: u64,
     frames_expected: u64,
     frames_dropped: u64,
@@ -93,6 +95,8 @@ fn run_trials(d: &Daemon, n: usize, mut between: impl FnMut() -> Result<()>) -> 
         let ms = st["power"]["last_flush_ms"].as_f64().ok_or_else(|| anyhow::anyhow!("no measurement: {st}"))?;
         ensure!(st["power"]["last_flush_ms"] != before["power"]["last_flush_ms"] || i == 0, "measurement did not change");
         t.flush_ms.push(ms);
+        let split = &st["power"]["last_flush_split_ms"];
+        t.split_ms.push(["main_loop", "writer", "fsync"].map(|k| split[k].as_f64().unwrap_or(f64::NAN)));
         between()?;
         d.cli(&["sim", "powerfail", "off"])?;
     }
@@ -109,9 +113,10 @@ fn main() -> Result<()> {
     let upload = args.iter().position(|a| a == "--upload").map(|i| args.remove(i)).is_some();
     let gib: u64 = flag(&mut args, "--gib").map(|g| g.parse()).transpose()?.unwrap_or(2);
     let out = flag(&mut args, "--out").map_or_else(|| std::env::temp_dir().join("lectern-bench-powerfail"), PathBuf::from);
+    let only: Vec<String> = flag(&mut args, "--only").map(|o| o.split(',').map(str::to_owned).collect()).unwrap_or_default();
     let trials: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(50);
     if upload {
-        return bench_upload(trials, gib, &out);
+        return bench_upload(trials, gib, &out, &only);
     }
     let mut d = Daemon::start(CAPTURE)?;
     d.ctl(Request::RecordStart { title: Some("power-fail bench".into()) })?;
@@ -148,7 +153,7 @@ struct Outcome {
     running_at_end: bool,
 }
 
-fn bench_upload(trials: usize, gib: u64, out: &Path) -> Result<()> {
+fn bench_upload(trials: usize, gib: u64, out: &Path, only: &[String]) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let source = source_file(gib)?;
     let setups = [
@@ -157,15 +162,15 @@ fn bench_upload(trials: usize, gib: u64, out: &Path) -> Result<()> {
         Setup { name: "(c) upload, no cap", cap_kbps: Some(0) },
     ];
     let mut outcomes = Vec::new();
-    for s in &setups {
+    for s in setups.iter().filter(|s| only.is_empty() || only.iter().any(|o| s.name.starts_with(&format!("({o})")))) {
         eprintln!("{}: {trials} trials", s.name);
         outcomes.push(run_setup(s, trials, &source)?);
     }
     let mut csv = std::fs::File::create(out.join("samples.csv"))?;
-    writeln!(csv, "configuration,trial,edge_to_durable_ms")?;
+    writeln!(csv, "configuration,trial,edge_to_durable_ms,main_loop_ms,writer_ms,fsync_ms")?;
     for o in &outcomes {
-        for (i, ms) in o.trials.flush_ms.iter().enumerate() {
-            writeln!(csv, "\"{}\",{i},{ms:.3}", o.name)?;
+        for (i, (ms, [a, b, c])) in o.trials.flush_ms.iter().zip(&o.trials.split_ms).enumerate() {
+            writeln!(csv, "\"{}\",{i},{ms:.3},{a:.3},{b:.3},{c:.3}", o.name)?;
         }
     }
     println!("power-fail edge -> durable while uploading, sim board, 1280x720@30 x264, {trials} trials each;");
@@ -201,6 +206,14 @@ fn bench_upload(trials: usize, gib: u64, out: &Path) -> Result<()> {
             o.trials.frames_expected,
             o.trials.frames_dropped,
         );
+    }
+    println!();
+    for o in &outcomes {
+        let slow: Vec<String> = (o.trials.flush_ms.iter().zip(&o.trials.split_ms))
+            .filter(|(ms, _)| **ms > 10.0)
+            .map(|(ms, [a, b, c])| format!("{ms:.1} ({a:.1}/{b:.1}/{c:.1})"))
+            .collect();
+        println!("{}: {} trials over 10 ms (main loop / writer lock / fsync, ms): {}", o.name, slow.len(), slow.join(", "));
     }
     println!();
     println!("samples: {}", out.join("samples.csv").display());
