@@ -3,7 +3,7 @@
 use std::path::Path;
 
 fn unit() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../yocto-layer/recipes-lectern/lecternd/files/lecternd.service");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/lecternd.service");
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

@@ -5,7 +5,7 @@ LICENSE = "GPL-3.0-or-later"
 
 inherit cargo systemd
 
-SRC_URI += "file://lecternd.service"
+SRC_URI += "file://${THISDIR}/../../../packaging/lecternd.service"
 SYSTEMD_SERVICE:${PN} = "lecternd.service"
 RDEPENDS:${PN} += "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly"
 
