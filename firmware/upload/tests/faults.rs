@@ -390,7 +390,11 @@ fn opencast_lost_chunk_and_ingest_replies_end_in_one_ingest_with_nothing_sent_tw
     assert!(lost[1].starts_with("/ingest/ingest"), "{lost:?}");
     let (received, accepted) = s.chunk_bytes();
     assert_eq!((received, accepted), (MEDIA_BYTES, MEDIA_BYTES), "no chunk reached the server twice");
-    assert_eq!(events.failures().len(), 2, "{:?}", events.failures());
+    // Each lost reply costs one failure. A 1 s read timeout on a loaded machine (CI at load 10)
+    // may add a timeout of its own, which is retried like any other and proves nothing here.
+    let failures = events.failures();
+    let planned: Vec<_> = failures.iter().filter(|(_, m)| !m.contains("timeout")).collect();
+    assert_eq!(planned.len(), 2, "{failures:?}");
     report("opencast lost replies", &row, &proxy.stats(), "");
 }
 
