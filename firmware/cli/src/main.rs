@@ -23,6 +23,8 @@ commands:
   segments ID                 the segments of one recording
   uploads                     upload jobs: progress, rate, ETA, attempts, endpoint, last error
   uploads retry ID            queue a parked or waiting upload again, now
+  update BUNDLE               install a RAUC bundle and reboot into it, each step deferred
+                              while recording or stitching, or a lecture starts within 15 min
   schedule parse FILE         the events the agent would store from an .ics file, as JSON
                               (uid, start/end RFC 3339 UTC, title, workflow, device names...;
                               recurrences 14 days ahead); a bad file: FILE:LINE: why, exit 1
@@ -120,6 +122,7 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
         ["segments", id] => ask(opts, Request::Segments { recording_id: (*id).to_owned() })?,
         ["uploads"] => ask(opts, Request::Uploads)?,
         ["uploads", "retry", id] => ask(opts, Request::UploadRetry { recording_id: (*id).to_owned() })?,
+        ["update", bundle] => ask(opts, Request::Update { bundle: absolute(bundle)? })?,
         ["schedule", "parse", file] => return schedule_parse(Path::new(file)),
         ["sim", rest @ ..] => return sim(opts, rest),
         _ => {
@@ -133,6 +136,13 @@ fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
         emit(&human(&words, &value));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon resolves nothing against the CLI's working directory: a relative bundle path is
+/// made absolute here.
+fn absolute(path: &str) -> anyhow::Result<String> {
+    let p = std::path::absolute(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    Ok(p.to_string_lossy().into_owned())
 }
 
 /// Parses a calendar exactly as the daemon does (same crate, same horizon: recurrences from a day
@@ -224,6 +234,7 @@ fn human(words: &[&str], v: &Value) -> String {
                 out_line!(out, "ALARM: {}", s(a));
             }
         }
+        Some("update") => out_line!(out, "update:    {}", update_line(v)),
         Some("segments") => {
             let empty = Vec::new();
             for seg in v["segments"].as_array().unwrap_or(&empty) {
@@ -252,6 +263,9 @@ fn human(words: &[&str], v: &Value) -> String {
                 if !d.is_null() {
                     out_line!(out, "{:<10} {}", format!("{name}:"), device_line(d));
                 }
+            }
+            if !v["update"].is_null() && v.get("led").is_some() {
+                out_line!(out, "update:    {}", update_line(&v["update"]));
             }
             if v["provisioned"] == false {
                 out_line!(out, "provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
@@ -298,6 +312,19 @@ fn upload_line(j: &Value) -> String {
     line
 }
 
+/// `status.update` (or the `update` reply) in one line: the bundle, where it is, and what it
+/// waits for or why it failed (docs/control-api.md).
+fn update_line(u: &Value) -> String {
+    let mut line = format!("{} {}", s(&u["bundle"]), s(&u["state"]));
+    if let Some(w) = u["waiting_for"].as_str() {
+        line.push_str(&format!(" (waiting: {w})"));
+    }
+    if let Some(e) = u["error"].as_str() {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
 /// One line for a probed input of `status.devices`: its device and whether it opened when last
 /// checked (docs/control-api.md).
 fn device_line(d: &Value) -> String {
@@ -327,6 +354,14 @@ mod tests {
         assert!(upload_line(&parked).starts_with("r                            parked  [....................]   0% 0.0 MB/0.0 MB  s3 -> -"), "{}", upload_line(&parked));
     }
     use serde_json::json;
+
+    #[test]
+    fn update_lines() {
+        let check = |u: serde_json::Value, want: &str| assert_eq!(super::update_line(&u), want);
+        check(json!({"bundle": "/data/b.raucb", "state": "deferred", "waiting_for": "recording lecture-1", "error": null}), "/data/b.raucb deferred (waiting: recording lecture-1)");
+        check(json!({"bundle": "/data/b.raucb", "state": "installing", "waiting_for": null, "error": null}), "/data/b.raucb installing");
+        check(json!({"bundle": "/data/b.raucb", "state": "failed", "waiting_for": null, "error": "Compatible mismatch"}), "/data/b.raucb failed: Compatible mismatch");
+    }
 
     #[test]
     fn device_lines() {

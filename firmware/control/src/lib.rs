@@ -55,6 +55,9 @@ pub enum Request {
     Uploads,
     /// Queue a parked or waiting upload again, due now.
     UploadRetry { recording_id: String },
+    /// Install a RAUC bundle (an absolute path on the box) into the inactive slot and reboot
+    /// into it, each step deferred until no recording or stitch runs and none is about to start.
+    Update { bundle: String },
 }
 
 /// The envelope of every response: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
@@ -189,6 +192,7 @@ mod tests {
             (Request::RecordStop, r#"{"cmd":"record_stop"}"#),
             (Request::Recordings, r#"{"cmd":"recordings"}"#),
             (Request::Segments { recording_id: "r".into() }, r#"{"cmd":"segments","recording_id":"r"}"#),
+            (Request::Update { bundle: "/data/updates/b.raucb".into() }, r#"{"cmd":"update","bundle":"/data/updates/b.raucb"}"#),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), wire);

@@ -17,6 +17,7 @@ pub mod logging;
 mod prober;
 mod session;
 mod stitcher;
+mod update;
 mod uploads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,8 @@ struct Daemon {
     /// live in the recorder: `Recorder::device_problem`).
     camera: DeviceView,
     mic: Option<DeviceView>,
+    /// A requested system update and when it may run (`update.rs`).
+    updater: update::Updater,
 }
 
 /// One input as `status` reports it: `ok` is `None` until it was probed.
@@ -378,6 +381,7 @@ impl Daemon {
             devices_claimed: false,
             camera,
             mic,
+            updater: update::Updater::new(Arc::new(update::Rauc::default())),
         };
         daemon.check_clock();
         daemon.start_agent()?;
@@ -469,6 +473,7 @@ impl Daemon {
                 self.maybe_stitch();
                 self.maybe_probe();
                 self.uploads_turn();
+                self.update_turn();
             }
             self.publish_status();
             if stop {
@@ -810,6 +815,7 @@ impl Daemon {
                 Some(u) => u.retry(&recording_id, self.clock.now_ms()),
                 None => Err("no upload target configured".to_owned()),
             },
+            Request::Update { bundle } => self.update_request(&bundle),
         }
     }
 
@@ -899,6 +905,7 @@ impl Daemon {
                 "outbox_pending": a.pending(),
             })),
             "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
+            "update": self.updater.status_json(),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
             "provisioned": provisioned(&self.config),
             "uptime_s": self.started.elapsed().as_secs(),
