@@ -13,6 +13,7 @@ use gpiocdev::line::{Bias as CdevBias, EdgeDetection, EdgeKind, Value};
 use gpiocdev::Request;
 
 use crate::error::{BoardError, Result};
+use crate::led::LedRole;
 use crate::pinmap::{Bias, InputLine, OutputLine, PinMap};
 use crate::pins::{EdgeInput, LedOutput};
 
@@ -119,18 +120,19 @@ impl EdgeInput for CdevInput {
     }
 }
 
-/// The LED line requested as an output.
+/// An LED line (the status LED or an optional light) requested as an output.
 pub struct CdevLed {
     req: Request,
     label: String,
 }
 
 impl CdevLed {
-    pub fn open(chip: &Path, spec: &OutputLine) -> Result<CdevLed> {
-        let label = format!("led (line {} on {})", spec.line, chip.display());
+    pub fn open(chip: &Path, role: LedRole, spec: &OutputLine) -> Result<CdevLed> {
+        let key = role.key();
+        let label = format!("{key} (line {} on {})", spec.line, chip.display());
         let mut b = Request::builder();
         b.on_chip(chip)
-            .with_consumer("lectern-led")
+            .with_consumer(format!("lectern-{}", key.replace('.', "-")))
             .with_line(spec.line)
             .as_output(Value::Inactive);
         if spec.active_low {
@@ -153,12 +155,18 @@ impl LedOutput for CdevLed {
     }
 }
 
-/// Opens the three lines of a pin map.
-pub fn open(map: &PinMap) -> Result<(CdevInput, CdevInput, CdevLed)> {
+/// What `open` hands back: button, power-fail, and the lights with their roles.
+pub type Opened = (CdevInput, CdevInput, Vec<(LedRole, CdevLed)>);
+
+/// Opens the lines of a pin map: button, power-fail and every light ([`PinMap::lights`]).
+pub fn open(map: &PinMap) -> Result<Opened> {
     let chip = resolve_chip(map)?;
-    Ok((
-        CdevInput::open(&chip, "button", &map.button)?,
-        CdevInput::open(&chip, "power_fail", &map.power_fail)?,
-        CdevLed::open(&chip, &map.led)?,
-    ))
+    let button = CdevInput::open(&chip, "button", &map.button)?;
+    let power_fail = CdevInput::open(&chip, "power_fail", &map.power_fail)?;
+    let lights = map
+        .lights()
+        .into_iter()
+        .map(|(role, spec)| Ok((role, CdevLed::open(&chip, role, &spec)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((button, power_fail, lights))
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rppal::gpio::{Gpio, InputPin, Level, OutputPin, Trigger};
 
 use crate::error::{BoardError, Result};
+use crate::led::LedRole;
 use crate::pinmap::{Bias, InputLine, OutputLine};
 use crate::pins::{EdgeInput, LedOutput};
 
@@ -86,17 +87,18 @@ impl EdgeInput for RppalInput {
     }
 }
 
-/// The LED output pin.
+/// An LED output pin (the status LED or an optional light).
 pub struct RppalLed {
     pin: OutputPin,
     active_low: bool,
 }
 
 impl RppalLed {
-    pub fn open(gpio: &Gpio, spec: &OutputLine) -> Result<RppalLed> {
-        let label = format!("led (BCM GPIO{})", spec.line);
+    pub fn open(gpio: &Gpio, role: LedRole, spec: &OutputLine) -> Result<RppalLed> {
+        let key = role.key();
+        let label = format!("{key} (BCM GPIO{})", spec.line);
         let pin = gpio
-            .get(bcm("led", spec.line)?)
+            .get(bcm(key, spec.line)?)
             .map_err(|e| gpio_err(&label, "claim pin", e))?;
         // Start dark: high only if the LED is active-low.
         let pin = if spec.active_low {
@@ -124,12 +126,18 @@ impl LedOutput for RppalLed {
     }
 }
 
-/// Opens the three pins of a pin map.
-pub fn open(map: &crate::PinMap) -> Result<(RppalInput, RppalInput, RppalLed)> {
+/// What `open` hands back: button, power-fail, and the lights with their roles.
+pub type Opened = (RppalInput, RppalInput, Vec<(LedRole, RppalLed)>);
+
+/// Opens the pins of a pin map: button, power-fail and every light ([`crate::PinMap::lights`]).
+pub fn open(map: &crate::PinMap) -> Result<Opened> {
     let gpio = Gpio::new().map_err(|e| gpio_err("GPIO peripheral (/dev/gpiomem)", "open", e))?;
-    Ok((
-        RppalInput::open(&gpio, "button", &map.button)?,
-        RppalInput::open(&gpio, "power_fail", &map.power_fail)?,
-        RppalLed::open(&gpio, &map.led)?,
-    ))
+    let button = RppalInput::open(&gpio, "button", &map.button)?;
+    let power_fail = RppalInput::open(&gpio, "power_fail", &map.power_fail)?;
+    let lights = map
+        .lights()
+        .into_iter()
+        .map(|(role, spec)| Ok((role, RppalLed::open(&gpio, role, &spec)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((button, power_fail, lights))
 }

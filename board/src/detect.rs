@@ -177,7 +177,15 @@ pub fn classify(compatible: &str, model: &str, has_gpiochip: bool) -> Detected {
 
 /// Reads the device tree and `/dev` and classifies this machine. Missing files simply mean
 /// "no device tree" (x86_64), not an error.
+///
+/// The answer is read once per process and remembered: the device tree does not change while we
+/// run, and both `open` (backend `auto`) and the daemon's encoder choice ask.
 pub fn detect() -> Detected {
+    static DETECTED: std::sync::OnceLock<Detected> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(detect_now)
+}
+
+fn detect_now() -> Detected {
     let read = |p: &str| match std::fs::read(p) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {

@@ -1,5 +1,28 @@
-//! Status LED: the pattern vocabulary, the sans-IO timing function [`led_level`], and
-//! [`LedDriver`], the thread that owns the LED output and plays the current pattern.
+//! Status LED: the pattern vocabulary, the sans-IO timing function [`led_level`], the optional
+//! extra lights ([`LedRole`]: a second LED as a tally or alert lamp, an RGB LED), and
+//! [`LedDriver`], the thread that owns every LED output and plays the current pattern on all of
+//! them.
+//!
+//! # One pattern, several lights
+//!
+//! The recorder decides one [`LedPattern`]; each light shows it in its own way, all on the same
+//! timing (so an RGB LED and the status LED blink in step):
+//!
+//! | pattern           | `[led]` status     | `[led2]` tally | `[led2]` alert | `[rgb]`                 |
+//! |-------------------|--------------------|----------------|----------------|-------------------------|
+//! | `off`             | dark               | dark           | dark           | dark                    |
+//! | `idle`            | 50 ms blip / 3 s   | dark           | dark           | green blip              |
+//! | `recording`       | steady             | steady         | dark           | red, steady             |
+//! | `error`           | 4 Hz blink         | dark           | 4 Hz blink     | amber (red+green) blink |
+//! | `not_provisioned` | double blink / 1.5 s | dark         | double blink   | blue double blink       |
+//! | `backlog`         | 0.5 Hz blink       | dark           | 0.5 Hz blink   | cyan (green+blue) blink |
+//!
+//! The tally is lit exactly while media is being captured (`recording`; a recording waiting to
+//! retry after a capture error shows `error`, and nothing is captured then), so it can face the
+//! room as an "on air" lamp. The alert lamp is dark in normal operation, so it can sit with the
+//! AV team's other fault lamps. On the RGB LED red means recording, as on every camera's tally;
+//! faults are amber rather than red so that a lecturer never mistakes a failed recording for a
+//! running one; blink timings stay distinct, so no state relies on colour alone.
 //!
 //! # Threading and lock order
 //!
@@ -91,6 +114,60 @@ impl std::str::FromStr for LedPattern {
     }
 }
 
+/// One LED output and what it shows of the current pattern (table in the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LedRole {
+    /// `[led]`: plays every pattern.
+    Status,
+    /// `[led2]` with `role = "tally"`: steady while recording, dark otherwise.
+    Tally,
+    /// `[led2]` with `role = "alert"`: plays the patterns that need someone (error, not
+    /// provisioned, backlog), dark otherwise.
+    Alert,
+    /// `[rgb]`'s three channels.
+    Red,
+    Green,
+    Blue,
+}
+
+impl LedRole {
+    /// The pin map key of this light, for messages (`led`, `led2`, `rgb.red`, ...).
+    pub fn key(self) -> &'static str {
+        match self {
+            LedRole::Status => "led",
+            LedRole::Tally | LedRole::Alert => "led2",
+            LedRole::Red => "rgb.red",
+            LedRole::Green => "rgb.green",
+            LedRole::Blue => "rgb.blue",
+        }
+    }
+
+    /// Whether this light is on while pattern `p` is at level `on` (the status LED's level).
+    /// Pure; the table in the module doc.
+    pub fn level(self, p: LedPattern, on: bool) -> bool {
+        use LedPattern::*;
+        // (red, green, blue) while the pattern is "on".
+        let colour = match p {
+            Off => (false, false, false),
+            Idle => (false, true, false),
+            Recording => (true, false, false),
+            Error => (true, true, false),
+            NotProvisioned => (false, false, true),
+            Backlog => (false, true, true),
+        };
+        // `Off` is dark on every light even if a caller passes `on` (its only segment is dark).
+        on && p != Off
+            && match self {
+                LedRole::Status => true,
+                LedRole::Tally => p == Recording,
+                LedRole::Alert => matches!(p, Error | NotProvisioned | Backlog),
+                LedRole::Red => colour.0,
+                LedRole::Green => colour.1,
+                LedRole::Blue => colour.2,
+            }
+    }
+}
+
 /// The LED level `t` after pattern `p` started, and how long that level lasts
 /// (`None` = steady forever). Pure, so the pattern table is tested without a thread.
 pub fn led_level(p: LedPattern, t: Duration) -> (bool, Option<Duration>) {
@@ -147,8 +224,14 @@ fn lock(cell: &SharedCell) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 impl LedDriver {
-    /// Starts the LED thread with pattern `Off`.
-    pub fn spawn(mut out: Box<dyn LedOutput>) -> Result<LedDriver> {
+    /// Starts the LED thread with pattern `Off`, driving one status LED.
+    pub fn spawn(out: Box<dyn LedOutput>) -> Result<LedDriver> {
+        LedDriver::spawn_lights(vec![(LedRole::Status, out)])
+    }
+
+    /// Starts the LED thread with pattern `Off`, driving every light of a pin map (status LED
+    /// first; see [`crate::PinMap::lights`]).
+    pub fn spawn_lights(mut outs: Vec<(LedRole, Box<dyn LedOutput>)>) -> Result<LedDriver> {
         let shared: SharedCell = Arc::new((
             Mutex::new(Shared {
                 pattern: LedPattern::Off,
@@ -159,13 +242,15 @@ impl LedDriver {
             Condvar::new(),
         ));
         // Write the initial level so the pin state matches `level` from the start.
-        if let Err(e) = out.set(false) {
-            log::warn!(target: "board", "LED: initial off failed: {e}");
+        for (role, out) in &mut outs {
+            if let Err(e) = out.set(false) {
+                log::warn!(target: "board", "LED {}: initial off failed: {e}", role.key());
+            }
         }
         let cell = shared.clone();
         let thread = std::thread::Builder::new()
             .name("board-led".into())
-            .spawn(move || run(cell, out))
+            .spawn(move || run(cell, outs))
             .map_err(|source| BoardError::Spawn {
                 name: "board-led",
                 source,
@@ -212,9 +297,40 @@ impl Drop for LedDriver {
     }
 }
 
-fn run(cell: SharedCell, mut out: Box<dyn LedOutput>) {
-    // Only log the first failure of a streak; a broken LED must not flood the journal at 4 Hz.
-    let mut failing = false;
+/// One light the thread drives: its role, its output, the level last written, and whether the
+/// last write failed (only the first failure of a streak is logged: a broken LED must not flood
+/// the journal at 4 Hz).
+struct Light {
+    role: LedRole,
+    out: Box<dyn LedOutput>,
+    level: bool,
+    failing: bool,
+}
+
+impl Light {
+    fn write(&mut self, on: bool) {
+        match self.out.set(on) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                log::warn!(target: "board", "LED {}: setting {} failed: {e}", self.role.key(), if on { "on" } else { "off" });
+            }
+            Err(_) => {}
+        }
+        self.level = on;
+    }
+}
+
+fn run(cell: SharedCell, outs: Vec<(LedRole, Box<dyn LedOutput>)>) {
+    let mut lights: Vec<Light> = outs
+        .into_iter()
+        .map(|(role, out)| Light {
+            role,
+            out,
+            level: false,
+            failing: false,
+        })
+        .collect();
     let mut guard = lock(&cell);
     loop {
         if guard.stop {
@@ -222,15 +338,14 @@ fn run(cell: SharedCell, mut out: Box<dyn LedOutput>) {
         }
         let pattern = guard.pattern;
         let (on, next) = led_level(pattern, guard.started.elapsed());
-        if on != guard.level {
+        let wanted: Vec<bool> = lights.iter().map(|l| l.role.level(pattern, on)).collect();
+        let changed = lights.iter().zip(&wanted).any(|(l, w)| l.level != *w);
+        if changed || on != guard.level {
             drop(guard);
-            match out.set(on) {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    log::warn!(target: "board", "LED: setting {} failed: {e}", if on { "on" } else { "off" });
+            for (light, w) in lights.iter_mut().zip(wanted) {
+                if light.level != w {
+                    light.write(w);
                 }
-                Err(_) => {}
             }
             guard = lock(&cell);
             guard.level = on;
@@ -250,8 +365,10 @@ fn run(cell: SharedCell, mut out: Box<dyn LedOutput>) {
         };
     }
     drop(guard);
-    if let Err(e) = out.set(false) {
-        log::warn!(target: "board", "LED: turning off on shutdown failed: {e}");
+    for light in &mut lights {
+        if let Err(e) = light.out.set(false) {
+            log::warn!(target: "board", "LED {}: turning off on shutdown failed: {e}", light.role.key());
+        }
     }
 }
 
@@ -319,6 +436,84 @@ mod tests {
         assert_eq!(NotProvisioned.to_string(), "not_provisioned");
     }
 
+    /// `(pattern, role, expected level while the pattern is "on")`; while "off" every light is
+    /// dark, which `lights_are_dark_when_the_pattern_is` checks for all of them.
+    #[test]
+    fn light_table() {
+        use LedRole::*;
+        let cases: &[(LedPattern, LedRole, bool)] = &[
+            (Recording, Status, true),
+            (Recording, Tally, true),
+            (Recording, Alert, false),
+            (Recording, Red, true),
+            (Recording, Green, false),
+            (Recording, Blue, false),
+            (Idle, Status, true),
+            (Idle, Tally, false),
+            (Idle, Alert, false),
+            (Idle, Green, true),
+            (Idle, Red, false),
+            (Error, Tally, false),
+            (Error, Alert, true),
+            (Error, Red, true),
+            (Error, Green, true),
+            (Error, Blue, false),
+            (NotProvisioned, Alert, true),
+            (NotProvisioned, Blue, true),
+            (NotProvisioned, Red, false),
+            (NotProvisioned, Green, false),
+            (Backlog, Alert, true),
+            (Backlog, Green, true),
+            (Backlog, Blue, true),
+            (Backlog, Red, false),
+            (Backlog, Tally, false),
+            (Off, Status, false),
+            (Off, Alert, false),
+        ];
+        for &(p, role, expect) in cases {
+            assert_eq!(role.level(p, true), expect, "{role:?} during {p}");
+        }
+    }
+
+    #[test]
+    fn lights_are_dark_when_the_pattern_is() {
+        let roles = [
+            LedRole::Status,
+            LedRole::Tally,
+            LedRole::Alert,
+            LedRole::Red,
+            LedRole::Green,
+            LedRole::Blue,
+        ];
+        for p in LedPattern::ALL {
+            for role in roles {
+                assert!(
+                    !role.level(p, false),
+                    "{role:?} lit during the dark part of {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_pattern_has_its_own_colour() {
+        // A colour-only display (the RGB LED seen from across the room) must still tell the
+        // lit patterns apart.
+        let colour =
+            |p: LedPattern| [LedRole::Red, LedRole::Green, LedRole::Blue].map(|r| r.level(p, true));
+        let lit: Vec<_> = LedPattern::ALL
+            .into_iter()
+            .filter(|p| *p != Off)
+            .map(|p| (p, colour(p)))
+            .collect();
+        for (i, (p, c)) in lit.iter().enumerate() {
+            assert_ne!(*c, [false; 3], "{p} is dark on the RGB LED");
+            for (q, d) in &lit[i + 1..] {
+                assert_ne!(c, d, "{p} and {q} share a colour");
+            }
+        }
+    }
+
     /// Records levels written, for driving `LedDriver` without hardware.
     #[derive(Clone, Default)]
     struct Rec(Arc<Mutex<Vec<bool>>>);
@@ -348,5 +543,56 @@ mod tests {
         assert_eq!(levels.first(), Some(&false));
         assert_eq!(levels.last(), Some(&false));
         assert!(levels.len() >= 4, "{levels:?}");
+    }
+
+    #[test]
+    fn driver_plays_every_light_in_step() {
+        let (status, tally, red, green) = (
+            Rec::default(),
+            Rec::default(),
+            Rec::default(),
+            Rec::default(),
+        );
+        let d = LedDriver::spawn_lights(vec![
+            (LedRole::Status, Box::new(status.clone())),
+            (LedRole::Tally, Box::new(tally.clone())),
+            (LedRole::Red, Box::new(red.clone())),
+            (LedRole::Green, Box::new(green.clone())),
+        ])
+        .unwrap();
+        let last = |r: &Rec| r.0.lock().unwrap().last().copied();
+        let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+            let t0 = Instant::now();
+            while !ok() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "timed out waiting for {what}"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        d.set_pattern(Recording);
+        wait_for("recording lights", &|| {
+            last(&status) == Some(true) && last(&tally) == Some(true) && last(&red) == Some(true)
+        });
+        assert_eq!(last(&green), Some(false), "green lit while recording");
+        // Error keeps the status LED's level at the start of its blink but must put out the tally.
+        d.set_pattern(Error);
+        wait_for("tally off on error", &|| last(&tally) == Some(false));
+        wait_for("amber on error", &|| last(&green) == Some(true));
+        drop(d);
+        for (name, r) in [
+            ("status", &status),
+            ("tally", &tally),
+            ("red", &red),
+            ("green", &green),
+        ] {
+            assert_eq!(last(r), Some(false), "{name} not dark after drop");
+            assert_eq!(
+                r.0.lock().unwrap().first(),
+                Some(&false),
+                "{name} did not start dark"
+            );
+        }
     }
 }

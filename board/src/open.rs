@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use crate::detect;
 use crate::error::{BoardError, Result};
-use crate::led::LedDriver;
+use crate::led::{LedDriver, LedRole};
 use crate::pinmap::PinMap;
-use crate::pins::EdgeInput;
+use crate::pins::{EdgeInput, LedOutput};
 use crate::sim::{SimBoard, SimHandle};
 use crate::sim_server::SimServer;
 
@@ -163,7 +163,8 @@ pub fn open(cfg: &BoardConfig) -> Result<BoardIo> {
 
 fn open_sim(cfg: &BoardConfig, pinmap: PinMap) -> Result<BoardIo> {
     // The sim ignores line numbers, but the pin map was still loaded and validated above so a
-    // broken map is caught on a laptop before it reaches a box.
+    // broken map is caught on a laptop before it reaches a box. It has one LED, the status LED;
+    // what the optional lights show is the pure `LedRole::level`, tested in led.rs.
     let board = SimBoard::new();
     let led = LedDriver::spawn(Box::new(board.led))?;
     board.handle.attach_led(led.watch());
@@ -185,8 +186,8 @@ fn open_sim(cfg: &BoardConfig, pinmap: PinMap) -> Result<BoardIo> {
 
 #[cfg(feature = "rppal")]
 fn open_rppal(pinmap: PinMap) -> Result<BoardIo> {
-    let (button, power_fail, led) = crate::backend_rppal::open(&pinmap)?;
-    let led = LedDriver::spawn(Box::new(led))?;
+    let (button, power_fail, lights) = crate::backend_rppal::open(&pinmap)?;
+    let led = LedDriver::spawn_lights(boxed(lights))?;
     Ok(BoardIo::new(
         Box::new(button),
         Box::new(power_fail),
@@ -203,8 +204,8 @@ fn open_rppal(_: PinMap) -> Result<BoardIo> {
 
 #[cfg(feature = "gpiocdev")]
 fn open_gpiocdev(pinmap: PinMap) -> Result<BoardIo> {
-    let (button, power_fail, led) = crate::backend_gpiocdev::open(&pinmap)?;
-    let led = LedDriver::spawn(Box::new(led))?;
+    let (button, power_fail, lights) = crate::backend_gpiocdev::open(&pinmap)?;
+    let led = LedDriver::spawn_lights(boxed(lights))?;
     Ok(BoardIo::new(
         Box::new(button),
         Box::new(power_fail),
@@ -219,6 +220,15 @@ fn open_gpiocdev(_: PinMap) -> Result<BoardIo> {
     Err(BoardError::BackendDisabled {
         backend: "gpiocdev",
     })
+}
+
+/// Boxes a backend's lights for the LED driver.
+#[cfg(any(feature = "rppal", feature = "gpiocdev"))]
+fn boxed<L: LedOutput + 'static>(lights: Vec<(LedRole, L)>) -> Vec<(LedRole, Box<dyn LedOutput>)> {
+    lights
+        .into_iter()
+        .map(|(role, l)| (role, Box::new(l) as Box<dyn LedOutput>))
+        .collect()
 }
 
 #[cfg(test)]

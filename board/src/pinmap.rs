@@ -1,4 +1,6 @@
-//! Pin maps: which gpiochip and lines the button, LED and power-fail signal are wired to.
+//! Pin maps: which gpiochip and lines the button, LED and power-fail signal are wired to, plus
+//! the optional extra lights (`[led2]`, a second single-colour LED with a role, and `[rgb]`, an
+//! RGB LED; what each shows is the table in `led.rs`).
 //!
 //! Built-in maps live in `board/pinmaps/*.toml` and are embedded with `include_str!`, so a box
 //! never depends on files beside the binary; a deployment with different wiring points
@@ -10,6 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{BoardError, Result};
+use crate::led::LedRole;
 
 /// The built-in pin maps, by name.
 pub const BUILTIN_PINMAPS: &[(&str, &str)] = &[
@@ -43,6 +46,23 @@ pub struct OutputLine {
     pub active_low: bool,
 }
 
+/// `[led2]`: a second single-colour LED and what it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondLed {
+    pub line: OutputLine,
+    /// [`LedRole::Tally`] or [`LedRole::Alert`].
+    pub role: LedRole,
+}
+
+/// `[rgb]`: an RGB LED, one line per colour; common anode LEDs are `active_low`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbLed {
+    pub red: u32,
+    pub green: u32,
+    pub blue: u32,
+    pub active_low: bool,
+}
+
 /// A validated pin map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinMap {
@@ -55,6 +75,10 @@ pub struct PinMap {
     pub button: InputLine,
     pub led: OutputLine,
     pub power_fail: InputLine,
+    /// Optional second LED.
+    pub led2: Option<SecondLed>,
+    /// Optional RGB LED.
+    pub rgb: Option<RgbLed>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +89,25 @@ struct RawPinMap {
     button: Option<RawLine>,
     led: Option<RawLine>,
     power_fail: Option<RawLine>,
+    led2: Option<RawLed2>,
+    rgb: Option<RawRgb>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLed2 {
+    line: Option<i64>,
+    active_low: Option<bool>,
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRgb {
+    red: Option<i64>,
+    green: Option<i64>,
+    blue: Option<i64>,
+    active_low: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -131,12 +174,69 @@ impl PinMap {
             active_low: led_raw.active_low.unwrap_or(false),
         };
 
+        let led2 = match raw.led2 {
+            None => None,
+            Some(r) => {
+                let role = match r.role.as_deref() {
+                    Some("tally") => LedRole::Tally,
+                    Some("alert") => LedRole::Alert,
+                    None => {
+                        return Err(key_err(
+                            "led2.role",
+                            "missing; expected \"tally\" (steady while recording) or \"alert\" (blinks when the box needs someone)".into(),
+                        ))
+                    }
+                    Some(other) => {
+                        return Err(key_err(
+                            "led2.role",
+                            format!("{other:?} is not one of \"tally\", \"alert\""),
+                        ))
+                    }
+                };
+                Some(SecondLed {
+                    line: OutputLine {
+                        line: line_number(r.line, "led2.line", &key_err)?,
+                        active_low: r.active_low.unwrap_or(false),
+                    },
+                    role,
+                })
+            }
+        };
+        let rgb = match raw.rgb {
+            None => None,
+            Some(r) => {
+                let colour = |v: Option<i64>, key: &str| match v {
+                    None => Err(key_err(
+                        key,
+                        "missing; an RGB LED needs a line for each of red, green and blue".into(),
+                    )),
+                    v => line_number(v, key, &key_err),
+                };
+                Some(RgbLed {
+                    red: colour(r.red, "rgb.red")?,
+                    green: colour(r.green, "rgb.green")?,
+                    blue: colour(r.blue, "rgb.blue")?,
+                    active_low: r.active_low.unwrap_or(false),
+                })
+            }
+        };
+
         // Two roles on one line would make the button light the LED or similar nonsense.
-        let roles = [
+        let mut roles = vec![
             ("button.line", button.line),
             ("led.line", led.line),
             ("power_fail.line", power_fail.line),
         ];
+        if let Some(l) = &led2 {
+            roles.push(("led2.line", l.line.line));
+        }
+        if let Some(c) = &rgb {
+            roles.extend([
+                ("rgb.red", c.red),
+                ("rgb.green", c.green),
+                ("rgb.blue", c.blue),
+            ]);
+        }
         for (i, (k1, l1)) in roles.iter().enumerate() {
             if let Some((k2, _)) = roles[i + 1..].iter().find(|(_, l2)| l2 == l1) {
                 return Err(key_err(k2, format!("line {l1} is already used by `{k1}`")));
@@ -150,7 +250,34 @@ impl PinMap {
             button,
             led,
             power_fail,
+            led2,
+            rgb,
         })
+    }
+
+    /// Every LED output with what it shows, the status LED first: what a backend opens and the
+    /// LED driver plays.
+    pub fn lights(&self) -> Vec<(LedRole, OutputLine)> {
+        let mut v = vec![(LedRole::Status, self.led.clone())];
+        if let Some(l) = &self.led2 {
+            v.push((l.role, l.line.clone()));
+        }
+        if let Some(c) = &self.rgb {
+            for (role, line) in [
+                (LedRole::Red, c.red),
+                (LedRole::Green, c.green),
+                (LedRole::Blue, c.blue),
+            ] {
+                v.push((
+                    role,
+                    OutputLine {
+                        line,
+                        active_low: c.active_low,
+                    },
+                ));
+            }
+        }
+        v
     }
 }
 
@@ -296,6 +423,99 @@ mod tests {
         check_err(&GOOD.replace("line = 2", "line = \"two\""), &["line"]);
         check_err(&GOOD.replace("line = 2", "line = 2\npin = 4"), &["pin"]);
         check_err("chip = ", &["not valid"]);
+    }
+
+    #[test]
+    fn optional_lights_parse_and_list_in_order() {
+        let text = format!(
+            "{GOOD}[led2]\nline = 5\nrole = \"tally\"\n[rgb]\nred = 6\ngreen = 13\nblue = 19\nactive_low = true\n"
+        );
+        let m = PinMap::parse(&text, "my.toml").unwrap();
+        assert_eq!(
+            m.led2,
+            Some(SecondLed {
+                line: OutputLine {
+                    line: 5,
+                    active_low: false
+                },
+                role: LedRole::Tally
+            })
+        );
+        let lights: Vec<(LedRole, u32, bool)> = m
+            .lights()
+            .into_iter()
+            .map(|(r, l)| (r, l.line, l.active_low))
+            .collect();
+        assert_eq!(
+            lights,
+            [
+                (LedRole::Status, 2, false),
+                (LedRole::Tally, 5, false),
+                (LedRole::Red, 6, true),
+                (LedRole::Green, 13, true),
+                (LedRole::Blue, 19, true),
+            ]
+        );
+        let alert = PinMap::parse(
+            &format!("{GOOD}[led2]\nline = 5\nrole = \"alert\"\nactive_low = true\n"),
+            "my.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            alert.led2.map(|l| (l.role, l.line.active_low)),
+            Some((LedRole::Alert, true))
+        );
+        // Without the optional tables only the status LED is driven.
+        assert_eq!(PinMap::parse(GOOD, "my.toml").unwrap().lights().len(), 1);
+    }
+
+    #[test]
+    fn bad_optional_lights_name_file_and_key() {
+        let led2 = |body: &str| format!("{GOOD}[led2]\n{body}");
+        let rgb = |body: &str| format!("{GOOD}[rgb]\n{body}");
+        check_err(
+            &led2("line = 5\n"),
+            &["`led2.role`", "missing", "\"tally\"", "\"alert\""],
+        );
+        check_err(
+            &led2("line = 5\nrole = \"rec\"\n"),
+            &["`led2.role`", "\"rec\""],
+        );
+        check_err(&led2("role = \"tally\"\n"), &["`led2.line`", "missing"]);
+        check_err(
+            &led2("line = 2\nrole = \"tally\"\n"),
+            &["`led2.line`", "already used by `led.line`"],
+        );
+        check_err(
+            &led2("line = 5\nrole = \"tally\"\nbias = \"pull-up\"\n"),
+            &["bias"],
+        );
+        check_err(
+            &rgb("red = 6\ngreen = 13\n"),
+            &["`rgb.blue`", "red, green and blue"],
+        );
+        check_err(
+            &rgb("red = 6\ngreen = -1\nblue = 19\n"),
+            &["`rgb.green`", "-1"],
+        );
+        check_err(
+            &rgb("red = 6\ngreen = 6\nblue = 19\n"),
+            &["`rgb.green`", "already used by `rgb.red`"],
+        );
+        check_err(
+            &rgb("red = 1\ngreen = 13\nblue = 19\n"),
+            &["`rgb.red`", "already used by `button.line`"],
+        );
+        check_err(
+            &format!(
+                "{GOOD}[led2]\nline = 6\nrole = \"alert\"\n[rgb]\nred = 6\ngreen = 13\nblue = 19\n"
+            ),
+            &["`rgb.red`", "already used by `led2.line`"],
+        );
+        check_err(
+            &rgb("red = 6\ngreen = 13\nblue = 19\nwhite = 26\n"),
+            &["white"],
+        );
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Encoder selection: which H.264 and audio encoders this machine can actually use, and how each
 //! one is configured. The probe is ordered best-first and records why every better candidate
 //! was skipped, because "why is the Pi 4 encoding in software?" must be answerable from the log.
+//!
+//! `encoder = "auto"` follows the board when the caller knows it: an [`EncoderHint`] narrows
+//! and orders the candidates ([`auto_candidates`]), so a Pi 4 / CM4 tries its `v4l2h264enc`
+//! block first and never loads VA-API, and a Pi 5 (no H.264 block) goes straight to software.
+//! This crate does not depend on `lectern-board`: `lecternd` maps the detected board to a hint
+//! (`firmware/lecternd/src/board_encoder.rs`).
 
 use gst::prelude::*;
 use gstreamer as gst;
@@ -69,8 +75,57 @@ fn usable(name: &str) -> Result<(), String> {
     result
 }
 
-/// Picks the H.264 encoder: the forced one, or the best usable one.
+/// What the board says about H.264 encoding hardware, for `encoder = "auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderHint {
+    /// Nothing known (an x86_64 machine, a board the detection table does not name): probe
+    /// every encoder we know, best first.
+    Unknown,
+    /// A Raspberry Pi with the VideoCore H.264 encoder behind `bcm2835-codec` (Pi 4, Pi 400,
+    /// CM4): `v4l2h264enc` first, then software. VA-API never exists on a Pi, so it is not tried.
+    PiH264Block,
+    /// A Raspberry Pi 5 / Pi 500 / CM5: the SoC has no H.264 encoder at all, so software only.
+    PiNoH264Block,
+}
+
+impl EncoderHint {
+    /// Why this hint orders the candidates as it does, for the probe's reason and the log.
+    fn describe(self) -> &'static str {
+        match self {
+            EncoderHint::Unknown => "board unknown: every encoder probed",
+            EncoderHint::PiH264Block => "board Raspberry Pi 4 family: H.264 block first, no VA-API",
+            EncoderHint::PiNoH264Block => {
+                "board Raspberry Pi 5 family: no H.264 block, software only"
+            }
+        }
+    }
+}
+
+/// The encoders `encoder = "auto"` tries on a board, best first.
+pub fn auto_candidates(hint: EncoderHint) -> Vec<&'static str> {
+    let skip: &[&str] = match hint {
+        EncoderHint::Unknown => &[],
+        EncoderHint::PiH264Block => &["vaapih264enc"],
+        EncoderHint::PiNoH264Block => &["v4l2h264enc", "vaapih264enc"],
+    };
+    VIDEO_ENCODERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !skip.contains(n))
+        .collect()
+}
+
+/// Picks the H.264 encoder: the forced one, or the best usable one, with no board knowledge.
 pub fn probe_encoder(choice: &EncoderChoice) -> Result<EncoderInfo, CaptureError> {
+    probe_encoder_for(choice, EncoderHint::Unknown)
+}
+
+/// Picks the H.264 encoder: the forced one (the hint is ignored: a named encoder is used or is
+/// an error, never a silent fallback), or the best usable one of [`auto_candidates`].
+pub fn probe_encoder_for(
+    choice: &EncoderChoice,
+    hint: EncoderHint,
+) -> Result<EncoderInfo, CaptureError> {
     match choice {
         EncoderChoice::Named(name) => {
             let Some((_, why)) = VIDEO_ENCODERS.iter().find(|(n, _)| n == name) else {
@@ -92,32 +147,49 @@ pub fn probe_encoder(choice: &EncoderChoice) -> Result<EncoderInfo, CaptureError
             Ok(info)
         }
         EncoderChoice::Auto => {
-            let mut skipped = Vec::new();
-            for (name, why) in VIDEO_ENCODERS {
-                match usable(name) {
-                    Ok(()) => {
-                        let mut reason = why.to_string();
-                        if !skipped.is_empty() {
-                            reason.push_str(&format!("; skipped {}", skipped.join("; ")));
-                        }
-                        let info = EncoderInfo {
-                            element: name.to_string(),
-                            reason,
-                        };
-                        info!(target: "capture", "video encoder {}: {}", info.element, info.reason);
-                        return Ok(info);
-                    }
-                    Err(e) => {
-                        info!(target: "capture", "video encoder candidate {name}: {e}");
-                        skipped.push(format!("{name}: {e}"));
-                    }
-                }
-            }
-            Err(CaptureError::NoVideoEncoder {
-                tried: skipped.join("; "),
-            })
+            let info = choose_auto(hint, usable)?;
+            info!(target: "capture", "video encoder {}: {}", info.element, info.reason);
+            Ok(info)
         }
     }
+}
+
+/// The `auto` decision without GStreamer: the first candidate `usable` accepts. Pure apart from
+/// the log lines, so the board → encoder table is tested with a fake registry.
+fn choose_auto(
+    hint: EncoderHint,
+    mut usable: impl FnMut(&str) -> Result<(), String>,
+) -> Result<EncoderInfo, CaptureError> {
+    let mut skipped = Vec::new();
+    for name in auto_candidates(hint) {
+        match usable(name) {
+            Ok(()) => {
+                let why = VIDEO_ENCODERS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or("", |(_, why)| *why);
+                let mut reason = format!("{why}; {}", hint.describe());
+                if !skipped.is_empty() {
+                    reason.push_str(&format!("; skipped {}", skipped.join("; ")));
+                }
+                if hint == EncoderHint::PiH264Block && name != "v4l2h264enc" {
+                    // The box works, but at several times the CPU: say so loudly, with the cause.
+                    warn!(target: "capture", "this board has an H.264 block but v4l2h264enc is unusable ({}); encoding with {name} in software (is /dev/video11 present and readable by the daemon's user?)", skipped.join("; "));
+                }
+                return Ok(EncoderInfo {
+                    element: name.to_owned(),
+                    reason,
+                });
+            }
+            Err(e) => {
+                info!(target: "capture", "video encoder candidate {name}: {e}");
+                skipped.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    Err(CaptureError::NoVideoEncoder {
+        tried: format!("{} ({})", skipped.join("; "), hint.describe()),
+    })
 }
 
 /// Picks the audio encoder, AAC first.
@@ -238,6 +310,96 @@ mod tests {
             |_| {},
             "vaapih264enc name=venc rate-control=cbr bitrate=4000 keyframe-period=60",
         );
+    }
+
+    /// A fake registry: every name in `present` is usable, everything else is missing.
+    fn fake(present: &'static [&'static str]) -> impl FnMut(&str) -> Result<(), String> {
+        move |name| {
+            if present.contains(&name) {
+                Ok(())
+            } else {
+                Err("not in registry".into())
+            }
+        }
+    }
+
+    /// `(hint, encoders present, expected element or None for "no encoder")`.
+    fn check_auto(hint: EncoderHint, present: &'static [&'static str], expect: Option<&str>) {
+        let got = choose_auto(hint, fake(present));
+        match (got, expect) {
+            (Ok(info), Some(e)) => {
+                assert_eq!(info.element, e, "{hint:?} with {present:?}: {info:?}")
+            }
+            (Err(err), None) => {
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("board"),
+                    "{hint:?}: the error should say what the board allowed: {msg}"
+                );
+            }
+            (got, expect) => panic!("{hint:?} with {present:?}: got {got:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn auto_follows_the_board() {
+        use EncoderHint::*;
+        const ALL: &[&str] = &["v4l2h264enc", "vaapih264enc", "x264enc", "openh264enc"];
+        let cases: &[(EncoderHint, &'static [&'static str], Option<&str>)] = &[
+            (Unknown, ALL, Some("v4l2h264enc")),
+            (Unknown, &["vaapih264enc", "x264enc"], Some("vaapih264enc")),
+            (PiH264Block, ALL, Some("v4l2h264enc")),
+            // A Pi 4 whose codec device is missing falls back to software, never to VA-API.
+            (PiH264Block, &["vaapih264enc", "x264enc"], Some("x264enc")),
+            (PiH264Block, &["openh264enc"], Some("openh264enc")),
+            // A Pi 5 never uses a v4l2h264enc even if one is registered (a USB encoder stick,
+            // a stale registry): its SoC has no H.264 block.
+            (PiNoH264Block, ALL, Some("x264enc")),
+            (
+                PiNoH264Block,
+                &["v4l2h264enc", "openh264enc"],
+                Some("openh264enc"),
+            ),
+            (PiNoH264Block, &["v4l2h264enc", "vaapih264enc"], None),
+            (Unknown, &[], None),
+        ];
+        for &(hint, present, expect) in cases {
+            check_auto(hint, present, expect);
+        }
+    }
+
+    #[test]
+    fn auto_reason_names_the_board_and_what_was_skipped() {
+        let info = choose_auto(EncoderHint::PiH264Block, fake(&["x264enc"])).unwrap();
+        assert!(info.reason.contains("Raspberry Pi 4"), "{}", info.reason);
+        assert!(
+            info.reason.contains("skipped v4l2h264enc: not in registry"),
+            "{}",
+            info.reason
+        );
+        let info = choose_auto(EncoderHint::PiNoH264Block, fake(&["x264enc"])).unwrap();
+        assert!(info.reason.contains("no H.264 block"), "{}", info.reason);
+        assert!(!info.reason.contains("skipped"), "{}", info.reason);
+    }
+
+    #[test]
+    fn candidates_are_known_encoders_in_probe_order() {
+        for hint in [
+            EncoderHint::Unknown,
+            EncoderHint::PiH264Block,
+            EncoderHint::PiNoH264Block,
+        ] {
+            let c = auto_candidates(hint);
+            let order: Vec<usize> = c
+                .iter()
+                .map(|n| VIDEO_ENCODERS.iter().position(|(k, _)| k == n).unwrap())
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{hint:?}: {c:?}");
+            assert!(
+                c.contains(&"x264enc"),
+                "{hint:?} must keep the software encoder: {c:?}"
+            );
+        }
     }
 
     #[test]

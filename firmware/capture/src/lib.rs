@@ -25,7 +25,7 @@ mod stats;
 pub use bus::should_retry;
 pub use capture::{Capture, CaptureStatus, MediaEvent};
 pub use chunker::{Chunk, Chunker};
-pub use encoder::{probe_encoder, EncoderInfo};
+pub use encoder::{auto_candidates, probe_encoder, probe_encoder_for, EncoderHint, EncoderInfo};
 pub use error::CaptureError;
 pub use probe::{probe_inputs, DeviceReport, Input, InputCheck};
 pub use settings::{AudioSource, CaptureSettings, EncoderChoice, VideoSource};

@@ -11,6 +11,7 @@
 //! the systemd watchdog.
 
 mod agent;
+mod board_encoder;
 mod clock;
 mod ics_url;
 pub mod logging;
@@ -253,7 +254,9 @@ impl Daemon {
     fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
         lectern_capture::init().context("GStreamer")?;
         let settings = capture_settings(&config);
-        let encoder = lectern_capture::probe_encoder(&settings.encoder).context("no usable H.264 encoder")?;
+        // `encoder = "auto"` follows the detected board (board_encoder.rs).
+        let hint = board_encoder::encoder_hint(lectern_board::detect().kind);
+        let encoder = lectern_capture::probe_encoder_for(&settings.encoder, hint).context("no usable H.264 encoder")?;
         log::info!(target: "lecternd", "encoder {}: {}", encoder.element, encoder.reason);
 
         let opts = JournalOptions {
