@@ -379,5 +379,6 @@ mod tests {
     }
 }
 
+pub mod lab;
 pub mod powercut;
 pub mod powercut_upload;
