@@ -1,6 +1,6 @@
 //! Pin maps: which gpiochip and lines the button, LED and power-fail signal are wired to, plus
 //! the optional extra lights (`[led2]`, a second single-colour LED with a role, and `[rgb]`, an
-//! RGB LED; what each shows is the table in `led.rs`).
+//! RGB LED, which may stand in for `[led]`; what each shows is the table in `led.rs`).
 //!
 //! Built-in maps live in `board/pinmaps/*.toml` and are embedded with `include_str!`, so a box
 //! never depends on files beside the binary; a deployment with different wiring points
@@ -73,7 +73,8 @@ pub struct PinMap {
     /// If set and some chip carries this label, that chip is used instead of `chip`.
     pub chip_label: Option<String>,
     pub button: InputLine,
-    pub led: OutputLine,
+    /// The status LED; optional only when an RGB LED takes its place.
+    pub led: Option<OutputLine>,
     pub power_fail: InputLine,
     /// Optional second LED.
     pub led2: Option<SecondLed>,
@@ -163,15 +164,17 @@ impl PinMap {
         }
         let button = input_line(raw.button, "button", &key_err)?;
         let power_fail = input_line(raw.power_fail, "power_fail", &key_err)?;
-        let led_raw = raw
-            .led
-            .ok_or_else(|| key_err("led", "missing table [led]".into()))?;
-        if led_raw.bias.is_some() {
-            return Err(key_err("led.bias", "bias applies to inputs only".into()));
-        }
-        let led = OutputLine {
-            line: line_number(led_raw.line, "led.line", &key_err)?,
-            active_low: led_raw.active_low.unwrap_or(false),
+        let led = match raw.led {
+            Some(led_raw) => {
+                if led_raw.bias.is_some() {
+                    return Err(key_err("led.bias", "bias applies to inputs only".into()));
+                }
+                Some(OutputLine {
+                    line: line_number(led_raw.line, "led.line", &key_err)?,
+                    active_low: led_raw.active_low.unwrap_or(false),
+                })
+            }
+            None => None,
         };
 
         let led2 = match raw.led2 {
@@ -221,12 +224,21 @@ impl PinMap {
             }
         };
 
+        // A box needs some light saying what it does: the status LED, or an RGB LED in its place.
+        if led.is_none() && rgb.is_none() {
+            return Err(key_err(
+                "led",
+                "missing table [led] (a box needs a status LED: [led], or an RGB LED in [rgb])"
+                    .into(),
+            ));
+        }
+
         // Two roles on one line would make the button light the LED or similar nonsense.
-        let mut roles = vec![
-            ("button.line", button.line),
-            ("led.line", led.line),
-            ("power_fail.line", power_fail.line),
-        ];
+        let mut roles = vec![("button.line", button.line)];
+        if let Some(l) = &led {
+            roles.push(("led.line", l.line));
+        }
+        roles.push(("power_fail.line", power_fail.line));
         if let Some(l) = &led2 {
             roles.push(("led2.line", l.line.line));
         }
@@ -258,7 +270,11 @@ impl PinMap {
     /// Every LED output with what it shows, the status LED first: what a backend opens and the
     /// LED driver plays.
     pub fn lights(&self) -> Vec<(LedRole, OutputLine)> {
-        let mut v = vec![(LedRole::Status, self.led.clone())];
+        let mut v: Vec<(LedRole, OutputLine)> = self
+            .led
+            .iter()
+            .map(|l| (LedRole::Status, l.clone()))
+            .collect();
         if let Some(l) = &self.led2 {
             v.push((l.role, l.line.clone()));
         }
@@ -349,10 +365,10 @@ mod tests {
         );
         assert_eq!(
             m.led,
-            OutputLine {
+            Some(OutputLine {
                 line: 27,
                 active_low: false
-            }
+            })
         );
         assert_eq!(
             m.power_fail,
@@ -398,7 +414,7 @@ mod tests {
         check_err("[button]\nline = 1\n", &["`chip`", "missing"]);
         check_err(
             &GOOD.replace("[led]\nline = 2\n", ""),
-            &["`led`", "missing table [led]"],
+            &["`led`", "missing table [led]", "[rgb]"],
         );
         check_err(
             &GOOD.replace("[button]\nline = 1\n", "[button]\n"),
@@ -467,6 +483,18 @@ mod tests {
         );
         // Without the optional tables only the status LED is driven.
         assert_eq!(PinMap::parse(GOOD, "my.toml").unwrap().lights().len(), 1);
+    }
+
+    #[test]
+    fn an_rgb_led_may_take_the_status_leds_place() {
+        let text = GOOD.replace(
+            "[led]\nline = 2\n",
+            "[rgb]\nred = 5\ngreen = 6\nblue = 26\n",
+        );
+        let m = PinMap::parse(&text, "my.toml").unwrap();
+        assert_eq!(m.led, None);
+        let roles: Vec<LedRole> = m.lights().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(roles, [LedRole::Red, LedRole::Green, LedRole::Blue]);
     }
 
     #[test]
