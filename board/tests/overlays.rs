@@ -51,12 +51,15 @@ fn overlays_dir() -> PathBuf {
 
 /// `None` (after saying so loudly) when dtc is missing outside CI; CI must have it.
 fn dtc_available() -> bool {
-    let ok = Command::new("dtc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    // fdtoverlay comes in the same package.
+    let ok = ["dtc", "fdtoverlay"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if !ok {
-        let why = "dtc not found (Debian package device-tree-compiler, scripts/install-deps.sh)";
+        let why = "dtc or fdtoverlay not found (Debian package device-tree-compiler, scripts/install-deps.sh)";
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "{why}; CI must compile the overlays"
@@ -88,6 +91,57 @@ fn compile(source: &str, name: &str) -> Result<Vec<u8>, String> {
         ));
     }
     std::fs::read(&out).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// Applies a compiled overlay with libfdt's `fdtoverlay` to a stand-in base tree that has the
+/// case's controller under its label (the way the Pi firmware merges overlays at boot), and
+/// returns the merged controller node's blob: proof that the labels and phandle fixups `-@` wrote
+/// resolve, and that the hog lands on the controller itself.
+fn apply_to_base(case: &Case, overlay: &[u8]) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // The Pi 5 tree also calls RP1's controller `gpio` (`gpio: &rp1_gpio`); only the case's own
+    // label is given here, so an overlay aimed at the other label fails to apply.
+    let base_src = format!(
+        "/dts-v1/;\n/ {{\n\tcompatible = \"{soc}\";\n\tsoc {{\n\t\t{label}: header-gpio {{\n\t\t\tgpio-controller;\n\t\t\t#gpio-cells = <2>;\n\t\t}};\n\t}};\n}};\n",
+        soc = case.soc,
+        label = case.controller
+    );
+    let (base_dts, base, ovl, out) = (
+        dir.path().join("base.dts"),
+        dir.path().join("base.dtb"),
+        dir.path().join("overlay.dtbo"),
+        dir.path().join("merged.dtb"),
+    );
+    std::fs::write(&base_dts, base_src).map_err(|e| e.to_string())?;
+    std::fs::write(&ovl, overlay).map_err(|e| e.to_string())?;
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let o = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+    };
+    run(Command::new("dtc")
+        .args(["-@", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&base)
+        .arg(&base_dts))?;
+    run(Command::new("fdtoverlay")
+        .arg("-i")
+        .arg(&base)
+        .arg("-o")
+        .arg(&out)
+        .arg(&ovl))
+    .map_err(|e| {
+        format!(
+            "the overlay does not apply to a base tree with &{}: {e}",
+            case.controller
+        )
+    })?;
+    std::fs::read(&out).map_err(|e| e.to_string())
 }
 
 /// A flattened device tree read back into nodes. Just enough of the format (v17) for these
@@ -332,6 +386,29 @@ fn problems(case: &Case, source: &str, map: &PinMap) -> Vec<String> {
     };
     let mut bad = Vec::new();
 
+    // Merged into a base tree, the controller carries the hog and every group it names.
+    match apply_to_base(case, &blob).and_then(|b| fdt::parse(&b)) {
+        Err(e) => bad.push(format!("{name}: {e}")),
+        Ok(merged) => {
+            let ctl = merged.child("soc").and_then(|s| s.child("header-gpio"));
+            let applied = ctl.and_then(|c| c.cells("pinctrl-0")).unwrap_or_default();
+            let groups: Vec<u32> = ctl
+                .map(|c| {
+                    c.children
+                        .iter()
+                        .filter_map(|g| g.cells("phandle").and_then(|v| v.first().copied()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if applied.is_empty() || applied.iter().any(|h| !groups.contains(h)) {
+                bad.push(format!(
+                    "{name}: merged into a base tree, &{}'s pinctrl-0 {applied:?} does not point at its own pin groups {groups:?}",
+                    case.controller
+                ));
+            }
+        }
+    }
+
     if root.strings("compatible") != Some(vec![case.soc.to_owned()]) {
         bad.push(format!(
             "{name}: compatible {:?}, expected [{:?}]",
@@ -561,7 +638,10 @@ fn drift_is_caught() {
     expect(
         &drifted("target = <&rp1_gpio>;", "target = <&gpio>;"),
         &map,
-        &["must target &rp1_gpio"],
+        &[
+            "must target &rp1_gpio",
+            "does not apply to a base tree with &rp1_gpio",
+        ],
     );
     // The map drifts instead: an active-low LED must boot high, and a pull-up on an
     // active-high input would assert it when unplugged.
