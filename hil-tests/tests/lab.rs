@@ -116,6 +116,7 @@ fn powerfail_scenario_warns_cuts_releases_and_restores_in_that_order_and_loses_n
     assert!(r.facts["boot_s"].as_f64().unwrap() >= 1.5, "{:?}", r.facts);
     assert!(r.facts["lost_ms"].as_f64().unwrap() <= 150.0, "{:?}", r.facts);
     assert!(r.facts["edge_to_power_lost_ms"].as_f64().is_some(), "{:?}", r.facts);
+    assert_eq!(r.facts["card"], "fake card", "{:?}", r.facts);
 }
 
 #[test]

@@ -95,7 +95,7 @@ impl FakeBoard {
         std::fs::write(&config, text).map_err(io(format!("write {}", config.display())))?;
         let lectern = format!("{} --config {}", sh_quote(&bin.join("lectern").display().to_string()), sh_quote(&config.display().to_string()));
         let init = vec![bin.join("lecternd").display().to_string(), "--config".into(), config.display().to_string()];
-        let board = Board { lectern: lectern.clone(), as_daemon: String::new(), boot_id: "cat boot_id".into(), logs: "cat daemon.log".into() };
+        let board = Board { lectern: lectern.clone(), as_daemon: String::new(), boot_id: "cat boot_id".into(), logs: "cat daemon.log".into(), card: "echo fake card".into() };
         Ok((FakeBoard::boot(root, Some(init), &lectern)?, board))
     }
 

@@ -42,6 +42,8 @@ pub struct Board {
     pub boot_id: String,
     /// Prints the daemon's log of the current boot.
     pub logs: String,
+    /// Prints what identifies the card under test (results belong to a card model); may fail.
+    pub card: String,
 }
 
 impl Board {
@@ -53,6 +55,7 @@ impl Board {
             as_daemon: "sudo -n -u lectern".into(),
             boot_id: "cat /proc/sys/kernel/random/boot_id".into(),
             logs: "sudo -n journalctl -u lecternd -b --no-pager -o short-monotonic".into(),
+            card: "cd /sys/block/mmcblk0/device && echo $(cat name manfid oemid date)".into(),
         }
     }
 
@@ -285,6 +288,10 @@ impl Runner<'_> {
                 status["state"],
                 status["recording"]["id"]
             )));
+        }
+        let card = self.board.card.clone();
+        if let Ok(out) = self.t.run(&card, self.opts.timeouts.command) {
+            self.fact("card", out.stdout.trim());
         }
         let encoder = status["encoder"]["element"].as_str().unwrap_or("").to_owned();
         self.fact("encoder", encoder.clone());
