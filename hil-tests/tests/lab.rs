@@ -151,6 +151,7 @@ fn a_board_that_never_comes_back_fails_the_run_naming_the_host_and_the_wait() {
     assert!(start.elapsed() < Duration::from_secs(60), "the runner waited {:?}", start.elapsed());
     assert_collected(&r, false);
     assert!(r.steps.iter().any(|(_, s)| s.starts_with("daemon log not collected")), "{:#?}", r.steps);
+    assert!(!r.dir.join("daemon.log").exists(), "an empty daemon.log was left behind");
 }
 
 #[test]
@@ -282,6 +283,7 @@ fn ssh_transport_runs_fetches_and_drives_the_rig_through_real_processes() {
     assert_eq!(std::fs::read(&local).unwrap(), bytes);
     let e = t.fetch("cat -- /nonexistent/file", &local, long).unwrap_err();
     assert!(matches!(e, LabError::Failed { code: Some(1), .. }) && e.to_string().contains("/nonexistent/file"), "{e}");
+    assert!(!local.exists(), "a failed fetch left a partial copy behind");
 
     // The rig runs on the controller, in order; a missing line says which flag it needs.
     t.power(false).unwrap();

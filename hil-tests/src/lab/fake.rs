@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::transport::{kill_group, run_bounded, sh_quote, LabError, Line, Output, Transport};
+use super::transport::{fetch_into, kill_group, run_bounded, sh_quote, LabError, Line, Output, Transport};
 use super::Board;
 
 /// One thing the runner did to the fake board, in order.
@@ -190,11 +190,7 @@ impl Transport for FakeBoard {
         self.record(Event::Fetch(cmd.to_owned()));
         self.reachable()?;
         let what = format!("`{cmd}` on {} into {}", self.name(), local.display());
-        let out = run_bounded(self.sh(cmd), &what, timeout, Some(local))?;
-        if out.code != Some(0) {
-            return Err(LabError::Failed { what, code: out.code, stderr: out.stderr });
-        }
-        Ok(())
+        fetch_into(self.sh(cmd), &what, timeout, local, Ok)
     }
 
     fn power(&mut self, on: bool) -> Result<(), LabError> {

@@ -190,6 +190,25 @@ pub fn run_bounded(mut cmd: Command, what: &str, timeout: Duration, stdout_to: O
     Ok(Output { code: status.code(), stdout: collect(out_rx), stderr: collect(err_rx) })
 }
 
+/// Runs `cmd` with its stdout going into `local`. `classify` sees the result first (ssh's exit
+/// 255). On any failure the partial file is removed, so a file that exists is a complete copy.
+pub(crate) fn fetch_into(
+    cmd: Command,
+    what: &str,
+    timeout: Duration,
+    local: &Path,
+    classify: impl FnOnce(Output) -> Result<Output, LabError>,
+) -> Result<(), LabError> {
+    let r = run_bounded(cmd, what, timeout, Some(local)).and_then(classify).and_then(|out| match out.code {
+        Some(0) => Ok(()),
+        code => Err(LabError::Failed { what: what.to_owned(), code, stderr: out.stderr }),
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(local);
+    }
+    r
+}
+
 /// Sends a signal to a process group (the group's id is its leader's pid).
 pub(crate) fn kill_group(pgid: u32, signal: &str) {
     // std has no kill(2); the `kill` tool is on every Debian machine (as in the harness's lib.rs).
@@ -347,11 +366,7 @@ impl Transport for Ssh {
 
     fn fetch(&mut self, cmd: &str, local: &Path, timeout: Duration) -> Result<(), LabError> {
         let what = format!("`{cmd}` on {} into {}", self.host, local.display());
-        let out = self.classify(run_bounded(self.command(cmd), &what, timeout, Some(local))?)?;
-        if out.code != Some(0) {
-            return Err(LabError::Failed { what, code: out.code, stderr: out.stderr });
-        }
-        Ok(())
+        fetch_into(self.command(cmd), &what, timeout, local, |out| self.classify(out))
     }
 
     fn power(&mut self, on: bool) -> Result<(), LabError> {
