@@ -290,7 +290,13 @@ mod tests {
             true,
             (GenericGpiochip, Backend::Gpiocdev, "rpi4"),
         );
-        // Another SBC with GPIO.
+        // Other SBCs with GPIO: am335x-boneblack.dts, and a Rock Pi 4.
+        check(
+            "ti,am335x-bone-black\0ti,am335x-bone\0ti,am33xx\0",
+            "TI AM335x BeagleBone Black\0",
+            true,
+            (GenericGpiochip, Backend::Gpiocdev, "generic"),
+        );
         check(
             "radxa,rockpi4b\0rockchip,rk3399\0",
             "Radxa ROCK Pi 4B\0",
