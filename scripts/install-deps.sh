@@ -36,3 +36,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+# oelint-adv lints the Yocto layer's recipes (hil-tests/tests/yocto.rs). Pinned with its parser
+# and data, in a virtualenv of its own (Debian 12's pip refuses system-wide installs); the test
+# finds it there. A few seconds, skipped when the pinned version is present.
+OELINT_VERSION=9.11.2
+OELINT_VENV=/opt/lectern-tools/oelint
+if [ "$("$OELINT_VENV/bin/oelint-adv" --version 2>/dev/null)" != "oelint-adv $OELINT_VERSION" ]; then
+  echo "install-deps: installing oelint-adv $OELINT_VERSION into $OELINT_VENV"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO python3 -m venv "$OELINT_VENV"
+  $SUDO "$OELINT_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "oelint-adv==$OELINT_VERSION" "oelint-parser==8.13.2" "oelint-data==1.5.26"
+fi

@@ -1,15 +1,124 @@
-SUMMARY = "Lectern lecture-capture daemon"
-DESCRIPTION = "Records a V4L2 camera and an ALSA mic into a crash-safe segment journal."
+SUMMARY = "Lectern lecture-capture daemon and its operator CLI"
+DESCRIPTION = "lecternd records a V4L2 camera and an ALSA mic into a crash-safe segment journal, \
+follows an Opencast calendar or an .ics schedule and uploads every recording exactly once; \
+lectern is the operator CLI."
+HOMEPAGE = "https://github.com/lectern-capture/lectern"
+SECTION = "multimedia"
 LICENSE = "GPL-3.0-or-later"
-# Skeleton: the crate list (cargo-bitbake) and SRCREV come with the Yocto issue.
+# No licence file yet: the workspace's `license =` line is the declaration (CI checks the md5).
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=29;endline=29;md5=c8b33124d6b4f3627fd9d18a052058b4"
 
-inherit cargo systemd
+# gstreamer-rs links libgstreamer-1.0 and libgstapp-1.0 (pkg-config); rusqlite bundles SQLite.
+DEPENDS += "gstreamer1.0 gstreamer1.0-plugins-base"
 
-SRC_URI += "file://${THISDIR}/../../../packaging/lecternd.service"
-SYSTEMD_SERVICE:${PN} = "lecternd.service"
-RDEPENDS:${PN} += "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly"
+PV = "0.1.0+git"
+
+# The source is the repository this layer lives in, at the commit the layer comes from: the crate
+# list below (lecternd-crates.inc) is generated from that commit's Cargo.lock, and
+# hil-tests/tests/yocto.rs fails CI when they differ. Pin SRCREV to the same commit for a release
+# build (docs/yocto.md, "Pinning the source"); a campus mirror goes in PREMIRRORS.
+SRC_URI = "git://github.com/lectern-capture/lectern.git;protocol=https;branch=main \
+    file://lectern-healthy.service \
+    file://lectern-healthy \
+    file://50-lectern-update.rules \
+    file://lectern-rauc.conf \
+"
+# Following main is for development images only: a fleet build pins SRCREV (see above).
+# nooelint: oelint.vars.autorev
+SRCREV ??= "${AUTOREV}"
+
+require lecternd-crates.inc
+
+inherit cargo cargo-update-recipe-crates systemd useradd
+
+# Both binaries of the workspace, nothing else (xtask and the test harnesses stay on the host).
+CARGO_BUILD_FLAGS:append = " -p lecternd -p lectern-cli"
+
+# The lectern system user, as packaging/lectern.sysusers declares it (hil-tests/tests/yocto.rs
+# checks they agree). useradd rather than sysusers at boot: the root filesystem is read-only, so
+# the user must exist when the image is built; the sysusers file is installed too and is then a
+# no-op.
+USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system gpio"
+USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/lectern --no-create-home --shell /sbin/nologin \
+    --user-group --groups video,audio,gpio --comment 'Lectern lecture-capture daemon' lectern"
+
+SYSTEMD_PACKAGES = "${PN}"
+SYSTEMD_SERVICE:${PN} = "lecternd.service lectern-healthy.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 do_install:append() {
+    # The one unit and the one appliance config, the files CI tests (packaging/).
     install -d ${D}${systemd_system_unitdir}
-    install -m 0644 ${WORKDIR}/lecternd.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/packaging/lecternd.service ${D}${systemd_system_unitdir}/lecternd.service
+    install -d ${D}${sysconfdir}/lectern
+    install -m 0644 ${S}/packaging/lectern.toml ${D}${sysconfdir}/lectern/lectern.toml
+    install -d ${D}${nonarch_libdir}/sysusers.d
+    install -m 0644 ${S}/packaging/lectern.sysusers ${D}${nonarch_libdir}/sysusers.d/lectern.conf
+
+    # polkit: power-off (packaging/, the power-fail hold) and reboot (an installed update).
+    install -d ${D}${datadir}/polkit-1/rules.d
+    install -m 0644 ${S}/packaging/50-lectern-poweroff.rules ${D}${datadir}/polkit-1/rules.d/
+    install -m 0644 ${UNPACKDIR}/50-lectern-update.rules ${D}${datadir}/polkit-1/rules.d/
+    # D-Bus: lets the lectern user ask the RAUC service to install a bundle.
+    install -d ${D}${datadir}/dbus-1/system.d
+    install -m 0644 ${UNPACKDIR}/lectern-rauc.conf ${D}${datadir}/dbus-1/system.d/
+
+    # The slot health check that gates RAUC's mark-good (docs/yocto.md, "A bad slot boots back").
+    install -m 0644 ${UNPACKDIR}/lectern-healthy.service ${D}${systemd_system_unitdir}/
+    install -d ${D}${libexecdir}/lectern
+    install -m 0755 ${UNPACKDIR}/lectern-healthy ${D}${libexecdir}/lectern/
+
+    # The built-in pin maps are compiled into the binaries (board/src/pinmap.rs): a name such as
+    # "rpi4" never reads a file. These copies are the starting point for a box wired differently
+    # (board.pinmap = "/etc/lectern/pinmap.toml" in a site config).
+    install -d ${D}${datadir}/lectern/pinmaps
+    install -m 0644 ${S}/board/pinmaps/*.toml ${D}${datadir}/lectern/pinmaps/
+    # Every key with its default and meaning.
+    install -d ${D}${docdir}/lectern
+    install -m 0644 ${S}/firmware/config/src/default.toml ${D}${docdir}/lectern/lectern.toml.reference
 }
+
+FILES:${PN} += "\
+    ${systemd_system_unitdir} \
+    ${nonarch_libdir}/sysusers.d \
+    ${datadir}/polkit-1/rules.d \
+    ${datadir}/dbus-1/system.d \
+    ${datadir}/lectern \
+    ${libexecdir}/lectern \
+"
+CONFFILES:${PN} = "${sysconfdir}/lectern/lectern.toml"
+
+# Exactly the GStreamer plugins the capture pipeline asks for by name (firmware/capture, checked
+# against this list by hil-tests/tests/yocto.rs):
+#   v4l2src, v4l2h264enc (Pi 4)  -> good-video4linux2
+#   x264enc (Pi 5, software)     -> ugly-x264
+#   h264parse                    -> bad-videoparsersbad
+#   voaacenc                     -> bad-voaacenc
+#   aacparse                     -> good-audioparsers
+#   mpegtsmux                    -> bad-mpegtsmux
+#   alsasrc                      -> base-alsa
+#   level                        -> good-level
+#   audioconvert, audioresample  -> base-audioconvert, base-audioresample
+#   videoconvert                 -> base-videoconvertscale
+#   appsink                      -> base-app
+#   decodebin (+ typefind), jpegdec (MJPEG webcams) -> base-playback, base-typefindfunctions, good-jpeg
+#   queue, capsfilter            -> gstreamer1.0 (core elements)
+RDEPENDS:${PN} += "\
+    gstreamer1.0 \
+    gstreamer1.0-plugins-bad-mpegtsmux \
+    gstreamer1.0-plugins-bad-videoparsersbad \
+    gstreamer1.0-plugins-bad-voaacenc \
+    gstreamer1.0-plugins-base-alsa \
+    gstreamer1.0-plugins-base-app \
+    gstreamer1.0-plugins-base-audioconvert \
+    gstreamer1.0-plugins-base-audioresample \
+    gstreamer1.0-plugins-base-playback \
+    gstreamer1.0-plugins-base-typefindfunctions \
+    gstreamer1.0-plugins-base-videoconvertscale \
+    gstreamer1.0-plugins-good-audioparsers \
+    gstreamer1.0-plugins-good-jpeg \
+    gstreamer1.0-plugins-good-level \
+    gstreamer1.0-plugins-good-video4linux2 \
+    gstreamer1.0-plugins-ugly-x264 \
+"
