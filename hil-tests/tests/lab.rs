@@ -113,7 +113,7 @@ fn powerfail_scenario_warns_cuts_releases_and_restores_in_that_order_and_loses_n
     assert!(edge < off && off < released && released < on, "warn → cut → release → power: {ev:#?}");
     // The runner saw the daemon's `power_lost` before it cut: a status request sits in between.
     assert!(ev[edge..off].iter().any(|e| matches!(e, Event::Run(c) if c.ends_with("--json status"))), "{ev:#?}");
-    assert!(r.facts["boot_s"].as_f64().unwrap() >= 1.5, "{:?}", r.facts);
+    assert!(r.facts["boot_s"].as_f64().unwrap() >= 1.4, "the runner did not wait for the slow boot: {:?}", r.facts);
     assert!(r.facts["lost_ms"].as_f64().unwrap() <= 150.0, "{:?}", r.facts);
     assert!(r.facts["edge_to_power_lost_ms"].as_f64().is_some(), "{:?}", r.facts);
     assert_eq!(r.facts["card"], "fake card", "{:?}", r.facts);
