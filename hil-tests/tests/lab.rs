@@ -3,8 +3,8 @@
 //! it and starts it again with a new boot id, and every action is logged in order. The happy
 //! paths run each scenario end to end; the rest make the rig misbehave (a board that never comes
 //! back, a relay that cuts nothing, a reboot that never happens, a card that loses a flushed
-//! segment at the cut) and require the runner to say exactly that. The SSH transport itself runs
-//! against a stand-in `ssh` that executes the command locally.
+//! segment at the cut) and require the runner to say exactly that. The SSH transport and the `lab`
+//! binary run against a stand-in `ssh` that executes the command locally.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -321,4 +321,26 @@ fn ssh_transport_drives_sim_lines_on_the_board_only_while_it_is_powered() {
     t.power(true).unwrap();
     t.line(Line::PowerFail, false).unwrap();
     assert_eq!(std::fs::read_to_string(d.join("sim")).unwrap(), "sim powerfail on\nsim powerfail off\n");
+}
+
+/// The binary owns the exit status: 2 for a bad command line, 1 when a scenario fails (here: a
+/// board that ssh cannot reach, through the stand-in `ssh` first on PATH), with the report written.
+#[test]
+fn the_lab_binary_exits_2_on_bad_usage_and_1_with_a_report_when_the_board_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    script(dir.path(), "ssh", FAKE_SSH);
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let lab = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_lab")).args(args).env("PATH", &path).output().unwrap();
+
+    let out = lab(&["--host", "pi@lab", "cut"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scenario cut needs --relay"), "{out:?}");
+
+    let results = dir.path().join("results");
+    let out = lab(&["--host", "down.invalid", "--out", &results.display().to_string(), "reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("reboot") && stdout.contains("FAILED: down.invalid is unreachable") && stdout.contains("No route to host"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("001-reboot/report.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], false, "{report:#}");
 }
