@@ -9,11 +9,16 @@
 //! - the A/B slot layout agrees across the wic kickstart, RAUC's system.conf, U-Boot's script and
 //!   the bundle; the licence checksum matches Cargo.toml;
 //! - every recipe and append passes `oelint-adv` (PyPI, installed by scripts/install-deps.sh; a
-//!   missing linter skips loudly, and fails under `CI=true`).
+//!   missing linter skips loudly, and fails under `CI=true`);
+//! - the real daemon holds `lectern update` back while it records and stitches, then runs
+//!   `rauc install` and `systemctl reboot` (stand-ins on PATH) once idle.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use lectern_hil_tests::{wait_until, Daemon, SMALL};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -444,4 +449,48 @@ fn recipes_pass_oelint_adv() {
         .unwrap_or_else(|e| panic!("{}: {e}", linter.display()));
     let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && findings.trim().is_empty(), "oelint-adv ({}) on {} files:\n{findings}", out.status, files.len());
+}
+
+/// The image's update path end to end on the real daemon (sim board, test sources): `rauc` and
+/// `systemctl` are shell stand-ins on PATH that log their arguments.
+#[test]
+fn the_daemon_defers_an_update_until_recording_and_stitching_are_done() {
+    let tools = tempfile::tempdir().unwrap();
+    let calls = tools.path().join("calls.log");
+    for name in ["rauc", "systemctl"] {
+        let p = tools.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho \"{name} $*\" >> {}\n", calls.display())).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    // The daemon inherits PATH; no other test here runs `rauc` or `systemctl`.
+    std::env::set_var("PATH", format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default()));
+    let d = Daemon::start(SMALL).unwrap();
+    assert_eq!(d.status()["update"], serde_json::Value::Null, "no update requested yet");
+    let bundle = d.dir.path().join("lectern-bundle.raucb");
+    std::fs::write(&bundle, b"not a real bundle").unwrap();
+    let logged = || std::fs::read_to_string(&calls).unwrap_or_default();
+
+    d.cli(&["record", "start"]).unwrap();
+    wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
+    let out = d.cli(&["update", bundle.to_str().unwrap()]).unwrap();
+    assert!(out.starts_with(&format!("update:    {} deferred (waiting: recording adhoc-", bundle.display())), "{out}");
+    // A few main-loop turns (one a second at least) while the lecture goes on: nothing runs.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(logged(), "", "rauc or systemctl ran during a recording");
+    assert_eq!(d.status()["update"]["state"], "deferred");
+
+    d.cli(&["record", "stop"]).unwrap();
+    wait_until("the install and the reboot", Duration::from_secs(60), || logged().contains("systemctl reboot")).unwrap();
+    assert_eq!(logged(), format!("rauc install {}\nsystemctl reboot\n", bundle.display()), "install, then reboot, once each");
+    let st = d.status();
+    assert_eq!(st["update"]["state"], "rebooting", "{}", st["update"]);
+    // The recording was stitched before the install started (stitching holds an update too).
+    let recs = d.ctl(lectern_control::Request::Recordings).unwrap();
+    assert_eq!(recs["recordings"][0]["stitch"]["state"], "done", "{recs}");
+    let log = d.log_text();
+    assert!(log.contains("update: install deferred: recording adhoc-"), "the log says why the update waited:\n{log}");
+
+    // A bundle the daemon cannot see is refused at once, naming it.
+    let err = d.cli(&["update", "/nonexistent/b.raucb"]).unwrap_err().to_string();
+    assert!(err.contains("update bundle /nonexistent/b.raucb: No such file or directory"), "{err}");
 }
