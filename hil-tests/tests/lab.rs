@@ -210,6 +210,34 @@ fn self_test_a_card_that_loses_a_flushed_segment_at_the_cut_is_caught() {
     }
 }
 
+/// The cut scenario with the fake board's card on cutfs: the relay's cut also drops everything
+/// not fsynced, as a real cut does (but with no FTL), and the runner's checks and its loss
+/// allowance still hold.
+#[test]
+fn cut_scenario_passes_on_a_card_that_drops_everything_unsynced_at_the_cut() {
+    if !lectern_hil_tests::powercut::can_mount() {
+        return;
+    }
+    // Declared first, dropped last: the mount goes (with the fake board) before its directory.
+    let card = tempfile::tempdir().unwrap();
+    let media = card.path().join("card");
+    std::fs::create_dir(&media).unwrap();
+    let mut fs = lectern_cutfs::CutFs::mount(&media).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (mut fake, board) = FakeBoard::with_daemon_on(root.path(), &media, "[power]\nhold_ms = 500\n").unwrap();
+    let cuts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c = cuts.clone();
+    fake.on_cut = Some(Box::new(move |_: &Path| c.lock().unwrap().push(fs.cut().map(|s| s.last_cut_dropped_bytes).map_err(|e| e.to_string()))));
+    let r = lab::run(&mut fake, &board, &opts(), Scenario::Cut, out.path());
+    let cuts = cuts.lock().unwrap().clone();
+    assert!(matches!(cuts.as_slice(), [Ok(_)]), "cutfs did not cut exactly once: {cuts:?}");
+    eprintln!("cutfs dropped {:?} bytes at the cut; lost {:?} ms", cuts[0], r.facts.get("lost_ms"));
+    if let Err(e) = &r.result {
+        panic!("the cut scenario failed on cutfs: {e}\nsteps: {:#?}", r.steps);
+    }
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

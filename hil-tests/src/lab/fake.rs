@@ -5,8 +5,9 @@
 //! does: a board that never comes back, a relay that cuts nothing, a reboot that never happens,
 //! a slow boot, and a hook that damages the "card" at the cut (an FTL losing flushed data).
 //!
-//! It does not model what only the real rig can show: a cut here loses the process, not the
-//! page cache (that is cutfs's job in CI and the relay's in the lab).
+//! A cut here loses the process, not the page cache, unless the card is a cutfs mount whose cut
+//! the test makes in [`FakeBoard::on_cut`] ([`FakeBoard::with_daemon_on`]); what a real card's
+//! controller does at a brown-out only the rig in the lab shows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,17 +79,23 @@ impl FakeBoard {
     /// `extra` appended to its config (whole tables only, e.g. `"[power]\nhold_ms = 500\n"`), and
     /// the [`Board`] profile that reaches it.
     pub fn with_daemon(root: &Path, extra: &str) -> Result<(FakeBoard, Board), LabError> {
+        Self::with_daemon_on(root, &root.join("media"), extra)
+    }
+
+    /// [`FakeBoard::with_daemon`] with the media directory (the "card") at `media`, e.g. on a
+    /// cutfs mount whose cut the test calls from [`FakeBoard::on_cut`].
+    pub fn with_daemon_on(root: &Path, media: &Path, extra: &str) -> Result<(FakeBoard, Board), LabError> {
         let io = |what: String| move |source| LabError::Io { what, source };
         let bin = crate::bin_dir();
-        for d in ["etc", "run", "media"] {
-            std::fs::create_dir_all(root.join(d)).map_err(io(format!("create {}", root.join(d).display())))?;
+        for d in [root.join("etc"), root.join("run"), media.to_owned()] {
+            std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
         }
-        let r = root.display();
+        let (r, m) = (root.display(), media.display());
         let config = root.join("etc/lectern.toml");
         let text = format!(
             "[board]\nbackend = \"sim\"\nsim_socket = \"{r}/run/sim.sock\"\ndebounce_ms = 10\nlong_press_ms = 800\n\
              [control]\nsocket = \"{r}/run/control.sock\"\n\
-             [journal]\nmedia_dir = \"{r}/media\"\nmin_free_mb = 16\n\
+             [journal]\nmedia_dir = \"{m}\"\nmin_free_mb = 16\n\
              [clock]\ntrust = \"always\"\n{}{extra}",
             crate::SMALL
         );
