@@ -76,8 +76,9 @@ impl FakeBoard {
     }
 
     /// A booted board running the real `lecternd` (from [`crate::bin_dir`]) on the sim board with
-    /// `extra` appended to its config (whole tables only, e.g. `"[power]\nhold_ms = 500\n"`), and
-    /// the [`Board`] profile that reaches it.
+    /// `extra` appended to its config, and the [`Board`] profile that reaches it. `extra` holds
+    /// whole tables the base does not have (TOML forbids repeating `[board]`, `[control]`,
+    /// `[journal]`, `[clock]` or `[capture]`), e.g. `"[power]\nhold_ms = 500\n"`.
     pub fn with_daemon(root: &Path, extra: &str) -> Result<(FakeBoard, Board), LabError> {
         Self::with_daemon_on(root, &root.join("media"), extra)
     }
