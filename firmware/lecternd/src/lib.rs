@@ -20,6 +20,7 @@ mod session;
 mod stitcher;
 mod update;
 mod uploads;
+mod watchdog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -97,8 +98,7 @@ struct Daemon {
     schedule_error: Option<String>,
     _control: lectern_control::Server,
     stop_monitors: Arc<AtomicBool>,
-    watchdog: Option<Duration>,
-    last_watchdog: Instant,
+    watchdog: Option<watchdog::Watchdog>,
     status_line: String,
     stitcher: Stitcher,
     /// The recording the stitch worker is busy with.
@@ -318,7 +318,7 @@ impl Daemon {
             ..Settings::default()
         });
         let mut usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| watchdog::Watchdog::new(Duration::from_micros(usec)));
         let stitch_tx = tx.clone();
         let stitcher = Stitcher::spawn(device_json(&config), clock.clone(), move |done| {
             let _ = stitch_tx.send(Event::Stitched(done));
@@ -359,7 +359,6 @@ impl Daemon {
             _control: control,
             stop_monitors,
             watchdog,
-            last_watchdog: Instant::now(),
             status_line: String::new(),
             stitcher,
             stitching: None,
@@ -1177,7 +1176,8 @@ impl Daemon {
         }
     }
 
-    /// systemd STATUS= on change, WATCHDOG=1 at half the watchdog interval.
+    /// systemd STATUS= on change, WATCHDOG=1 at half the watchdog interval unless `watchdog.rs`
+    /// withholds it (a recording's pipeline stalled).
     fn publish_status(&mut self) {
         let mut line = match self.recorder.state().active() {
             Some(a) => format!("{} {}", self.recorder.state().name(), a.spec.id),
@@ -1194,11 +1194,10 @@ impl Daemon {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
             self.status_line = line;
         }
-        if let Some(interval) = self.watchdog {
-            if self.last_watchdog.elapsed() >= interval {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                self.last_watchdog = Instant::now();
-            }
+        if let Some(w) = self.watchdog.as_mut() {
+            let s = self.session.as_ref();
+            let progress = s.map(|s| watchdog::Progress { generation: s.generation, bytes: s.stats().bytes });
+            w.tick(Instant::now(), progress, s.map(|s| s.recording_id.as_str()));
         }
     }
 }
