@@ -7,13 +7,15 @@ LICENSE = "MIT"
 inherit core-image
 
 IMAGE_FEATURES += "read-only-rootfs"
+# rauc-service: the D-Bus service `rauc install` talks to; rauc itself brings the U-Boot
+# environment tools (u-boot-fw-utils, from libubootenv) for PREFERRED_PROVIDER_virtual/bootloader.
 IMAGE_INSTALL += "\
     lecternd \
     rauc \
+    rauc-service \
     rauc-mark-good \
     polkit \
     kernel-image \
-    u-boot-fw-utils \
 "
 
 # The SD card (wic/lectern-sdcard.wks.in) and the ext4 root filesystem RAUC bundles carry.

@@ -5,8 +5,10 @@ lectern is the operator CLI."
 HOMEPAGE = "https://github.com/lectern-capture/lectern"
 SECTION = "multimedia"
 LICENSE = "GPL-3.0-or-later"
-# No licence file yet: the workspace's `license =` line is the declaration (CI checks the md5).
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=29;endline=29;md5=c8b33124d6b4f3627fd9d18a052058b4"
+# The repository has no licence file yet; Cargo.toml's `license` is the declaration, so the
+# checksum is of OE's copy of that licence (CI checks that the two agree).
+# nooelint: oelint.var.licenseremotefile
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/GPL-3.0-or-later;md5=1c76c4cc354acaac30ed4d5eefea7245"
 
 # gstreamer-rs links libgstreamer-1.0 and libgstapp-1.0 (pkg-config); rusqlite bundles SQLite.
 DEPENDS += "gstreamer1.0 gstreamer1.0-plugins-base"
