@@ -37,6 +37,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
+# cargo-deb builds the .deb for Raspberry Pi OS (docs/deb.md, docs/decisions.md); the .deb test
+# (hil-tests/tests/deb.rs) runs it. Pinned; about 4 minutes to build once, skipped when present.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "^cargo-deb $CARGO_DEB_VERSION\$"; then
+  echo "install-deps: installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
 # oelint-adv lints the Yocto layer's recipes (hil-tests/tests/yocto.rs). Pinned with its parser
 # and data, in a virtualenv of its own (Debian 12's pip refuses system-wide installs); the test
 # finds it there. A few seconds, skipped when the pinned version is present.
