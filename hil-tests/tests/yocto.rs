@@ -7,7 +7,8 @@
 //!   creates the user packaging/lectern.sysusers declares, and RDEPENDS on exactly the GStreamer
 //!   plugins of the elements firmware/capture asks for;
 //! - the A/B slot layout agrees across the wic kickstart, RAUC's system.conf, U-Boot's script and
-//!   the bundle; the licence is Cargo.toml's;
+//!   the bundle; the boot partition gets board/overlays/ and its config.txt lines; the licence
+//!   is Cargo.toml's;
 //! - every recipe and append passes `oelint-adv` (PyPI, installed by scripts/install-deps.sh; a
 //!   missing linter skips loudly, and fails under `CI=true`);
 //! - the real daemon holds `lectern update` back while it records and stitches, then runs
@@ -363,6 +364,28 @@ fn gstreamer_rdepends_are_the_pipelines_elements() {
     let have: BTreeSet<String> = words(&recipe, "RDEPENDS:${PN}").into_iter().filter(|w| w.starts_with("gstreamer1.0")).collect();
     let have: BTreeSet<&str> = have.iter().map(String::as_str).collect();
     assert_eq!(have, want, "{RECIPE} RDEPENDS (left) vs the packages of the elements firmware/capture uses (right)");
+}
+
+#[test]
+fn the_boot_partition_gets_board_overlays_and_their_config_txt_lines() {
+    let distro = read("yocto-layer/conf/distro/lectern.conf");
+    let mut dts: Vec<String> = std::fs::read_dir(repo().join("board/overlays"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix("-overlay.dts")).map(str::to_owned))
+        .collect();
+    dts.sort();
+    assert!(!dts.is_empty(), "board/overlays/ has no *-overlay.dts");
+    let want: Vec<String> = dts.iter().map(|n| format!("lectern-overlays/{n}.dtbo;overlays/{n}.dtbo")).collect();
+    assert_eq!(words(&distro, "IMAGE_BOOT_FILES:append:rpi"), want, "the boot partition's overlays vs board/overlays/*-overlay.dts");
+    assert_eq!(words(&distro, "WKS_FILE_DEPENDS:append:rpi"), ["lectern-overlays"], "wic waits for the overlays' deploy");
+    let fragment: Vec<String> =
+        read("board/overlays/config.txt").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    let extra = assignment(&distro, "RPI_EXTRA_CONFIG:rpi").expect("RPI_EXTRA_CONFIG:rpi");
+    let lines: Vec<String> = extra.split("\\n").map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    assert_eq!(lines, fragment, "RPI_EXTRA_CONFIG vs board/overlays/config.txt");
+    let recipe = read("yocto-layer/recipes-bsp/lectern-overlays/lectern-overlays_git.bb");
+    assert!(recipe.contains("${S}/board/overlays/*-overlay.dts") && recipe.contains("dtc -@ -I dts -O dtb"), "lectern-overlays compiles board/overlays as board/tests/overlays.rs does");
 }
 
 #[test]

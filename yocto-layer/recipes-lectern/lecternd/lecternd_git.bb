@@ -13,21 +13,16 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/GPL-3.0-or-later;md5=1c76c4cc35
 # gstreamer-rs links libgstreamer-1.0 and libgstapp-1.0 (pkg-config); rusqlite bundles SQLite.
 DEPENDS += "gstreamer1.0 gstreamer1.0-plugins-base"
 
-PV = "0.1.0+git"
-
-# The source is the repository this layer lives in, at the commit the layer comes from: the crate
-# list below (lecternd-crates.inc) is generated from that commit's Cargo.lock, and
-# hil-tests/tests/yocto.rs fails CI when they differ. Pin SRCREV to the same commit for a release
-# build (docs/yocto.md, "Pinning the source"); a campus mirror goes in PREMIRRORS.
-SRC_URI = "git://github.com/lectern-capture/lectern.git;protocol=https;branch=main \
+# The source is the repository this layer lives in, at the commit the layer comes from
+# (lectern-source.inc): the crate list below (lecternd-crates.inc) is generated from that
+# commit's Cargo.lock, and hil-tests/tests/yocto.rs fails CI when they differ.
+require recipes-lectern/lectern-source.inc
+SRC_URI += "\
     file://lectern-healthy.service \
     file://lectern-healthy \
     file://50-lectern-update.rules \
     file://lectern-rauc.conf \
 "
-# Following main is for development images only: a fleet build pins SRCREV (see above).
-# nooelint: oelint.vars.autorev
-SRCREV ??= "${AUTOREV}"
 
 require lecternd-crates.inc
 
