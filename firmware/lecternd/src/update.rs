@@ -15,8 +15,8 @@
 //! ```
 //!
 //! *Busy* ([`Busy::reason`]) is: the recorder is not idle (recording, retrying after a capture
-//! error, holding a recording through a power cut), the stitch worker is remuxing, or a scheduled
-//! recording starts within [`LECTURE_MARGIN_MS`]. `rauc install` writes a whole root filesystem
+//! error, holding a recording through a power cut), the stitch worker is remuxing, the power-fail
+//! line is asserted, or a scheduled recording starts within [`LECTURE_MARGIN_MS`]. `rauc install` writes a whole root filesystem
 //! to the card (minutes of heavy I/O) and the reboot takes about a minute, so neither starts
 //! while a recording's fsyncs would compete with it or while the next lecture is about to start.
 //! A recording that starts *during* an install is not stopped: the install only writes the
@@ -47,12 +47,16 @@ pub struct Busy {
     pub stitching: Option<String>,
     /// When the next scheduled recording starts (ms since the epoch).
     pub next_start_ms: Option<i64>,
+    /// The power-fail line is asserted: the box may lose power at any moment, so neither an
+    /// install nor a reboot starts.
+    pub power_failing: bool,
 }
 
 impl Busy {
     /// What the daemon is doing, from the recorder's state, the stitcher and the schedule.
-    pub fn of(state: &State, stitching: Option<&str>, schedule: &[Slot], now_ms: i64) -> Busy {
+    pub fn of(state: &State, stitching: Option<&str>, schedule: &[Slot], power_failing: bool, now_ms: i64) -> Busy {
         Busy {
+            power_failing,
             recorder: (*state != State::Idle).then(|| (state.name().to_owned(), state.active().map(|a| a.spec.id.clone()))),
             stitching: stitching.map(str::to_owned),
             next_start_ms: schedule.iter().map(|s| s.start_ms).filter(|&t| t >= now_ms).min(),
@@ -69,6 +73,9 @@ impl Busy {
         }
         if let Some(id) = &self.stitching {
             return Some(format!("stitching {id}"));
+        }
+        if self.power_failing {
+            return Some("the power-fail line is asserted".to_owned());
         }
         match self.next_start_ms {
             Some(t) if t - now_ms < LECTURE_MARGIN_MS => {
@@ -371,7 +378,7 @@ impl Updater {
 
 impl crate::Daemon {
     fn update_busy(&self, now_ms: i64) -> Busy {
-        Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), now_ms)
+        Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), self.power_fail, now_ms)
     }
 
     /// The `update` control request.
@@ -461,7 +468,7 @@ mod tests {
         let check = |state: &str, stitching: Option<&str>, next: Option<i64>, want: Option<&str>| {
             let r = recorder_in(state);
             let schedule: Vec<Slot> = next.map(slot).into_iter().collect();
-            let busy = Busy::of(r.state(), stitching, &schedule, T0);
+            let busy = Busy::of(r.state(), stitching, &schedule, false, T0);
             let got = busy.reason(T0);
             match want {
                 None => assert_eq!(got, None, "{state} {stitching:?} {next:?}"),
@@ -479,6 +486,8 @@ mod tests {
         check("idle", None, Some(T0 + 3 * 60 * MIN), None);
         // A lecture that already started and is not being recorded (stopped by hand) holds nothing.
         check("idle", None, Some(T0 - 10 * MIN), None);
+        let failing = Busy::of(&State::Idle, None, &[], true, T0);
+        assert_eq!(failing.reason(T0).as_deref(), Some("the power-fail line is asserted"));
     }
 
     #[test]
@@ -486,7 +495,7 @@ mod tests {
         let (_dir, b) = bundle();
         let fake = Arc::new(Fake::default());
         let mut u = Updater::new(fake.clone());
-        let recording = Busy::of(recorder_in("recording").state(), None, &[], T0);
+        let recording = Busy::of(recorder_in("recording").state(), None, &[], false, T0);
         let idle = Busy::default();
 
         let v = u.request(&b, &recording, T0).unwrap();
