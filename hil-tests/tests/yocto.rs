@@ -237,6 +237,26 @@ fn recipe_installs_the_tested_unit_config_and_sysusers() {
 }
 
 #[test]
+fn the_health_check_unit_passes_systemd_analyze_verify() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("systemd-analyze is missing and CI must not skip (apt-get install systemd)");
+        }
+        eprintln!("SKIPPED the_health_check_unit_passes_systemd_analyze_verify: no systemd-analyze");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("lectern-healthy.service");
+    // verify wants the ExecStart binary to exist on this machine.
+    let text = read("yocto-layer/recipes-lectern/lecternd/files/lectern-healthy.service").replace("/usr/libexec/lectern/lectern-healthy", "/bin/true");
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let relevant: Vec<&str> = err.lines().filter(|l| l.contains("lectern-healthy.service")).collect();
+    assert!(out.status.success() && relevant.is_empty(), "systemd-analyze verify ({}): {relevant:?}", out.status);
+}
+
+#[test]
 fn the_health_check_script_waits_for_an_answer_and_gives_up() {
     // The script with the CLI replaced by a stub that answers on its third call.
     let dir = tempfile::tempdir().unwrap();
