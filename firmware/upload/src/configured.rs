@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lectern_config::{Config, S3TargetConfig, TargetConfig, TargetKind, UploadConfig};
 
-use crate::folder::FolderTarget;
+use crate::folder::{FolderTarget, DEFAULT_SYNC_EVERY};
 use crate::opencast::OpencastTarget;
 use crate::policy::RetryPolicy;
 use crate::runner::{RunnerConfig, TargetFactory};
@@ -42,7 +42,7 @@ pub fn s3_options(s: &S3TargetConfig, chunk_bytes: u64) -> S3Options {
 pub fn make(t: &TargetConfig, config: &Config) -> Option<Box<dyn Target>> {
     let chunk = config.upload.chunk_bytes;
     Some(match &t.kind {
-        TargetKind::Folder { dirs } => Box::new(FolderTarget::with_piece(dirs.iter().map(|d| d.display().to_string()).collect(), chunk)),
+        TargetKind::Folder { dirs } => Box::new(FolderTarget::with_pieces(dirs.iter().map(|d| d.display().to_string()).collect(), chunk, DEFAULT_SYNC_EVERY)),
         TargetKind::S3(s) => match S3Target::new(s3_options(s, chunk)) {
             Ok(target) => Box::new(target),
             Err(e) => {

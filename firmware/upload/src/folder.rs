@@ -3,11 +3,20 @@
 //! `<recording id>.manifest.json`.
 //!
 //! A file appears under its final name only whole and durable: it is written as
-//! `.<name>.partial` in the recording's directory, a bounded piece per step with an fsync after
-//! each (so the progress the runner persists never claims bytes the folder does not hold), its
-//! SHA-256 is checked against the stitch's, then it is fsynced, renamed, and the directory
-//! fsynced. The manifest goes first and the MP4 last, so the MP4's presence under its final
-//! name means the whole recording is there.
+//! `.<name>.partial` in the recording's directory, a bounded piece per step, its SHA-256 is
+//! checked against the stitch's, then it is fsynced, renamed, and the directory fsynced. The
+//! manifest goes first and the MP4 last, so the MP4's presence under its final name means the
+//! whole recording is there.
+//!
+//! Durable checkpoints are coarser than pieces: each piece's bytes are written out at once
+//! (`sync_file_range`, data only: no journal commit, no cache flush), but the partial file is
+//! fdatasynced — and its length reported as confirmed progress — only every `sync_every` bytes
+//! (default 32 MiB) and at its end. A flush of the card is what a recording's own fsync waits
+//! behind when both share it, so an upload at 1 MB/s flushes once in half a minute rather than
+//! every second (docs/benchmarks.md, "Recording while uploading"); what that costs is that a cut
+//! of the destination re-copies at most `sync_every` bytes. The progress the runner persists
+//! never claims bytes that were not fsynced; between checkpoints the target remembers, in
+//! memory only, how far it wrote.
 //!
 //! Resume asks the folder, never the progress alone: the partial file's length is read back and
 //! the copy continues from `min(its length, bytes confirmed)` (bytes past the confirmed count
@@ -30,14 +39,31 @@ use sha2::{Digest, Sha256};
 
 use crate::target::{Class, FileRef, Step, StepIo, Target, UploadError, UploadSpec};
 
-/// Bytes copied per step by default: a cut of the destination loses at most this much.
-pub const DEFAULT_PIECE: u64 = 32 << 20;
+/// Bytes copied per step by default.
+pub const DEFAULT_PIECE: u64 = 1 << 20;
+
+/// Bytes between durable checkpoints by default: a cut of the destination re-copies at most
+/// this much.
+pub const DEFAULT_SYNC_EVERY: u64 = 32 << 20;
 
 /// The folder target; see the module doc.
 #[derive(Debug)]
 pub struct FolderTarget {
     dirs: Vec<String>,
     piece: u64,
+    sync_every: u64,
+    /// Written past the last checkpoint by this process, not yet fsynced.
+    unsynced: Option<Unsynced>,
+}
+
+/// Bytes of a partial file written since its last fdatasync (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unsynced {
+    partial: PathBuf,
+    /// The durable length they follow (the progress's `copied`).
+    durable: u64,
+    /// The length written.
+    end: u64,
 }
 
 /// The target's progress: which file is being copied and how much of it is durable.
@@ -61,6 +87,16 @@ fn fsync_dir(dir: &Path) -> Result<(), UploadError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| local("fsync directory", dir, e))
 }
 
+/// Starts writing `len` bytes of `f` at `offset` to the device and waits for it, without a
+/// cache flush or a metadata commit (`sync_file_range`). Only a hint: durability still comes
+/// from the checkpoint's fdatasync, so an error here is ignored.
+fn write_out(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on a file descriptor we own for the duration of the call.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), offset as libc::off64_t, len as libc::off64_t, flags) };
+}
+
 fn sha256_of(path: &Path) -> io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut h = Sha256::new();
@@ -80,13 +116,19 @@ fn sha256_of(path: &Path) -> io::Result<(u64, String)> {
 impl FolderTarget {
     /// `dirs`: destination directories, primary first (must not be empty).
     pub fn new(dirs: Vec<String>) -> FolderTarget {
-        FolderTarget::with_piece(dirs, DEFAULT_PIECE)
+        FolderTarget::with_pieces(dirs, DEFAULT_PIECE, DEFAULT_SYNC_EVERY)
     }
 
-    /// With a smaller piece per step (tests).
+    /// `piece` bytes per step, every one of them fsynced (tests of resumption).
     pub fn with_piece(dirs: Vec<String>, piece: u64) -> FolderTarget {
+        FolderTarget::with_pieces(dirs, piece, piece)
+    }
+
+    /// `piece` bytes per step, fsynced every `sync_every` bytes (at least every piece).
+    pub fn with_pieces(dirs: Vec<String>, piece: u64, sync_every: u64) -> FolderTarget {
         assert!(!dirs.is_empty(), "a folder target needs a directory");
-        FolderTarget { dirs, piece: piece.max(1) }
+        let piece = piece.max(1);
+        FolderTarget { dirs, piece, sync_every: sync_every.max(piece), unsynced: None }
     }
 
     /// The files of a recording, in copy order, with their final names.
@@ -99,13 +141,18 @@ impl FolderTarget {
         v
     }
 
-    /// Copies the next piece of `src` into its partial file; returns the new durable length.
-    fn copy_piece(&self, dir: &Path, src: &FileRef, name: &str, copied: u64, io: &StepIo) -> Result<(u64, u64), UploadError> {
+    /// Copies the next piece of `src` into its partial file. Returns the durable length (the
+    /// new checkpoint, or `copied` between checkpoints) and the bytes written.
+    fn copy_piece(&mut self, dir: &Path, src: &FileRef, name: &str, copied: u64, io: &StepIo) -> Result<(u64, u64), UploadError> {
         let partial = dir.join(format!(".{name}.partial"));
         let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(&partial).map_err(|e| local("open", &partial, e))?;
         let on_disk = out.metadata().map_err(|e| local("stat", &partial, e))?.len();
-        // Ask the folder: never continue past what it holds, nor past what was made durable.
-        let from = on_disk.min(copied);
+        // Ask the folder: never continue past what it holds, nor past what was made durable —
+        // unless this process wrote it since that checkpoint and the folder still holds it.
+        let from = match self.unsynced.take() {
+            Some(u) if u.partial == partial && u.durable == copied && on_disk >= u.end => u.end,
+            _ => on_disk.min(copied),
+        };
         if on_disk != from {
             out.set_len(from).map_err(|e| local("truncate", &partial, e))?;
         }
@@ -113,8 +160,16 @@ impl FolderTarget {
         let mut reader = io.read_range(&src.path, from, len)?;
         out.seek(SeekFrom::Start(from)).map_err(|e| local("seek", &partial, e))?;
         let n = io::copy(&mut reader, &mut out).map_err(|e| local("write", &partial, e).with_sent(reader.bytes_read()))?;
+        let (durable, end) = (copied.min(from), from + n);
+        if end < src.bytes && end - durable < self.sync_every {
+            // Hand the piece to the destination now, so the checkpoint's fdatasync has little
+            // left to write; no flush, no journal commit (the module doc says why).
+            write_out(&out, from, n);
+            self.unsynced = Some(Unsynced { partial, durable, end });
+            return Ok((durable, n));
+        }
         out.sync_data().map_err(|e| local("fsync", &partial, e).with_sent(n))?;
-        Ok((from + n, n))
+        Ok((end, n))
     }
 
     /// Checks the partial file against the stitch's checksum, makes it durable under its final

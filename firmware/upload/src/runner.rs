@@ -35,7 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lectern_journal::{Created, NewUpload, UploadRow, UploadStore};
+use lectern_journal::{Created, NewUpload, UploadRow, UploadState, UploadStore};
 use serde_json::Value;
 
 use crate::policy::{counts_against_endpoint, decide, Decision, Failover, Move, RetryPolicy, Rng};
@@ -424,15 +424,30 @@ fn run_job(
         (s.events)(&UploadEvent::Started { recording_id: id.clone(), target: job.target.clone(), kind, endpoint: endpoint.clone(), spec: spec.clone() });
     }
     let mut failures = job.attempts.max(0) as u32;
+    // A step that confirmed nothing new (a folder piece between checkpoints) is not committed:
+    // a commit is a flush of the card, which a recording's fsync would wait behind. Its bytes
+    // are counted with the next commit.
+    // (The first step always commits: it marks the job active and clears an earlier failure.)
+    let mut saved: Option<(String, u64)> = None;
+    let mut unsaved_sent = 0u64;
     loop {
         if s.stopping() || s.current(&job.target).map(|c| c.0) != Some(i) {
-            return Ok(());
+            return store.add_sent(&id, unsaved_sent);
         }
         let result = target.step(i, &spec, &progress, io);
         let now = (s.clock)();
         match result {
             Ok(Step::Progress { progress: p, bytes_confirmed, sent }) => {
-                if !store.save_progress(&id, &endpoint, &p.to_string(), bytes_confirmed, sent, now)? {
+                let text = p.to_string();
+                let still_ours = if saved.as_ref().is_some_and(|(t, b)| *t == text && *b == bytes_confirmed) {
+                    unsaved_sent += sent;
+                    store.get(&id)?.is_some_and(|r| matches!(r.state, UploadState::Queued | UploadState::Active))
+                } else {
+                    let ok = store.save_progress(&id, &endpoint, &text, bytes_confirmed, sent + unsaved_sent, now)?;
+                    (saved, unsaved_sent) = (Some((text, bytes_confirmed)), 0);
+                    ok
+                };
+                if !still_ours {
                     log::info!(target: "upload", "recording {id}: job changed under the upload (parked or retried); stopping it");
                     return Ok(());
                 }
@@ -441,6 +456,7 @@ fn run_job(
                 succeeded(s, &job.target, i, &id, bytes_confirmed, now);
             }
             Ok(Step::Done { progress: p, remote_ref, sent }) => {
+                let sent = sent + std::mem::take(&mut unsaved_sent);
                 succeeded(s, &job.target, i, &id, spec.bytes_total(), now);
                 log::info!(target: "upload", "recording {id}: uploaded to {} ({endpoint}) as {remote_ref}", job.target);
                 (s.events)(&UploadEvent::Done { recording_id: id.clone(), target: job.target.clone(), kind, endpoint: endpoint.clone(), remote_ref: remote_ref.clone(), spec: spec.clone() });
@@ -449,6 +465,7 @@ fn run_job(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
+                store.add_sent(&id, unsaved_sent)?;
                 return failed(s, store, &job.target, i, &endpoint, &spec, e, failures, now, rng);
             }
         }

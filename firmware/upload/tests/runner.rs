@@ -151,6 +151,68 @@ fn a_folder_upload_resumes_from_what_the_folder_holds_after_a_cut() {
     assert_eq!(sent, 0);
 }
 
+#[test]
+fn a_folder_upload_commits_progress_only_at_its_durable_checkpoints() {
+    let (dir, db) = journal();
+    let dest = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "r3", 1_000_000);
+    let mut store = UploadStore::open(&db).unwrap();
+    enqueue(&mut store, "nas", &s, 0, Duration::ZERO, &mut Rng::new(1)).unwrap();
+    // Every write of the job's progress, counted by the database itself.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE progress_writes (n INTEGER);
+         CREATE TRIGGER count_progress AFTER UPDATE OF progress ON uploads BEGIN INSERT INTO progress_writes VALUES (1); END;",
+    )
+    .unwrap();
+    let dirs = vec![dest.path().display().to_string()];
+    // 16 pieces of 64 KiB, fsynced every 256 KiB.
+    let factory: TargetFactory =
+        Arc::new(move |name| (name == "nas").then(|| Box::new(FolderTarget::with_pieces(dirs.clone(), 64 * 1024, 256 * 1024)) as Box<dyn Target>));
+    let events: Events = Default::default();
+    let runner = Runner::spawn(config(1), &db, &["nas".into()], factory, system_clock(), Arc::new(Throttle::unlimited()), recorder(&events, Some(db.clone()))).unwrap();
+    runner.wake();
+    let row = wait_for(&db, "r3", "done", |r| r.state == UploadState::Done);
+    runner.shutdown(Duration::from_secs(5));
+    assert_eq!(std::fs::read(dest.path().join("r3/r3.mp4")).unwrap(), std::fs::read(&s.media.path).unwrap());
+    assert_eq!((row.bytes_confirmed, row.bytes_sent), (1_000_300, 1_000_300), "every byte counted once, skipped commits included");
+    let writes: i64 = conn.query_row("SELECT COUNT(*) FROM progress_writes", [], |r| r.get(0)).unwrap();
+    // The manifest (1) and the MP4's first piece, its three checkpoints, its end and the
+    // completion: 7. One commit per piece would be 19.
+    assert!(writes <= 8, "{writes} progress commits for 17 steps");
+}
+
+#[test]
+fn a_folder_copy_restarted_between_checkpoints_goes_back_to_the_last_fsync() {
+    let (dir, _db) = journal();
+    let dest = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "r4", 400_000);
+    let io = StepIo::unthrottled();
+    let dirs = vec![dest.path().display().to_string()];
+    let mut t = FolderTarget::with_pieces(dirs.clone(), 50_000, 150_000);
+    let mut progress = Value::Null;
+    let mut confirmed = Vec::new();
+    // The manifest, then five pieces of the MP4: a checkpoint after the third.
+    for _ in 0..6 {
+        let Step::Progress { progress: p, bytes_confirmed, .. } = t.step(0, &s, &progress, &io).unwrap() else { panic!() };
+        confirmed.push(bytes_confirmed);
+        progress = p;
+    }
+    assert_eq!(confirmed, [300, 300, 300, 150_300, 150_300, 150_300], "confirmed only at the fsync");
+    let partial = dest.path().join("r4/.r4.mp4.partial");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 250_000);
+    // A new process (a crash, a reboot) knows only the durable 150,000: the unsynced tail may
+    // be anything after a cut of the destination, so it is copied again.
+    let mut t = FolderTarget::with_pieces(dirs, 50_000, 150_000);
+    let mut sent = 0;
+    while let Step::Progress { progress: p, sent: n, .. } = t.step(0, &s, &progress, &io).unwrap() {
+        progress = p;
+        sent += n;
+    }
+    assert_eq!(sent, 250_000, "resumed at the checkpoint");
+    assert_eq!(std::fs::read(dest.path().join("r4/r4.mp4")).unwrap(), std::fs::read(&s.media.path).unwrap());
+}
+
 #[derive(Clone)]
 enum Inject {
     Fail(UploadError),
