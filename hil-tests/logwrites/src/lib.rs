@@ -54,11 +54,10 @@ impl Options {
     }
 }
 
-/// `LECTERN_LOGWRITES_CACHE`, or `target/logwrites-cache` in the workspace.
+/// Where the kernel is kept: the shared guest harness's cache (`lectern_guest::default_cache`:
+/// `LECTERN_GUEST_CACHE` or `LECTERN_LOGWRITES_CACHE`, else `target/logwrites-cache`).
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("LECTERN_LOGWRITES_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/logwrites-cache"))
+    lectern_guest::default_cache()
 }
 
 /// One crash state that broke an invariant (or could not be checked at all).
