@@ -232,7 +232,7 @@ fn tree_files(dir: &str, ext: &str) -> Vec<String> {
     names
 }
 
-fn check_package(deb: &Path, scratch: &Path) {
+fn check_package(deb: &Path, scratch: &Path) -> String {
     std::fs::create_dir_all(scratch).unwrap();
     // Control fields.
     assert_eq!(field(deb, "Package"), PKG);
@@ -323,6 +323,16 @@ fn check_package(deb: &Path, scratch: &Path) {
     for name in ["postinst", "prerm", "postrm"] {
         run(Command::new("sh").arg("-n").arg(ctrl.join(name)), &format!("sh -n {name}"));
     }
+    postinst
+}
+
+/// postinst's own user and directory code, without the sysusers file: what runs where the
+/// package ships none, or `systemd-sysusers` cannot apply it. The installed package always has
+/// the file (the generated snippet applies it anyway), so this is run on its own.
+fn fallback_script(postinst: &str) -> String {
+    let start = postinst.find("LECTERN_USER=").expect("postinst defines no LECTERN_USER");
+    let end = postinst.find("case \"$1\" in").expect("postinst has no `case \"$1\"`");
+    format!("{}\nSYSUSERS_CONF=/nonexistent\nensure_user\nensure_media_dir\n", &postinst[start..end])
 }
 
 /// Stand-ins that make postinst believe systemd runs and lecternd is active and `state`, and
@@ -367,11 +377,12 @@ fn deb_builds_installs_upgrades_removes_and_purges_keeping_recordings() {
     let version2 = format!("{version1}+upgrade1");
     let v2 = cargo_deb(&scratch.join("v2"), Some(&version2));
     eprintln!("deb test: built {} and {} in {:.0?}", v1.display(), v2.display(), t0.elapsed());
-    check_package(&v1, &scratch.join("v1-content"));
+    let postinst = check_package(&v1, &scratch.join("v1-content"));
 
     let b = DebBox::new(&scratch.join("box"));
     std::fs::copy(&v1, b.debs.join("v1.deb")).unwrap();
     std::fs::copy(&v2, b.debs.join("v2.deb")).unwrap();
+    std::fs::write(b.debs.join("fallback.sh"), fallback_script(&postinst)).unwrap();
     assert!(b.user().is_none(), "the host already has a {PKG} user; the box would not show what postinst creates");
 
     // Install.
@@ -447,6 +458,18 @@ fn deb_builds_installs_upgrades_removes_and_purges_keeping_recordings() {
     assert!(!b.exists(MEDIA), "purge left an empty {MEDIA}");
     assert!(b.user().is_none(), "purge of a box without recordings left the lectern user");
     assert!(!b.try_run("getent group lectern").status.success(), "purge left the lectern group");
+
+    // postinst without the sysusers file (useradd), twice: the same user, groups and directory.
+    for round in 1..=2 {
+        b.run("postinst without sysusers", "sh -eu /mnt/debs/fallback.sh");
+        let (passwd, groups) = b.user().unwrap_or_else(|| panic!("round {round}: postinst without sysusers created no user"));
+        let fields: Vec<&str> = passwd.split(':').collect();
+        assert_eq!((fields[5], fields[6]), (MEDIA, "/usr/sbin/nologin"), "round {round}: {passwd}");
+        for g in ["video", "audio", "gpio", "lectern"] {
+            assert!(groups.iter().any(|x| x == g), "round {round}: lectern is not in {g}: {groups:?}");
+        }
+        assert_eq!(b.out(&format!("stat -c '%U:%G %a' {MEDIA}")), "lectern:lectern 750", "round {round}: {MEDIA}");
+    }
 
     eprintln!("deb test: done in {:.0?}", t0.elapsed());
 }
