@@ -243,6 +243,8 @@ fn check_package(deb: &Path, scratch: &Path) -> String {
     for want in GST_DEPENDS.iter().chain(&["systemd", "libc6"]) {
         assert!(dep_names.contains(want), "Depends lacks {want}: {depends}");
     }
+    // The power-off rule needs polkit; apt installs Recommends by default.
+    assert_eq!(field(deb, "Recommends"), "polkitd", "Recommends");
 
     // Files and modes: the binaries, the one unit, the conffile, pin maps, docs.
     let list = listing(deb);
