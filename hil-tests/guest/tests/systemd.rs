@@ -324,7 +324,8 @@ fn packaged_unit_under_real_systemd() {
     let restart_delay: f64 = get(&r, "restart-delay-s", console).parse().unwrap();
     // RestartSec=100ms: the rest of the hole is the daemon's own start (measured natively by
     // bench-resume, docs/benchmarks.md), which TCG stretches many times over.
-    assert!(restart_delay <= 1.0, "systemd took {restart_delay} s from the SIGKILL to the new process");
+    // 0.77 s measured under TCG for the 100 ms; RestartSec=2 (the old unit) could not pass.
+    assert!(restart_delay < 1.8, "systemd took {restart_delay} s from the SIGKILL to the new process (RestartSec too long?)");
     let gap_s = manifest["gaps"][0]["duration_s"].as_f64().unwrap();
     // The media's own hole: part 1's first byte time plus its media, to part 2's start.
     let media_end_1 = ms(&parts[0]["started_at"]) + 1e3 * (parts[0]["stitched_end_s"].as_f64().unwrap() - parts[0]["stitched_start_s"].as_f64().unwrap());
