@@ -12,9 +12,12 @@
 //! segment was fsynced, its directory fsynced and the journal row committed. Then it clears the
 //! line and waits for the recording to resume as a new part. Prints a table of percentiles.
 //!
-//! `--upload` runs the same trials (same seed, so the same run lengths) three times, each on a
+//! `--upload` runs the same trials (same seed, so the same run lengths) four times, each on a
 //! fresh daemon: (a) no upload, (b) an upload to a folder target under the default recording
-//! cap (`recording_rate_limit_kbps = 8000`), (c) the same upload with no cap at all. The folder
+//! cap (`recording_rate_limit_kbps = 8000`), (c) the same upload with no cap at all, (d) the
+//! upload under the default cap to the Opencast double over loopback (chunked upload service;
+//! the double keeps what it receives on tmpfs, as a server keeps it on its own disk): the
+//! common case, where only the job store's commits and the source's reads touch the card. The folder
 //! target lives in the daemon's own directory, on the same filesystem as the media directory:
 //! the worst case for the card, since the upload's reads and the destination's writes and
 //! fsyncs compete with the recording's fsyncs. The uploaded file is real data (a seeded
@@ -37,6 +40,7 @@ use anyhow::{ensure, Context, Result};
 use lectern_control::Request;
 use lectern_hil_tests::{bin_dir, wait_until, Daemon};
 use lectern_journal::UploadStore;
+use lectern_opencast_double::{Config as DoubleConfig, Double};
 use lectern_upload::{enqueue, FileRef, Rng, UploadSpec};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +49,10 @@ const CAPTURE: &str = "[capture]\nwidth = 1280\nheight = 720\n[power]\nhold_ms =
 
 /// The folder target's name in the daemon's config.
 const TARGET: &str = "nas";
+
+/// The Opencast double's account.
+const OC_USER: &str = "opencast_system_account";
+const OC_PASSWORD: &str = "bench";
 
 /// What one set of trials measured.
 #[derive(Default)]
@@ -138,6 +146,26 @@ struct Setup {
     name: &'static str,
     /// `None`: no upload at all; `Some(kbps)`: `recording_rate_limit_kbps` (0 = no cap).
     cap_kbps: Option<u64>,
+    /// Upload to the Opencast double over loopback instead of the folder on the card.
+    opencast: bool,
+}
+
+/// Where the upload lands: the folder on the card, or the Opencast double (its storage on
+/// tmpfs, as a server on another machine's disk would be).
+enum Dest {
+    Folder(PathBuf),
+    /// The double and its storage (removed after it).
+    Opencast { double: Double, _storage: tempfile::TempDir },
+}
+
+impl Dest {
+    /// Bytes that reached the destination so far (partial files and chunks included).
+    fn landed(&self) -> u64 {
+        match self {
+            Dest::Folder(dir) => landed(dir),
+            Dest::Opencast { double, .. } => double.snapshot().chunk_bytes().1,
+        }
+    }
 }
 
 /// What one configuration measured.
@@ -157,9 +185,10 @@ fn bench_upload(trials: usize, gib: u64, out: &Path, only: &[String]) -> Result<
     std::fs::create_dir_all(out)?;
     let source = source_file(gib)?;
     let setups = [
-        Setup { name: "(a) no upload", cap_kbps: None },
-        Setup { name: "(b) upload, recording cap 8000 kbit/s (default)", cap_kbps: Some(8000) },
-        Setup { name: "(c) upload, no cap", cap_kbps: Some(0) },
+        Setup { name: "(a) no upload", cap_kbps: None, opencast: false },
+        Setup { name: "(b) upload, recording cap 8000 kbit/s (default)", cap_kbps: Some(8000), opencast: false },
+        Setup { name: "(c) upload, no cap", cap_kbps: Some(0), opencast: false },
+        Setup { name: "(d) upload to Opencast over loopback, default cap", cap_kbps: Some(8000), opencast: true },
     ];
     let mut outcomes = Vec::new();
     for s in setups.iter().filter(|s| only.is_empty() || only.iter().any(|o| s.name.starts_with(&format!("({o})")))) {
@@ -223,16 +252,29 @@ fn bench_upload(trials: usize, gib: u64, out: &Path, only: &[String]) -> Result<
 fn run_setup(s: &Setup, trials: usize, source: &FileRef) -> Result<Outcome> {
     // The daemon's directory holds both the media directory and the folder target.
     let dir = tempfile::tempdir()?;
-    let dest = dir.path().join(TARGET);
-    std::fs::create_dir_all(&dest)?;
     std::fs::create_dir_all(dir.path().join("media"))?;
-    ensure!(std::fs::metadata(&dest)?.dev() == std::fs::metadata(dir.path().join("media"))?.dev(), "the folder target must share the media's filesystem");
-    let extra = match s.cap_kbps {
-        None => CAPTURE.to_owned(),
-        Some(kbps) => format!(
+    let (dest, target) = if s.opencast {
+        let shm = tempfile::Builder::new().prefix("lectern-bench-oc-").tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?;
+        let mut cfg = DoubleConfig::digest(OC_USER, OC_PASSWORD);
+        cfg.dir = Some(shm.path().to_owned());
+        (Dest::Opencast { double: Double::start(cfg)?, _storage: shm }, "opencast")
+    } else {
+        let dest = dir.path().join(TARGET);
+        std::fs::create_dir_all(&dest)?;
+        ensure!(std::fs::metadata(&dest)?.dev() == std::fs::metadata(dir.path().join("media"))?.dev(), "the folder target must share the media's filesystem");
+        (Dest::Folder(dest), TARGET)
+    };
+    let extra = match (s.cap_kbps, &dest) {
+        (None, _) => CAPTURE.to_owned(),
+        (Some(kbps), Dest::Folder(dest)) => format!(
             "{CAPTURE}[upload]\nstart_delay_max_s = 0\nrate_limit_kbps = 0\nrecording_rate_limit_kbps = {kbps}\n\
              [[upload.target]]\nname = \"{TARGET}\"\nkind = \"folder\"\ndirs = [\"{}\"]\n",
             dest.display()
+        ),
+        (Some(kbps), Dest::Opencast { double, .. }) => format!(
+            "{CAPTURE}[opencast]\nurl = \"{}\"\nusername = \"{OC_USER}\"\npassword = \"{OC_PASSWORD}\"\nauth = \"digest\"\n\
+             [upload]\nstart_delay_max_s = 0\nrate_limit_kbps = 0\nrecording_rate_limit_kbps = {kbps}\n",
+            double.url()
         ),
     };
     let mut d = Daemon::start_in(dir, &extra)?;
@@ -251,32 +293,37 @@ fn run_setup(s: &Setup, trials: usize, source: &FileRef) -> Result<Outcome> {
                 manifest: None,
                 event: None,
             };
-            enqueue(&mut store, TARGET, &spec, now + k, Duration::ZERO, &mut Rng::new(1))?;
+            enqueue(&mut store, target, &spec, now + k, Duration::ZERO, &mut Rng::new(1))?;
         }
-        wait_until("the upload to start", Duration::from_secs(20), || landed(&dest) > 0)?;
+        wait_until("the upload to start", Duration::from_secs(30), || dest.landed() > 0)?;
     }
     let mut removed = 0u64;
     let mut finished = 0u64;
-    let start = (Instant::now(), landed(&dest));
+    let start = (Instant::now(), dest.landed());
     let t = run_trials(&d, trials, || {
         // A complete copy (its final name exists) leaves the folder, so the disk holds at most
         // the one being written and one finished.
-        for (path, bytes) in complete_copies(&dest) {
-            std::fs::remove_dir_all(&path).with_context(|| path.display().to_string())?;
-            removed += bytes;
-            finished += 1;
+        if let Dest::Folder(dest) = &dest {
+            for (path, bytes) in complete_copies(dest) {
+                std::fs::remove_dir_all(&path).with_context(|| path.display().to_string())?;
+                removed += bytes;
+                finished += 1;
+            }
         }
         Ok(())
     })?;
     let secs = start.0.elapsed().as_secs_f64();
-    let uploaded = (landed(&dest) + removed).saturating_sub(start.1);
+    let uploaded = (dest.landed() + removed).saturating_sub(start.1);
     let running_at_end = d.status()["uploads"]["running"].as_array().is_some_and(|r| !r.is_empty());
     if s.cap_kbps.is_some() && !running_at_end {
         eprintln!("{}: no upload was running at the end (all jobs done?): the rate undercounts", s.name);
     }
     d.ctl(Request::RecordStop)?;
     d.terminate()?;
-    Ok(Outcome { name: s.name, cap_kbps: s.cap_kbps, trials: t, uploaded, secs, finished: finished + complete_copies(&dest).len() as u64, running_at_end })
+    if let Dest::Folder(dest) = &dest {
+        finished += complete_copies(dest).len() as u64;
+    }
+    Ok(Outcome { name: s.name, cap_kbps: s.cap_kbps, trials: t, uploaded, secs, finished, running_at_end })
 }
 
 /// Bytes in the folder target now, partial files included.
