@@ -147,12 +147,24 @@ fn absolute(path: &str) -> anyhow::Result<String> {
 
 /// Parses a calendar exactly as the daemon does (same crate, same horizon: recurrences from a day
 /// ago to `ParseOptions::DEFAULT_LOOKAHEAD_DAYS` ahead) and prints the events it would store.
-/// A bad calendar prints `FILE:LINE: what was wrong`, the form editors and CI logs link to.
+/// Each bad event it would skip, and a calendar it would refuse whole, prints
+/// `FILE:LINE: what was wrong` on stderr, the form editors and CI logs link to, and exits 1.
 fn schedule_parse(file: &Path) -> anyhow::Result<ExitCode> {
     match lectern_schedule::load_file(file) {
-        Ok(events) => {
-            emit(&format!("{}\n", serde_json::to_string_pretty(&events)?));
-            Ok(ExitCode::SUCCESS)
+        Ok(cal) => {
+            emit(&format!("{}\n", serde_json::to_string_pretty(&cal.events)?));
+            for s in &cal.skipped {
+                let who = match &s.uid {
+                    Some(uid) => format!("event {uid}"),
+                    None => format!("event #{} (no UID, begins on line {})", s.position, s.begin),
+                };
+                eprintln!("{}:{}: {who} skipped: {}", file.display(), s.line, s.message);
+            }
+            if cal.skipped.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("{}: {} events, {} skipped", file.display(), cal.events.len(), cal.skipped.len());
+            Ok(ExitCode::from(1))
         }
         Err(lectern_schedule::ScheduleError::Parse { line, message }) => {
             eprintln!("{}:{line}: {message}", file.display());

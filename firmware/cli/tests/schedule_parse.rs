@@ -1,5 +1,6 @@
 //! `lectern schedule parse FILE` through the built binary: the JSON an AV team reads, and the
-//! `FILE:LINE: what was wrong` line and non-zero exit for a calendar the agent would refuse.
+//! `FILE:LINE: what was wrong` line and non-zero exit for a calendar the agent would refuse or an
+//! event it would skip.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,10 +32,25 @@ fn schedule_parse_prints_json_or_file_line_errors() {
     check(EVENT, 0, r#""start": "2030-03-04T09:00:00Z""#);
     check(EVENT, 0, r#""title": "Café, Teil 1""#);
     check("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", 0, "[]");
-    check(&EVENT.replace("DTEND:20300304T100000Z", "DTEND:20300304T080000Z"), 1, "FILE:5: event u1 ends");
-    check(&EVENT.replace("UID:u1\r\n", ""), 1, "FILE:2: VEVENT has no UID");
+    check(&EVENT.replace("DTEND:20300304T100000Z", "DTEND:20300304T080000Z"), 1, "FILE:5: event u1 skipped: event u1 ends");
+    check(&EVENT.replace("UID:u1\r\n", ""), 1, "FILE:2: event #1 (no UID, begins on line 2) skipped: VEVENT has no UID");
     check(&EVENT[..EVENT.len() - 15], 1, "FILE:7: calendar is truncated");
     check("<html>502</html>", 1, "FILE:1: not a calendar");
+}
+
+/// Issue 12: a calendar with one bad event prints its good events on stdout and each skipped one
+/// on stderr, and exits 1 so scripts notice.
+#[test]
+fn regression_schedule_parse_prints_good_events_and_skipped_ones() {
+    let vevent = EVENT.strip_prefix("BEGIN:VCALENDAR\r\n").and_then(|e| e.strip_suffix("END:VCALENDAR\r\n")).unwrap();
+    let bad = vevent.replace("UID:u1", "UID:bad").replace("DTEND:20300304T100000Z", "DTEND:20300304T080000Z");
+    let (code, stdout, stderr) = run(format!("BEGIN:VCALENDAR\r\n{vevent}{bad}END:VCALENDAR\r\n").as_bytes());
+    assert_eq!(code, 1, "{stderr}");
+    let events: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let uids: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["uid"].as_str().unwrap()).collect();
+    assert_eq!(uids, ["u1"]);
+    assert!(stderr.contains("FILE:11: event bad skipped: event bad ends (2030-03-04T08:00:00+00:00)"), "{stderr}");
+    assert!(stderr.contains("FILE: 1 events, 1 skipped"), "{stderr}");
 }
 
 #[test]

@@ -6,9 +6,12 @@
 //! ([`lectern_schedule::diff`]) and applies the changes (add, move, retitle, update, cancel) in
 //! **one** transaction, so a failure half-way leaves the old cache as it was.
 //! [`Journal::apply_calendar_reply`] is the whole fetch decision in one place: only a 2xx reply
-//! whose body is a complete, valid calendar reaches `replace_schedule` (a valid *empty* calendar
+//! whose body is a complete calendar reaches `replace_schedule` (a valid *empty* calendar
 //! included: everything was cancelled); a 304 only marks the cache as fresh; a failed, 5xx,
 //! non-calendar, truncated or unparsable reply is logged with what was wrong and changes nothing.
+//! A complete calendar with bad events applies its good ones; a cached event that one of the
+//! skipped events covers ([`lectern_schedule::SkippedEvent::covers`]) is kept as it was, not
+//! cancelled, since a bad copy of an event does not say the lecture was cancelled.
 //!
 //! # Schema (additive, created by [`SCHEMA`])
 //!
@@ -29,7 +32,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use lectern_schedule::{diff, parse_reply, Change, ParseOptions, Reply, ScheduleError, ScheduledEvent};
+use lectern_schedule::{diff, parse_reply, Change, ParseOptions, Reply, ScheduleError, ScheduledEvent, SkippedEvent};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{DbContext, Result};
@@ -84,7 +87,14 @@ pub struct ScheduleMeta {
 #[derive(Debug)]
 pub enum ReplyOutcome {
     /// The reply was a complete calendar; these changes were applied (possibly none).
-    Applied(Vec<Change>),
+    Applied {
+        /// What changed in the cache.
+        changes: Vec<Change>,
+        /// The calendar's bad events, skipped (empty for a clean calendar).
+        skipped: Vec<SkippedEvent>,
+        /// Uids of cached events kept as they were because a skipped event covers them.
+        kept: Vec<String>,
+    },
     /// 304: the cache is current; only `fetched_at_ms` moved.
     NotModified,
     /// The reply was unusable; the cache was not touched. The error says why.
@@ -168,13 +178,35 @@ impl Journal {
     /// row are unchanged. Events that ended more than [`SCHEDULE_RETENTION_MS`] before `now_ms`
     /// are ignored, and expired rows are pruned.
     pub fn replace_schedule(&mut self, source: &str, etag: Option<&str>, events: &[ScheduledEvent], now_ms: i64) -> Result<Vec<Change>> {
+        self.replace_schedule_keeping(source, etag, events, &[], now_ms).map(|(changes, _)| changes)
+    }
+
+    /// [`Self::replace_schedule`] for a calendar that skipped bad events: a cached event that one
+    /// of `skipped` covers is kept as it was instead of cancelled. Returns the changes and the
+    /// uids kept that way.
+    pub fn replace_schedule_keeping(
+        &mut self,
+        source: &str,
+        etag: Option<&str>,
+        events: &[ScheduledEvent],
+        skipped: &[SkippedEvent],
+        now_ms: i64,
+    ) -> Result<(Vec<Change>, Vec<String>)> {
         let db_path = self.ctx.db_path.clone();
         let cutoff = now_ms.saturating_sub(SCHEDULE_RETENTION_MS);
         let live: Vec<ScheduledEvent> = events.iter().filter(|e| e.end.timestamp_millis() > cutoff).cloned().collect();
         // Take the write lock up front: other connections (outbox, writers) share this database.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).db("begin schedule replace", &db_path)?;
         let old = scheduled(&tx, cutoff).db("read cached schedule", &db_path)?;
-        let changes = diff(&old, &live);
+        let mut kept = Vec::new();
+        let mut changes = diff(&old, &live);
+        changes.retain(|c| match c {
+            Change::Cancelled { uid, .. } if skipped.iter().any(|s| s.covers(uid)) => {
+                kept.push(uid.clone());
+                false
+            }
+            _ => true,
+        });
         let by_uid: HashMap<&str, &ScheduledEvent> = live.iter().map(|e| (e.uid.as_str(), e)).collect();
         let mut written = HashSet::new();
         for change in &changes {
@@ -212,7 +244,7 @@ impl Journal {
         for change in &changes {
             log::debug!(target: "journal", "schedule change: {change:?}");
         }
-        Ok(changes)
+        Ok((changes, kept))
     }
 
     /// The cached events that are still scheduled, by start then uid (cancelled ones excluded).
@@ -239,7 +271,10 @@ impl Journal {
         now_ms: i64,
     ) -> Result<ReplyOutcome> {
         match parse_reply(status, body, opts) {
-            Ok(Reply::Calendar(cal)) => self.replace_schedule(source, etag, &cal.events, now_ms).map(ReplyOutcome::Applied),
+            Ok(Reply::Calendar(cal)) => {
+                let (changes, kept) = self.replace_schedule_keeping(source, etag, &cal.events, &cal.skipped, now_ms)?;
+                Ok(ReplyOutcome::Applied { changes, skipped: cal.skipped, kept })
+            }
             Ok(Reply::NotModified) => {
                 self.conn
                     .execute("UPDATE schedule_meta SET fetched_at_ms = ?1 WHERE id = 1", [now_ms])

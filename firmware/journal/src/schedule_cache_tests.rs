@@ -41,9 +41,16 @@ fn cached(j: &Journal) -> Vec<String> {
 
 fn apply(j: &mut Journal, status: u16, body: &[u8], now_ms: i64) -> String {
     match j.apply_calendar_reply("https://oc.example/cal", status, Some("\"v1\""), body, &opts(now_ms), now_ms).unwrap() {
-        ReplyOutcome::Applied(changes) => {
+        ReplyOutcome::Applied { changes, skipped, kept } => {
             let kinds: Vec<String> = changes.iter().map(|c| format!("{} {}", kind(c), c.uid())).collect();
-            format!("applied [{}]", kinds.join(", "))
+            let mut out = format!("applied [{}]", kinds.join(", "));
+            for s in &skipped {
+                out += &format!("; {s}");
+            }
+            if !kept.is_empty() {
+                out += &format!("; kept [{}]", kept.join(", "));
+            }
+            out
         }
         ReplyOutcome::NotModified => "not modified".into(),
         ReplyOutcome::Rejected(e) => format!("rejected: {e}"),
@@ -93,9 +100,6 @@ fn a_bad_reply_never_changes_the_cache() {
     let week = week();
     let text = String::from_utf8(week.clone()).unwrap();
     let truncated = text.strip_suffix("END:VCALENDAR\r\n").unwrap();
-    let bad_date = text.replace("20300305T090000Z", "20300305T250000Z");
-    let backwards = text.replace("DTEND:20300306T100000Z", "DTEND:20300306T080000Z");
-    let no_uid = text.replace("UID:b\r\n", "");
     let cases: &[(u16, &[u8], &str)] = &[
         (503, &week, "rejected: server replied HTTP 503, not a calendar"),
         (404, b"", "rejected: server replied HTTP 404"),
@@ -103,9 +107,6 @@ fn a_bad_reply_never_changes_the_cache() {
         (200, b"<html><body>Opencast login</body></html>", "rejected: line 1: not a calendar"),
         (200, truncated.as_bytes(), "rejected: line 20: calendar is truncated"),
         (200, &week[..week.len() / 2], "rejected: line 11: calendar is truncated"),
-        (200, bad_date.as_bytes(), "rejected: line 11: bad DTSTART \"20300305T250000Z\""),
-        (200, backwards.as_bytes(), "rejected: line 18: event c ends"),
-        (200, no_uid.as_bytes(), "rejected: line 9: VEVENT has no UID"),
     ];
     for (status, body, expect) in cases {
         let (_dir, mut j) = new_journal();
@@ -115,6 +116,42 @@ fn a_bad_reply_never_changes_the_cache() {
         assert!(got.starts_with(expect), "{status}: expected {expect:?}, got {got:?}");
         assert_eq!(j.cached_schedule().unwrap(), before, "{expect}");
         assert_eq!(j.schedule_meta().unwrap(), meta, "{expect}");
+    }
+}
+
+/// Issue 12: a whole calendar with one bad event applies the good ones; a cached event that now
+/// comes back bad is kept as it was (not cancelled) and reported.
+#[test]
+fn regression_a_bad_event_skips_itself_and_keeps_its_cached_copy() {
+    let text = String::from_utf8(week()).unwrap();
+    // Each edit also adds d, which must apply despite the bad event.
+    let with_d = |t: String| t.replace("END:VCALENDAR", "BEGIN:VEVENT\r\nUID:d\r\nDTSTART:20300307T090000Z\r\nDTEND:20300307T100000Z\r\nSUMMARY:Drama\r\nEND:VEVENT\r\nEND:VCALENDAR");
+    let cases: &[(String, &str)] = &[
+        (
+            with_d(text.replace("20300305T090000Z", "20300305T250000Z")),
+            "applied [added d]; line 11: event b skipped: bad DTSTART \"20300305T250000Z\"",
+        ),
+        (
+            with_d(text.replace("DTEND:20300306T100000Z", "DTEND:20300306T080000Z")),
+            "applied [added d]; line 18: event c skipped: event c ends (2030-03-06T08:00:00+00:00) at or before its start",
+        ),
+        // Without its UID the bad copy cannot be matched to b, so b is cancelled: the server no
+        // longer lists it under that UID.
+        (with_d(text.replace("UID:b\r\n", "")), "applied [cancelled b, added d]; line 9: event #2 (no UID, begins on line 9) skipped: VEVENT has no UID"),
+    ];
+    for (body, expect) in cases {
+        let (_dir, mut j) = new_journal();
+        apply(&mut j, 200, &week(), now());
+        let before = cached(&j);
+        let got = apply(&mut j, 200, body.as_bytes(), now() + 1);
+        assert!(got.starts_with(expect), "expected {expect:?}, got {got:?}");
+        let after = cached(&j);
+        assert!(after.contains(&"d Drama".to_owned()), "{after:?}");
+        if expect.contains("event b skipped") || expect.contains("event c skipped") {
+            let uid = if expect.contains("event b") { "b" } else { "c" };
+            assert!(got.ends_with(&format!("; kept [{uid}]")), "{got}");
+            assert_eq!(after.iter().filter(|e| before.contains(e)).count(), 3, "all of {before:?} kept as they were: {after:?}");
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use lectern_config::{AudioInput, BoardBackend, Config, VideoInput};
 use lectern_control::Request;
 use lectern_journal::{Journal, JournalOptions, NewRecording, RecordingKind};
 use lectern_recorder::{Action, Kind, Led, Outcome, PartEnd, Recorder, Settings, Slot, State};
+use lectern_schedule::SkippedEvent;
 use serde_json::{json, Value};
 
 pub use clock::{Clock, SteadyClock};
@@ -96,6 +97,8 @@ struct Daemon {
     schedule_mtime: Option<SystemTime>,
     schedule_checked: Instant,
     schedule_error: Option<String>,
+    /// The local schedule's (`ics` / `ics_url`) bad events, skipped; logged once per change.
+    schedule_skipped: Vec<SkippedEvent>,
     _control: lectern_control::Server,
     stop_monitors: Arc<AtomicBool>,
     watchdog: Option<watchdog::Watchdog>,
@@ -125,6 +128,8 @@ struct Daemon {
     /// Last calendar reply that reached us, and the last failure since (for `status`).
     calendar_ok_ms: Option<i64>,
     calendar_error: Option<String>,
+    /// The Opencast calendar's bad events, skipped in the last applied reply.
+    calendar_skipped: Vec<SkippedEvent>,
     /// Stops the `ics_url` fetch thread when dropped.
     _ics_fetch: Option<Sender<()>>,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
@@ -232,6 +237,39 @@ fn led_pattern(led: Led) -> LedPattern {
 
 fn slot_of(e: &lectern_schedule::ScheduledEvent) -> Slot {
     Slot { uid: e.uid.clone(), title: e.title.clone(), start_ms: e.start.timestamp_millis(), end_ms: e.end.timestamp_millis() }
+}
+
+/// A new local schedule `new` (a whole calendar that skipped `skipped`), with every slot of `old`
+/// that a skipped event covers kept as it was: a bad copy does not cancel a lecture. Returns the
+/// slots and the uids kept.
+fn keep_covered(old: &[Slot], mut new: Vec<Slot>, skipped: &[SkippedEvent]) -> (Vec<Slot>, Vec<String>) {
+    let mut kept = Vec::new();
+    for o in old {
+        if !new.iter().any(|n| n.uid == o.uid) && skipped.iter().any(|s| s.covers(&o.uid)) {
+            new.push(o.clone());
+            kept.push(o.uid.clone());
+        }
+    }
+    new.sort_by(|a, b| (a.start_ms, &a.uid).cmp(&(b.start_ms, &b.uid)));
+    (new, kept)
+}
+
+/// Logs a calendar's skipped events once per change (one line each, and the cached events kept
+/// because of them) and remembers them for `status`.
+fn note_skipped(prev: &mut Vec<SkippedEvent>, skipped: Vec<SkippedEvent>, kept: &[String], source: &str) {
+    if *prev == skipped {
+        return;
+    }
+    if skipped.is_empty() {
+        log::info!(target: "lecternd", "schedule {source}: no bad events any more");
+    }
+    for s in &skipped {
+        log::warn!(target: "lecternd", "schedule {source}: {s}");
+    }
+    if !kept.is_empty() {
+        log::warn!(target: "lecternd", "schedule {source}: {} skipped, keeping the cached {} as they were: {}", skipped.len(), kept.len(), kept.join(", "));
+    }
+    *prev = skipped;
 }
 
 /// The box as the stitched recordings' manifests describe it.
@@ -356,6 +394,7 @@ impl Daemon {
             schedule_mtime: None,
             schedule_checked: Instant::now(),
             schedule_error: None,
+            schedule_skipped: Vec::new(),
             _control: control,
             stop_monitors,
             watchdog,
@@ -375,6 +414,7 @@ impl Daemon {
             oc_slots: Vec::new(),
             calendar_ok_ms: None,
             calendar_error: None,
+            calendar_skipped: Vec::new(),
             _ics_fetch: None,
             prober,
             probe_in_flight: false,
@@ -891,6 +931,7 @@ impl Daemon {
                 "events": self.recorder.schedule().len(),
                 "next": next,
                 "error": self.schedule_error,
+                "skipped": self.schedule_skipped,
             },
             "media_dir": self.config.journal.media_dir.display().to_string(),
             "storage": self.storage_json(),
@@ -902,6 +943,7 @@ impl Daemon {
                     "reachable": self.calendar_error.is_none() && self.calendar_ok_ms.is_some(),
                     "last_ok": self.calendar_ok_ms.map_or(Value::Null, rfc3339),
                     "error": self.calendar_error,
+                    "skipped": self.calendar_skipped,
                     "cached_events": self.oc_slots.len(),
                 },
                 "outbox_pending": a.pending(),
@@ -1088,15 +1130,16 @@ impl Daemon {
             }
         };
         match self.journal.apply_calendar_reply(&source, status, etag, body, &opts, now) {
-            Ok(lectern_journal::ReplyOutcome::Applied(changes)) => {
+            Ok(lectern_journal::ReplyOutcome::Applied { changes, skipped, kept }) => {
                 self.calendar_ok_ms = Some(now);
                 self.calendar_error = None;
+                note_skipped(&mut self.calendar_skipped, skipped, &kept, &source);
                 agent.set_etag(etag.map(str::to_owned));
                 if !changes.is_empty() || self.oc_slots.is_empty() {
                     match self.journal.cached_schedule() {
                         Ok(events) => {
                             self.oc_slots = events.iter().map(slot_of).collect();
-                            log::info!(target: "lecternd", "opencast calendar: {} events ({} changes)", self.oc_slots.len(), changes.len());
+                            log::info!(target: "lecternd", "opencast calendar: {} events ({} changes, {} skipped)", self.oc_slots.len(), changes.len(), self.calendar_skipped.len());
                             self.feed_schedule();
                         }
                         Err(e) => log::error!(target: "lecternd", "cannot read the schedule cache: {e}"),
@@ -1121,9 +1164,10 @@ impl Daemon {
         match result {
             Ok(lectern_schedule::Reply::Calendar(cal)) => {
                 if self.schedule_error.take().is_some() || self.ics_slots.len() != cal.events.len() {
-                    log::info!(target: "lecternd", "schedule {url}: {} events", cal.events.len());
+                    log::info!(target: "lecternd", "schedule {url}: {} events, {} skipped", cal.events.len(), cal.skipped.len());
                 }
-                let slots: Vec<Slot> = cal.events.iter().map(slot_of).collect();
+                let (slots, kept) = keep_covered(&self.ics_slots, cal.events.iter().map(slot_of).collect(), &cal.skipped);
+                note_skipped(&mut self.schedule_skipped, cal.skipped, &kept, &url);
                 if slots != self.ics_slots {
                     self.ics_slots = slots;
                     self.feed_schedule();
@@ -1159,11 +1203,13 @@ impl Daemon {
             return;
         }
         match lectern_schedule::load_file(&path) {
-            Ok(events) => {
+            Ok(cal) => {
                 self.schedule_mtime = mtime;
                 self.schedule_error = None;
-                log::info!(target: "lecternd", "schedule {}: {} events", path.display(), events.len());
-                self.ics_slots = events.iter().map(slot_of).collect();
+                log::info!(target: "lecternd", "schedule {}: {} events, {} skipped", path.display(), cal.events.len(), cal.skipped.len());
+                let (slots, kept) = keep_covered(&self.ics_slots, cal.events.iter().map(slot_of).collect(), &cal.skipped);
+                note_skipped(&mut self.schedule_skipped, cal.skipped, &kept, &path.display().to_string());
+                self.ics_slots = slots;
                 self.feed_schedule();
             }
             Err(e) => {

@@ -3,6 +3,11 @@
 //! recurrence (`RRULE`, `RDATE`, `EXDATE`, `RECURRENCE-ID` overrides) expanded with the `rrule`
 //! crate inside the horizon of [`ParseOptions`]. Every error names the line of the property (or of
 //! the `BEGIN:VEVENT`) it is about.
+//!
+//! A problem of one event (a bad value, a missing `UID`/`DTSTART`/end, an end not after the
+//! start, a bad `RRULE`, a duplicate `UID`) skips that event as a [`SkippedEvent`]; a problem of
+//! the calendar as a whole (the recurrence step budget, too many events, two expanded events
+//! with one uid) rejects it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
@@ -13,7 +18,7 @@ use chrono_tz::Tz;
 use icalendar::parser::{Component, Property};
 
 use crate::lines::{Doc, Node};
-use crate::{props, ParseOptions, ScheduleError, ScheduledEvent};
+use crate::{props, ParseOptions, ScheduleError, ScheduledEvent, SkippedEvent};
 
 const EPISODE_XML: &str = "episode.xml";
 const SERIES_XML: &str = "series.xml";
@@ -144,6 +149,8 @@ struct Raw {
     rdates: Vec<DateTime<Tz>>,
     exdates: Vec<DateTime<Tz>>,
     event: ScheduledEvent,
+    /// The first problem with one of its properties: the event is skipped with it.
+    error: Option<ScheduleError>,
 }
 
 /// Decodes one `ATTACH;ENCODING=BASE64` into the event.
@@ -169,8 +176,9 @@ fn attach(p: &Prop, ev: &mut ScheduledEvent) -> Result<(), ScheduleError> {
     Ok(())
 }
 
-/// Reads one VEVENT's properties.
-fn read(node: &Node, comp: &Component, opts: &ParseOptions) -> Result<Raw, ScheduleError> {
+/// Reads one VEVENT's properties. A bad property does not stop the reading (the `UID` after it
+/// still names the event in the error); the first problem is kept in [`Raw::error`].
+fn read(node: &Node, comp: &Component, opts: &ParseOptions) -> Raw {
     let placeholder = DateTime::<Utc>::UNIX_EPOCH;
     let mut raw = Raw {
         begin: node.begin,
@@ -198,6 +206,7 @@ fn read(node: &Node, comp: &Component, opts: &ParseOptions) -> Result<Raw, Sched
             episode_xml: None,
             series_xml: None,
         },
+        error: None,
     };
     // The structural pass and the parser saw the same lines, so properties pair up one to one;
     // should they ever not, errors fall back to the BEGIN:VEVENT line rather than a wrong one.
@@ -205,44 +214,56 @@ fn read(node: &Node, comp: &Component, opts: &ParseOptions) -> Result<Raw, Sched
     for (i, property) in comp.properties.iter().enumerate() {
         let line = if same_shape { node.props[i] } else { node.begin };
         let p = Prop::new(line, property);
-        let text = || p.value.to_owned();
-        match p.name.as_str() {
-            "UID" => raw.uid = Some(text()).filter(|u| !u.trim().is_empty()),
-            "SUMMARY" => raw.event.title = text(),
-            "LOCATION" => raw.event.location = Some(text()),
-            "RELATED-TO" => raw.event.series = Some(text()),
-            "STATUS" => raw.cancelled = p.value.trim().eq_ignore_ascii_case("CANCELLED"),
-            "LAST-MODIFIED" => raw.event.last_modified = at(&p, opts)?.map(|t| t.with_timezone(&Utc)),
-            "DTSTART" => match when(&p, p.value, opts)? {
-                When::At(t) => raw.start = Some((t, p.line)),
-                When::Day => raw.all_day = true,
-            },
-            "DTEND" => raw.end = at(&p, opts)?.map(|t| (t, p.line)),
-            "DURATION" => {
-                let d = duration(p.value).ok_or_else(|| p.err(format!("bad DURATION {:?}: expected e.g. PT1H30M", p.value)))?;
-                raw.duration = Some((d, p.line));
-            }
-            "RECURRENCE-ID" => raw.recurrence_id = at(&p, opts)?.map(|t| t.with_timezone(&Utc)),
-            "RRULE" => raw.rrules.push((text(), p.line)),
-            "RDATE" | "EXDATE" => {
-                if p.param("VALUE").is_some_and(|v| v.eq_ignore_ascii_case("PERIOD")) {
-                    return Err(p.err(format!("{} periods are not supported", p.name)));
-                }
-                for v in p.value.split(',') {
-                    if let When::At(t) = when(&p, v, opts)? {
-                        if p.name == "RDATE" { &mut raw.rdates } else { &mut raw.exdates }.push(t);
-                    }
-                }
-            }
-            "ATTACH" => attach(&p, &mut raw.event)?,
-            _ => {}
+        if let Err(e) = property_into(&p, &mut raw, opts) {
+            raw.error.get_or_insert(e);
         }
     }
-    Ok(raw)
+    raw
 }
 
-/// Checks a raw event's required fields and fills in uid, start and end.
-fn finish(mut raw: Raw) -> Result<Raw, ScheduleError> {
+/// Applies one property of a VEVENT to `raw`.
+fn property_into(p: &Prop, raw: &mut Raw, opts: &ParseOptions) -> Result<(), ScheduleError> {
+    let text = || p.value.to_owned();
+    match p.name.as_str() {
+        "UID" => raw.uid = Some(text()).filter(|u| !u.trim().is_empty()),
+        "SUMMARY" => raw.event.title = text(),
+        "LOCATION" => raw.event.location = Some(text()),
+        "RELATED-TO" => raw.event.series = Some(text()),
+        "STATUS" => raw.cancelled = p.value.trim().eq_ignore_ascii_case("CANCELLED"),
+        "LAST-MODIFIED" => raw.event.last_modified = at(p, opts)?.map(|t| t.with_timezone(&Utc)),
+        "DTSTART" => match when(p, p.value, opts)? {
+            When::At(t) => raw.start = Some((t, p.line)),
+            When::Day => raw.all_day = true,
+        },
+        "DTEND" => raw.end = at(p, opts)?.map(|t| (t, p.line)),
+        "DURATION" => {
+            let d = duration(p.value).ok_or_else(|| p.err(format!("bad DURATION {:?}: expected e.g. PT1H30M", p.value)))?;
+            raw.duration = Some((d, p.line));
+        }
+        "RECURRENCE-ID" => raw.recurrence_id = at(p, opts)?.map(|t| t.with_timezone(&Utc)),
+        "RRULE" => raw.rrules.push((text(), p.line)),
+        "RDATE" | "EXDATE" => {
+            if p.param("VALUE").is_some_and(|v| v.eq_ignore_ascii_case("PERIOD")) {
+                return Err(p.err(format!("{} periods are not supported", p.name)));
+            }
+            for v in p.value.split(',') {
+                if let When::At(t) = when(p, v, opts)? {
+                    if p.name == "RDATE" { &mut raw.rdates } else { &mut raw.exdates }.push(t);
+                }
+            }
+        }
+        "ATTACH" => attach(p, &mut raw.event)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a raw event's required fields and fills in uid, start and end; the error is the
+/// event's first problem.
+fn finish(raw: &mut Raw) -> Result<(), ScheduleError> {
+    if let Some(e) = raw.error.take() {
+        return Err(e);
+    }
     let missing = |what: &str| ScheduleError::at(raw.begin, format!("VEVENT has no {what}"));
     let uid = raw.uid.clone().ok_or_else(|| missing("UID"))?;
     let (start, _) = raw.start.ok_or_else(|| missing("DTSTART"))?;
@@ -264,7 +285,13 @@ fn finish(mut raw: Raw) -> Result<Raw, ScheduleError> {
     raw.event.uid = uid;
     raw.event.start = start_utc;
     raw.event.end = end;
-    Ok(raw)
+    Ok(())
+}
+
+/// Why expansion failed: one event's own fault (it is skipped) or the calendar's (it is rejected).
+enum Fault {
+    Event(ScheduleError),
+    Calendar(ScheduleError),
 }
 
 /// The uid of one occurrence of a recurring event.
@@ -279,7 +306,7 @@ fn expand(
     opts: &ParseOptions,
     overridden: &HashMap<(String, DateTime<Utc>), usize>,
     steps: &mut usize,
-) -> Result<Vec<ScheduledEvent>, ScheduleError> {
+) -> Result<Vec<ScheduledEvent>, Fault> {
     let (start, _) = raw.start.expect("finish() checked DTSTART");
     let length = raw.event.end - raw.event.start;
     let rtz = rrule::Tz::from(start.timezone());
@@ -289,7 +316,7 @@ fn expand(
         let rule = text
             .parse::<rrule::RRule<rrule::Unvalidated>>()
             .and_then(|r| r.validate(dt_start))
-            .map_err(|e| ScheduleError::at(*line, format!("bad RRULE {text:?}: {e}")))?;
+            .map_err(|e| Fault::Event(ScheduleError::at(*line, format!("bad RRULE {text:?}: {e}"))))?;
         set = set.rrule(rule);
     }
     if raw.rrules.is_empty() {
@@ -308,7 +335,10 @@ fn expand(
     let mut out = Vec::new();
     for occurrence in &set.limit() {
         *steps = steps.checked_sub(1).ok_or_else(|| {
-            ScheduleError::at(line, format!("recurrences need more than {} steps from their DTSTART to reach the horizon; move DTSTART closer", opts.max_steps))
+            Fault::Calendar(ScheduleError::at(
+                line,
+                format!("recurrences need more than {} steps from their DTSTART to reach the horizon; move DTSTART closer", opts.max_steps),
+            ))
         })?;
         let original = occurrence.with_timezone(&Utc);
         if original >= opts.until {
@@ -327,10 +357,16 @@ fn expand(
     Ok(out)
 }
 
-/// Builds the events of a calendar from its parsed VEVENTs.
-pub(crate) fn collect(doc: &Doc, cal: &icalendar::parser::Calendar, opts: &ParseOptions) -> Result<Vec<ScheduledEvent>, ScheduleError> {
+/// Builds the events of a calendar from its parsed VEVENTs: the good ones, and the bad ones
+/// skipped (by input line). The error is for a calendar that cannot be used at all.
+pub(crate) fn collect(
+    doc: &Doc,
+    cal: &icalendar::parser::Calendar,
+    opts: &ParseOptions,
+) -> Result<(Vec<ScheduledEvent>, Vec<SkippedEvent>), ScheduleError> {
     let mut masters = Vec::new();
     let mut overrides = Vec::new();
+    let mut skipped = Vec::new();
     let nodes = &doc.root.children;
     // Both trees come from the same lines; if they ever disagree, refuse rather than risk pairing
     // an event with another event's line numbers or silently dropping one.
@@ -339,33 +375,51 @@ pub(crate) fn collect(doc: &Doc, cal: &icalendar::parser::Calendar, opts: &Parse
     }
     let mut first_line: HashMap<String, usize> = HashMap::new();
     let mut overridden: HashMap<(String, DateTime<Utc>), usize> = HashMap::new();
+    let mut position = 0;
+    let skip = |raw: &Raw, position: usize, e: ScheduleError| {
+        let (line, message) = match e {
+            ScheduleError::Parse { line, message } => (line, message),
+            other => (raw.begin, other.to_string()),
+        };
+        SkippedEvent { line, begin: raw.begin, position, uid: raw.uid.clone(), message }
+    };
     for (i, comp) in cal.components.iter().enumerate() {
         let Some(node) = nodes.get(i) else { break };
         if node.name != "VEVENT" || !comp.name.as_str().eq_ignore_ascii_case("VEVENT") {
             continue;
         }
-        let raw = read(node, comp, opts)?;
-        if raw.all_day {
+        position += 1;
+        let mut raw = read(node, comp, opts);
+        if raw.all_day && raw.error.is_none() {
             log::warn!(target: "schedule", "line {}: skipping all-day event {:?}: only timed events can be recorded", raw.begin, raw.uid.as_deref().unwrap_or("?"));
             continue;
         }
-        let raw = finish(raw)?;
+        if let Err(e) = finish(&mut raw) {
+            skipped.push(skip(&raw, position, e));
+            continue;
+        }
         match raw.recurrence_id {
             Some(rid) => {
-                if let Some(prev) = overridden.insert((raw.event.uid.clone(), rid), raw.begin) {
-                    return Err(ScheduleError::at(raw.begin, format!("duplicate RECURRENCE-ID for UID {} (also on line {prev})", raw.event.uid)));
+                if let Some(prev) = overridden.get(&(raw.event.uid.clone(), rid)) {
+                    let e = ScheduleError::at(raw.begin, format!("duplicate RECURRENCE-ID for UID {} (also on line {prev})", raw.event.uid));
+                    skipped.push(skip(&raw, position, e));
+                    continue;
                 }
+                overridden.insert((raw.event.uid.clone(), rid), raw.begin);
                 overrides.push(raw);
             }
             None => {
-                if let Some(prev) = first_line.insert(raw.event.uid.clone(), raw.begin) {
-                    return Err(ScheduleError::at(raw.begin, format!("duplicate UID {} (also on line {prev})", raw.event.uid)));
+                if let Some(prev) = first_line.get(&raw.event.uid) {
+                    let e = ScheduleError::at(raw.begin, format!("duplicate UID {} (also on line {prev})", raw.event.uid));
+                    skipped.push(skip(&raw, position, e));
+                    continue;
                 }
-                masters.push(raw);
+                first_line.insert(raw.event.uid.clone(), raw.begin);
+                masters.push((raw, position));
             }
         }
     }
-    let cancelled: Vec<&str> = masters.iter().filter(|m| m.cancelled).map(|m| m.event.uid.as_str()).collect();
+    let cancelled: Vec<&str> = masters.iter().filter(|(m, _)| m.cancelled).map(|(m, _)| m.event.uid.as_str()).collect();
     let mut events = Vec::new();
     let mut steps = opts.max_steps;
     let mut push = |new: Vec<ScheduledEvent>, line: usize| {
@@ -375,11 +429,15 @@ pub(crate) fn collect(doc: &Doc, cal: &icalendar::parser::Calendar, opts: &Parse
         }
         Ok(())
     };
-    for raw in masters.iter().filter(|m| !m.cancelled) {
+    for (raw, position) in masters.iter().filter(|(m, _)| !m.cancelled) {
         if raw.rrules.is_empty() && raw.rdates.is_empty() {
             push(vec![raw.event.clone()], raw.begin)?;
-        } else {
-            push(expand(raw, opts, &overridden, &mut steps)?, raw.begin)?;
+            continue;
+        }
+        match expand(raw, opts, &overridden, &mut steps) {
+            Ok(occurrences) => push(occurrences, raw.begin)?,
+            Err(Fault::Event(e)) => skipped.push(skip(raw, *position, e)),
+            Err(Fault::Calendar(e)) => return Err(e),
         }
     }
     // An override replaces its occurrence wherever it moved it, under the occurrence's uid.
@@ -398,5 +456,6 @@ pub(crate) fn collect(doc: &Doc, cal: &icalendar::parser::Calendar, opts: &Parse
             return Err(ScheduleError::at(line, format!("two events share the uid {}", e.uid)));
         }
     }
-    Ok(events)
+    skipped.sort_by_key(|s| (s.line, s.position));
+    Ok((events, skipped))
 }

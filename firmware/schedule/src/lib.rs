@@ -21,9 +21,20 @@
 //!    and `series.xml` are kept as bytes for ingest, the capture-agent properties give the
 //!    workflow, its configuration and the device names.
 //!
-//! A calendar is used whole or not at all: any error (bad date, `DTEND` not after `DTSTART`,
-//! missing `UID`, bad base64, truncation, …) is a [`ScheduleError`] naming the line of the
-//! original input, and no events are returned.
+//! # Whole calendar, bad events
+//!
+//! A reply that is not a whole calendar (empty, not iCalendar, truncated, a content line that does
+//! not parse, not UTF-8) is a [`ScheduleError`] naming the line of the original input, and no
+//! events are returned: it must change nothing. So are the calendar-wide limits of
+//! [`ParseOptions`] and two expanded events with one uid.
+//!
+//! Inside a whole calendar, one bad event (no `UID`, no `DTSTART`, no end, an end not after the
+//! start, a bad date, duration, time zone, `RRULE` or base64 attachment, a duplicate `UID` or
+//! `RECURRENCE-ID`) does not stop the others: it is returned in [`Calendar::skipped`] with the
+//! line of its problem, its `UID` (or, when that is what is missing, its position among the
+//! calendar's VEVENTs) and what was wrong, and every good event is returned as usual. A cache
+//! that had the event before keeps it as it was ([`SkippedEvent::covers`]), since a bad copy
+//! says nothing about whether the lecture was cancelled.
 //!
 //! # Occurrence ids
 //!
@@ -133,6 +144,52 @@ fn byte_len<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Er
 pub struct Calendar {
     /// Every event to record, occurrences of recurring events expanded.
     pub events: Vec<ScheduledEvent>,
+    /// The events that could not be used, by line; the rest of the calendar still applies.
+    pub skipped: Vec<SkippedEvent>,
+}
+
+/// One VEVENT of a whole calendar that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedEvent {
+    /// 1-based input line of the problem (the property, or the `BEGIN:VEVENT` for a missing one).
+    pub line: usize,
+    /// 1-based input line of the event's `BEGIN:VEVENT`.
+    pub begin: usize,
+    /// 1-based position among the calendar's VEVENTs (names the event when it has no UID).
+    pub position: usize,
+    /// Its `UID`, when it has one.
+    pub uid: Option<String>,
+    /// What was wrong, in words an AV technician can act on.
+    pub message: String,
+}
+
+impl SkippedEvent {
+    /// Whether a cached event with `uid` is this event, or one occurrence of it
+    /// (`UID-YYYYMMDDTHHMMSSZ`): such an event is kept as it was rather than cancelled.
+    pub fn covers(&self, uid: &str) -> bool {
+        let Some(own) = self.uid.as_deref() else { return false };
+        match uid.strip_prefix(own) {
+            Some("") => true,
+            Some(rest) => {
+                let b = rest.as_bytes();
+                b.len() == 17
+                    && b[0] == b'-'
+                    && b[9] == b'T'
+                    && b[16] == b'Z'
+                    && b[1..9].iter().chain(&b[10..16]).all(u8::is_ascii_digit)
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Display for SkippedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.uid {
+            Some(uid) => write!(f, "line {}: event {uid} skipped: {}", self.line, self.message),
+            None => write!(f, "line {}: event #{} (no UID, begins on line {}) skipped: {}", self.line, self.position, self.begin, self.message),
+        }
+    }
 }
 
 /// How far recurrences are expanded and how much a calendar may hold.
@@ -175,19 +232,19 @@ impl ParseOptions {
     }
 }
 
-/// Parses a whole calendar; see the crate docs for what is accepted.
+/// Parses a whole calendar; see the crate docs for what is accepted and what is skipped.
 pub fn parse(bytes: &[u8], opts: &ParseOptions) -> Result<Calendar, ScheduleError> {
     let doc = lines::scan(bytes)?;
     let text = doc.unfolded_text();
     let parsed = icalendar::parser::read_calendar(&text).map_err(|e| doc.parser_error(&e))?;
-    let mut events = event::collect(&doc, &parsed, opts)?;
+    let (mut events, skipped) = event::collect(&doc, &parsed, opts)?;
     events.sort_by(|a, b| (a.start, &a.uid).cmp(&(b.start, &b.uid)));
-    Ok(Calendar { events })
+    Ok(Calendar { events, skipped })
 }
 
 /// Reads and parses a calendar file with [`ParseOptions::around`] the current time.
-pub fn load_file(path: &Path) -> Result<Vec<ScheduledEvent>, ScheduleError> {
-    load_file_with(path, &ParseOptions::around(Utc::now())).map(|c| c.events)
+pub fn load_file(path: &Path) -> Result<Calendar, ScheduleError> {
+    load_file_with(path, &ParseOptions::around(Utc::now()))
 }
 
 /// Reads and parses a calendar file.

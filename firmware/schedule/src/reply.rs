@@ -1,7 +1,8 @@
 //! The sans-IO decision on one calendar fetch: which replies may change the cached schedule.
 //! Only a 2xx reply whose body parses as a complete calendar does (a valid *empty* calendar
-//! included: everything was cancelled); a 304 means "unchanged"; any other status, a
-//! non-calendar body, a truncated one or a parse error leaves the cache as it is.
+//! included: everything was cancelled; its bad events skipped, see [`crate::Calendar::skipped`]);
+//! a 304 means "unchanged"; any other status, a non-calendar body, a truncated one or a parse
+//! error leaves the cache as it is.
 
 use crate::{parse, Calendar, ParseOptions, ScheduleError};
 
@@ -10,7 +11,8 @@ use crate::{parse, Calendar, ParseOptions, ScheduleError};
 pub enum Reply {
     /// 304 Not Modified: the cached schedule is current.
     NotModified,
-    /// A complete, valid calendar (possibly empty) that replaces the cached one.
+    /// A complete calendar (possibly empty) that replaces the cached one, except for the cached
+    /// events its skipped ones cover.
     Calendar(Calendar),
 }
 

@@ -28,23 +28,28 @@ fn ev(props: &str) -> String {
     format!("BEGIN:VEVENT\r\n{props}END:VEVENT\r\n")
 }
 
-/// One line per event (`uid start..end "title"`), or `ERR <error>`.
+/// One line per event (`uid start..end "title"`), then one `SKIP <skipped>` line per skipped
+/// event; or `ERR <error>`.
 fn render(result: Result<Calendar, ScheduleError>) -> String {
     match result {
         Ok(c) => c
             .events
             .iter()
             .map(|e| format!("{} {}..{} {:?}", e.uid, e.start.format("%m-%dT%H:%MZ"), e.end.format("%m-%dT%H:%MZ"), e.title))
+            .chain(c.skipped.iter().map(|s| format!("SKIP {s}")))
             .collect::<Vec<_>>()
             .join("\n"),
         Err(e) => format!("ERR {e}"),
     }
 }
 
-/// Parses `input` and compares with `expect`; an expected error need only be a prefix.
+/// Parses `input` and compares with `expect`; an expected error or skip at the end need only be
+/// a prefix.
 fn check(input: impl AsRef<[u8]>, expect: &str) {
     let got = render(parse(input.as_ref(), &opts()));
-    let ok = if expect.starts_with("ERR") { got.starts_with(expect) } else { got == expect };
+    // The prefix rule applies to the last line: events are compared whole.
+    let last = expect.lines().last().unwrap_or("");
+    let ok = if last.starts_with("ERR") || last.starts_with("SKIP") { got.starts_with(expect) } else { got == expect };
     assert!(ok, "input:\n{}\nexpected:\n{expect}\ngot:\n{got}", String::from_utf8_lossy(input.as_ref()));
 }
 
@@ -86,7 +91,7 @@ fn time_zones() {
     // 02:30 on 31 March does not exist in Berlin: the wall time one gap later is used.
     check(cal(&ev("UID:a\r\nDTSTART;TZID=Europe/Berlin:20300331T023000\r\nDURATION:PT1H\r\n")), r#"a 03-31T01:30Z..03-31T02:30Z """#);
     let floating = cal(&ev("UID:a\r\nDTSTART:20300304T100000\r\nDURATION:PT1H\r\n"));
-    check(&floating, "ERR line 5: bad DTSTART \"20300304T100000\": a local time without TZID");
+    check(&floating, "SKIP line 5: event a skipped: bad DTSTART \"20300304T100000\": a local time without TZID");
     let with_zone = ParseOptions { floating_tz: Some(chrono_tz::Europe::Berlin), ..opts() };
     assert_eq!(render(parse(floating.as_bytes(), &with_zone)), r#"a 03-04T09:00Z..03-04T10:00Z """#);
 }
@@ -139,7 +144,7 @@ fn recurrences() {
 }
 
 #[test]
-fn bad_calendars_name_the_line_and_what_is_wrong() {
+fn bad_calendars_and_bad_events_name_the_line_and_what_is_wrong() {
     check("", "ERR line 1: empty input: not a calendar");
     check("<html><body>502 Bad Gateway</body></html>\n", "ERR line 1: not a calendar: expected BEGIN:VCALENDAR, found \"<html>");
     check("\n\n{\"error\": 1}", "ERR line 3: not a calendar");
@@ -158,23 +163,24 @@ fn bad_calendars_name_the_line_and_what_is_wrong() {
     check(cal("END:VEVENT\r\n"), "ERR line 3: END:VEVENT does not close BEGIN:VCALENDAR on line 1");
     check(cal(&"BEGIN:X\r\n".repeat(9)), "ERR line 10: components nested deeper than 8");
     check(b"BEGIN:VCALENDAR\r\nSUMMARY:\xff\r\nEND:VCALENDAR\r\n", "ERR line 2: not valid UTF-8");
-    check(cal(&ev("DTSTART:20300304T090000Z\r\nDTEND:20300304T100000Z\r\n")), "ERR line 3: VEVENT has no UID");
-    check(cal(&ev("UID:x\r\nDTEND:20300304T100000Z\r\n")), "ERR line 3: VEVENT has no DTSTART");
-    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\n")), "ERR line 3: VEVENT has no DTEND or DURATION");
-    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T090000Z\r\n")), "ERR line 6: event x ends (2030-03-04T09:00:00+00:00) at or before its start");
-    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T100000Z\r\n")), "ERR line 6: event x ends");
-    check(cal(&ev("UID:x\r\nDTSTART:20301304T100000Z\r\nDTEND:20300304T100000Z\r\n")), "ERR line 5: bad DTSTART \"20301304T100000Z\"");
-    check(cal(&ev("UID:x\r\nDTSTART:2030-03-04T10:00Z\r\nDTEND:20300304T100000Z\r\n")), "ERR line 5: bad DTSTART");
-    check(cal(&ev(&format!("{ONE}LAST-MODIFIED:yesterday\r\n"))), "ERR line 7: bad LAST-MODIFIED");
-    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDURATION:1 hour\r\n")), "ERR line 6: bad DURATION \"1 hour\"");
-    check(cal(&ev("UID:x\r\nDTSTART;TZID=Mars/Olympus:20300304T100000\r\nDURATION:PT1H\r\n")), "ERR line 5: unknown time zone TZID=\"Mars/Olympus\"");
-    check(cal(&ev(&format!("{ONE}RRULE:FREQ=FORTNIGHTLY\r\n"))), "ERR line 7: bad RRULE \"FREQ=FORTNIGHTLY\"");
-    check(cal(&ev(&format!("{ONE}RDATE;VALUE=PERIOD:20300304T090000Z/PT1H\r\n"))), "ERR line 7: RDATE periods are not supported");
-    check(cal(&(ev(ONE) + &ev(ONE))), "ERR line 8: duplicate UID a (also on line 3)");
+    // From here on a whole calendar with one bad event: the event is skipped, naming the line.
+    check(cal(&ev("DTSTART:20300304T090000Z\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 3: event #1 (no UID, begins on line 3) skipped: VEVENT has no UID");
+    check(cal(&ev("UID:x\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 3: event x skipped: VEVENT has no DTSTART");
+    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\n")), "SKIP line 3: event x skipped: VEVENT has no DTEND or DURATION");
+    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T090000Z\r\n")), "SKIP line 6: event x skipped: event x ends (2030-03-04T09:00:00+00:00) at or before its start");
+    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 6: event x skipped: event x ends");
+    check(cal(&ev("UID:x\r\nDTSTART:20301304T100000Z\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 5: event x skipped: bad DTSTART \"20301304T100000Z\"");
+    check(cal(&ev("UID:x\r\nDTSTART:2030-03-04T10:00Z\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 5: event x skipped: bad DTSTART");
+    check(cal(&ev(&format!("{ONE}LAST-MODIFIED:yesterday\r\n"))), "SKIP line 7: event a skipped: bad LAST-MODIFIED");
+    check(cal(&ev("UID:x\r\nDTSTART:20300304T100000Z\r\nDURATION:1 hour\r\n")), "SKIP line 6: event x skipped: bad DURATION \"1 hour\"");
+    check(cal(&ev("UID:x\r\nDTSTART;TZID=Mars/Olympus:20300304T100000\r\nDURATION:PT1H\r\n")), "SKIP line 5: event x skipped: unknown time zone TZID=\"Mars/Olympus\"");
+    check(cal(&ev(&format!("{ONE}RRULE:FREQ=FORTNIGHTLY\r\n"))), "SKIP line 7: event a skipped: bad RRULE \"FREQ=FORTNIGHTLY\"");
+    check(cal(&ev(&format!("{ONE}RDATE;VALUE=PERIOD:20300304T090000Z/PT1H\r\n"))), "SKIP line 7: event a skipped: RDATE periods are not supported");
+    check(cal(&(ev(ONE) + &ev(ONE))), "a 03-04T09:00Z..03-04T10:00Z \"\"\nSKIP line 8: event a skipped: duplicate UID a (also on line 3)");
     // The base64 error names the ATTACH line, which is folded over two physical lines.
     check(
         cal(&ev(&format!("{ONE}ATTACH;FMTTYPE=application/xml;ENCODING=BASE64;VALUE=BINARY;X-APPLE-FILENAME=epi\r\n sode.xml:PD9!!!\r\n"))),
-        "ERR line 7: bad base64 in ATTACH \"episode.xml\"",
+        "SKIP line 7: event a skipped: bad base64 in ATTACH \"episode.xml\"",
     );
 }
 
@@ -333,4 +339,46 @@ fn regression_a_large_calendar_parses_in_linear_time() {
     let parsed = parse(text.as_bytes(), &ParseOptions { max_events: 10_000, ..opts() }).unwrap();
     assert_eq!(parsed.events.len(), 3000);
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{} bytes took {:?}", text.len(), started.elapsed());
+}
+
+/// Issue 12: one event without a UID, or ending before it starts, no longer rejects the whole
+/// calendar; the good events around it apply, and each bad one is named by line and UID (or
+/// position).
+#[test]
+fn regression_one_bad_event_does_not_freeze_the_calendar() {
+    let good = |uid: &str, hour: u32| ev(&format!("UID:{uid}\r\nDTSTART:20300304T{hour:02}0000Z\r\nDTEND:20300304T{hour:02}3000Z\r\n"));
+    let no_uid = ev("DTSTART:20300304T090000Z\r\nDTEND:20300304T100000Z\r\n");
+    let backwards = ev("UID:back\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T090000Z\r\n");
+    // Lines: 3-7 g1, 8-11 no uid, 12-16 backwards (DTEND on 15), 17-21 g2.
+    let text = cal(&(good("g1", 8) + &no_uid + &backwards + &good("g2", 11)));
+    let c = parse(text.as_bytes(), &opts()).unwrap();
+    let uids: Vec<&str> = c.events.iter().map(|e| e.uid.as_str()).collect();
+    assert_eq!(uids, ["g1", "g2"], "the good events apply");
+    let skipped: Vec<String> = c.skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        skipped,
+        [
+            "line 8: event #2 (no UID, begins on line 8) skipped: VEVENT has no UID",
+            "line 15: event back skipped: event back ends (2030-03-04T09:00:00+00:00) at or before its start (2030-03-04T10:00:00+00:00)",
+        ]
+    );
+    // A bad property before the UID still lets the UID name the event.
+    check(cal(&ev("DTSTART:2030\r\nUID:late\r\nDTEND:20300304T100000Z\r\n")), "SKIP line 4: event late skipped: bad DTSTART");
+    // A bad recurring master skips the master; an override of it is a good event of its own.
+    check(
+        cal(&(ev("UID:w\r\nDTSTART:20300304T090000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=NEVER\r\n")
+            + &ev("UID:w\r\nRECURRENCE-ID:20300311T090000Z\r\nDTSTART:20300311T100000Z\r\nDURATION:PT1H\r\n"))),
+        "w-20300311T090000Z 03-11T10:00Z..03-11T11:00Z \"\"\nSKIP line 7: event w skipped: bad RRULE",
+    );
+    // Not a whole calendar: nothing is used, however good the events before the damage.
+    check(cal(&(good("g1", 8) + "garbage\r\n")), "ERR line 8: expected NAME:VALUE");
+}
+
+#[test]
+fn a_skipped_event_covers_itself_and_its_occurrences_only() {
+    let s = SkippedEvent { line: 1, begin: 1, position: 1, uid: Some("w".into()), message: String::new() };
+    for (uid, covered) in [("w", true), ("w-20300304T090000Z", true), ("w-x", false), ("w2", false), ("w-20300304T090000", false), ("x", false), ("", false)] {
+        assert_eq!(s.covers(uid), covered, "{uid}");
+    }
+    assert!(!SkippedEvent { uid: None, ..s }.covers("w"), "an event without a UID covers nothing");
 }

@@ -1,10 +1,12 @@
 //! The bounded fuzz harness for the calendar parser (run by `cargo test`, so CI runs it on every
 //! change): arbitrary bytes, mutated real calendars and generated recurrence rules must never
-//! panic, and every parse error must name a line that exists in the input. The case counts keep
+//! panic, and every parse error and every skipped event must name a line that exists in the
+//! input. Generated calendars mixing good and bad events must yield exactly the good ones, the
+//! bad ones skipped by line, UID and position, and the same events as the calendar without them. The case counts keep
 //! the whole file to a few seconds; raise `PROPTEST_CASES` locally for a longer run.
 
 use chrono::{TimeZone, Utc};
-use lectern_schedule::{parse, parse_reply, ParseOptions, ScheduleError};
+use lectern_schedule::{parse, parse_reply, ParseOptions, ScheduleError, SkippedEvent};
 use proptest::prelude::*;
 
 /// A calendar exercising every feature, for when the shared fixtures are not checked out.
@@ -38,6 +40,10 @@ fn check_no_panic(bytes: &[u8]) {
         Ok(cal) => {
             for e in &cal.events {
                 assert!(e.end > e.start, "{}: end not after start", e.uid);
+            }
+            for s in &cal.skipped {
+                assert!((1..=physical).contains(&s.line) && s.begin <= s.line, "skipped line {} (begin {}) of {physical}: {s}", s.line, s.begin);
+                assert!(!s.message.is_empty() && s.position >= 1, "{s:?}");
             }
         }
         Err(ScheduleError::Parse { line, message }) => {
@@ -179,5 +185,101 @@ proptest! {
             "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:r\r\nDTSTART{tz}:{start}{z}\r\nDURATION:PT1H\r\nRRULE:{rule}\r\nEXDATE{tz}:{start}{z}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
         );
         check_no_panic(text.as_bytes());
+    }
+}
+
+/// One VEVENT of a generated calendar: good, or bad in one of the ways a whole calendar survives.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Good,
+    NoUid,
+    EndsBeforeStart,
+    NoDtstart,
+    BadDate,
+    BadRrule,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop::sample::select(vec![Kind::Good, Kind::Good, Kind::NoUid, Kind::EndsBeforeStart, Kind::NoDtstart, Kind::BadDate, Kind::BadRrule])
+}
+
+/// The event's lines (without BEGIN/END), and for a bad one the offset of the problem's line
+/// from its BEGIN:VEVENT line.
+fn event_lines(kind: Kind, i: usize) -> (Vec<String>, Option<usize>) {
+    let (start, end) = (format!("20300304T{:02}0000Z", i % 24), format!("20300304T{:02}3000Z", i % 24));
+    let uid = format!("UID:e{i}");
+    let lines: Vec<String> = match kind {
+        Kind::Good => vec![uid, format!("DTSTART:{start}"), format!("DTEND:{end}")],
+        Kind::NoUid => vec![format!("DTSTART:{start}"), format!("DTEND:{end}")],
+        Kind::EndsBeforeStart => vec![uid, format!("DTSTART:{end}"), format!("DTEND:{start}")],
+        Kind::NoDtstart => vec![uid, format!("DTEND:{end}")],
+        Kind::BadDate => vec![uid, "DTSTART:2030-03-04".to_owned(), format!("DTEND:{end}")],
+        Kind::BadRrule => vec![uid, format!("DTSTART:{start}"), format!("DTEND:{end}"), "RRULE:FREQ=SOMETIMES".to_owned()],
+    };
+    let problem = match kind {
+        Kind::Good => None,
+        Kind::NoUid | Kind::NoDtstart => Some(0),
+        Kind::EndsBeforeStart => Some(3),
+        Kind::BadDate => Some(2),
+        Kind::BadRrule => Some(4),
+    };
+    (lines, problem)
+}
+
+/// A skip a generated calendar must report: (line, position, uid).
+type Skip = (usize, usize, Option<String>);
+
+/// Builds a calendar from `kinds`; returns it, the uids of its good events and its skips.
+fn mixed(kinds: &[Kind], keep_bad: bool) -> (String, Vec<String>, Vec<Skip>) {
+    let mut text = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\n".to_owned();
+    let (mut line, mut good, mut bad) = (3, Vec::new(), Vec::new());
+    for (i, k) in kinds.iter().enumerate() {
+        let (lines, problem) = event_lines(*k, i);
+        if problem.is_some() && !keep_bad {
+            continue;
+        }
+        match problem {
+            None => good.push(format!("e{i}")),
+            Some(offset) => bad.push((line + offset, i + 1, (!matches!(k, Kind::NoUid)).then(|| format!("e{i}")))),
+        }
+        text.push_str("BEGIN:VEVENT\r\n");
+        for l in &lines {
+            text.push_str(l);
+            text.push_str("\r\n");
+        }
+        text.push_str("END:VEVENT\r\n");
+        line += lines.len() + 2;
+    }
+    text.push_str("END:VCALENDAR\r\n");
+    (text, good, bad)
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn bad_events_are_skipped_and_good_ones_apply(kinds in prop::collection::vec(kind(), 0..12)) {
+        let (text, good, bad) = mixed(&kinds, true);
+        let cal = parse(text.as_bytes(), &opts()).unwrap_or_else(|e| panic!("a whole calendar was rejected: {e}\n{text}"));
+        let mut got: Vec<String> = cal.events.iter().map(|e| e.uid.clone()).collect();
+        let mut want = good.clone();
+        got.sort();
+        want.sort();
+        prop_assert_eq!(got, want, "good events of\n{}", text);
+        let skipped: Vec<Skip> = cal.skipped.iter().map(|s: &SkippedEvent| (s.line, s.position, s.uid.clone())).collect();
+        prop_assert_eq!(skipped, bad, "skips of\n{}", text);
+        // Skipping a bad event is the same as the calendar without it.
+        let (clean, _, _) = mixed(&kinds, false);
+        let without = parse(clean.as_bytes(), &opts()).unwrap();
+        prop_assert_eq!(&without.events, &cal.events);
+        prop_assert!(without.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_cut_calendar_with_bad_events_is_still_rejected_whole(kinds in prop::collection::vec(kind(), 1..8), cut in any::<prop::sample::Index>()) {
+        let (text, _, _) = mixed(&kinds, true);
+        // Anywhere before the final END:VCALENDAR line ends.
+        let cut = cut.index(text.len() - 2);
+        prop_assert!(parse(&text.as_bytes()[..cut], &opts()).is_err(), "cut at {} of\n{}", cut, text);
     }
 }
