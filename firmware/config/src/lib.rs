@@ -5,6 +5,7 @@
 //! the simulated board. Errors name the file, the key and what was expected, because the person
 //! reading them is usually on a ladder in a lecture hall with a laptop, not a developer.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -390,10 +391,37 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in messages.
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::parse_with(text, path, None)
+    }
+
+    /// Every problem of a config file, for `lectern config check`: empty exactly when
+    /// [`Config::load`] accepts the file. Out-of-range numbers are all reported; any other problem
+    /// (a TOML syntax error, an unknown key, a bad choice or an inconsistency) ends the list, as it
+    /// ends the daemon's validation.
+    pub fn check(path: &Path) -> Vec<ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::check_text(&text, Some(path)),
+            Err(source) => vec![ConfigError::Read { path: path.to_owned(), source }],
+        }
+    }
+
+    /// [`Config::check`] on TOML text; `path` is only used in messages.
+    pub fn check_text(text: &str, path: Option<&Path>) -> Vec<ConfigError> {
+        let problems = RefCell::new(Vec::new());
+        let last = Self::parse_with(text, path, Some(&problems)).err();
+        let mut problems = problems.into_inner();
+        problems.extend(last);
+        problems
+    }
+
+    /// Parses and validates; with `problems`, a number out of range is recorded there and
+    /// validation goes on with an in-range value, so one run reports them all. The daemon passes
+    /// `None`: the first problem is the error.
+    fn parse_with(text: &str, path: Option<&Path>, problems: Option<&RefCell<Vec<ConfigError>>>) -> Result<Config, ConfigError> {
         let shown = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<embedded>"));
         let raw: Raw = toml::from_str(text)
             .map_err(|e| ConfigError::Syntax { path: shown.clone(), message: e.to_string().trim_end().to_owned() })?;
-        let v = Validator { path: &shown, base: path.and_then(Path::parent) };
+        let v = Validator { path: &shown, base: path.and_then(Path::parent), problems };
         v.validate(raw, path.map(Path::to_owned))
     }
 }
@@ -403,6 +431,8 @@ struct Validator<'a> {
     /// Relative paths in the file are taken relative to the file's directory, so a bundled config
     /// works from any working directory.
     base: Option<&'a Path>,
+    /// `lectern config check` collects out-of-range numbers here instead of stopping at the first.
+    problems: Option<&'a RefCell<Vec<ConfigError>>>,
 }
 
 impl Validator<'_> {
@@ -425,7 +455,11 @@ impl Validator<'_> {
     fn range<T: PartialOrd + fmt::Display + Copy>(&self, key: &str, v: Option<T>, default: T, lo: T, hi: T) -> Result<T, ConfigError> {
         let v = v.unwrap_or(default);
         if v < lo || v > hi {
-            return Err(self.invalid(key, &format!("a number from {lo} to {hi}"), v));
+            let e = self.invalid(key, &format!("a number from {lo} to {hi}"), v);
+            let Some(problems) = self.problems else { return Err(e) };
+            problems.borrow_mut().push(e);
+            // Go on with a value the rest of the validation can use; the config is already invalid.
+            return Ok(if default < lo || default > hi { lo } else { default });
         }
         Ok(v)
     }
@@ -617,6 +651,35 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, Some(Path::new("/etc/lectern/lectern.toml"))).unwrap_err().to_string()
+    }
+
+    /// `lectern config check` reports every out-of-range number, and reports a problem exactly
+    /// when the daemon's `Config::parse` rejects the text, starting with the same one.
+    #[test]
+    fn check_reports_every_problem_and_agrees_with_the_daemon() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("[capture]\nframerate = 30", &[]),
+            (
+                "[capture]\nframerate = 0\nwidth = 20\n[board]\ndebounce_ms = 0",
+                &["key `board.debounce_ms`: expected a number from 1 to 1000, found 0", "key `capture.width`", "key `capture.framerate`"],
+            ),
+            // A bad choice ends the list, as it ends the daemon's validation.
+            ("[capture]\nframerate = 0\n[clock]\ntrust = \"maybe\"", &["key `capture.framerate`", "key `clock.trust`: expected one of"]),
+            ("[capture]\nvideo = \"vhs\"\nframerate = 0", &["key `capture.video`: expected \"test\" or \"v4l2\""]),
+            ("[capture]\nframerate = 0\nnot_a_key = 1", &["unknown field `not_a_key`"]),
+        ];
+        for (text, expect) in cases {
+            let problems: Vec<String> = Config::check_text(text, Some(Path::new("/etc/lectern/x.toml"))).iter().map(ToString::to_string).collect();
+            assert_eq!(problems.len(), expect.len(), "{text:?}: {problems:#?}");
+            for (got, want) in problems.iter().zip(expect.iter()) {
+                assert!(got.starts_with("config /etc/lectern/x.toml: ") && got.contains(want), "{text:?}: expected {want:?} in {got:?}");
+            }
+            match Config::parse(text, Some(Path::new("/etc/lectern/x.toml"))) {
+                Ok(_) => assert!(problems.is_empty(), "{text:?}"),
+                Err(e) => assert_eq!(problems.first(), Some(&e.to_string()), "{text:?}: the daemon's error comes first"),
+            }
+        }
     }
 
     #[test]
