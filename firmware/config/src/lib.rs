@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod signals;
 mod upload;
 
+pub use signals::SignalsConfig;
 pub use upload::{RecordingFilter, S3TargetConfig, TargetConfig, TargetKind, UploadConfig};
 
 /// What went wrong while loading the configuration; always names the file.
@@ -59,6 +61,8 @@ struct Raw {
     opencast: RawOpencast,
     #[serde(default)]
     upload: upload::RawUpload,
+    #[serde(default)]
+    signals: signals::RawSignals,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +372,8 @@ pub struct Config {
     pub opencast: Option<OpencastConfig>,
     /// Where final recordings are uploaded, and how (`[upload]`).
     pub upload: UploadConfig,
+    /// Signal alarms: silent mic, clipping, black or frozen picture, lost inputs (`[signals]`).
+    pub signals: SignalsConfig,
 }
 
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
@@ -622,7 +628,9 @@ impl Validator<'_> {
         };
         let opencast = self.opencast(raw.opencast)?;
         let upload = self.upload(raw.upload, opencast.as_ref().map(|o| o.url.as_str()), journal.min_free_bytes)?;
+        let signals = self.signals(raw.signals)?;
         Ok(Config {
+            signals,
             opencast,
             upload,
             source,
@@ -730,6 +738,7 @@ mod tests {
         assert_eq!(format!("{:?}", c.journal), format!("{:?}", d.journal));
         assert_eq!(format!("{:?}", c.board), format!("{:?}", d.board));
         assert_eq!(format!("{:?}", c.upload), format!("{:?}", d.upload));
+        assert_eq!(format!("{:?}", c.signals), format!("{:?}", d.signals));
     }
 
     #[test]
