@@ -71,6 +71,7 @@ struct RawOpencast {
     url: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    password_file: Option<PathBuf>,
     auth: Option<String>,
     address: Option<String>,
     capture_admin_url: Option<String>,
@@ -480,6 +481,23 @@ impl Validator<'_> {
         }
     }
 
+    /// The password inline, or read from `password_file` (relative to the config's directory),
+    /// where provisioning keeps it apart from the config (docs/provisioning.md). One trailing
+    /// newline is not part of it.
+    fn opencast_password(&self, inline: Option<String>, file: Option<PathBuf>) -> Result<String, ConfigError> {
+        match (inline, file) {
+            (Some(p), Some(_)) if !p.is_empty() => Err(self.invalid("opencast.password_file", "either opencast.password or opencast.password_file, not both", "both set")),
+            (Some(p), None) => Ok(p),
+            (None, None) => Ok(String::new()),
+            (_, Some(f)) => {
+                let f = self.path(f);
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| self.invalid("opencast.password_file", "a readable file holding the password", format!("{}: {e}", f.display())))?;
+                Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+            }
+        }
+    }
+
     fn opencast(&self, o: RawOpencast) -> Result<Option<OpencastConfig>, ConfigError> {
         let Some(url) = self.opencast_url("opencast.url", o.url)? else { return Ok(None) };
         let auth = match o.auth.as_deref().unwrap_or("digest") {
@@ -502,7 +520,7 @@ impl Validator<'_> {
         Ok(Some(OpencastConfig {
             url,
             username: o.username.unwrap_or_else(|| "opencast_system_account".to_owned()),
-            password: o.password.unwrap_or_default(),
+            password: self.opencast_password(o.password, o.password_file)?,
             auth,
             address: o.address.unwrap_or_default(),
             capture_admin_url: self.opencast_url("opencast.capture_admin_url", o.capture_admin_url)?,
@@ -803,5 +821,28 @@ mod tests {
         let c = Config::parse("[journal]\nmedia_dir = \"media\"\n[schedule]\nics = \"/abs/s.ics\"", Some(Path::new("/opt/demo/lectern.toml"))).unwrap();
         assert_eq!(c.journal.media_dir, PathBuf::from("/opt/demo/media"));
         assert_eq!(c.schedule.ics, Some(PathBuf::from("/abs/s.ics")));
+    }
+
+    #[test]
+    fn opencast_password_file_is_read_next_to_the_config() {
+        let dir = std::env::temp_dir().join(format!("lectern-config-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw.secret"), "s3cret\n").unwrap();
+        let config = dir.join("lectern.toml");
+        let load = |text: &str| {
+            std::fs::write(&config, text).unwrap();
+            Config::load(&config)
+        };
+        let oc = "[opencast]\nurl = \"https://oc.example.edu\"\n";
+        let c = load(&format!("{oc}password_file = \"pw.secret\"")).unwrap();
+        assert_eq!(c.opencast.as_ref().unwrap().password, "s3cret", "relative to the config, one newline stripped");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        // The shipped default's empty password does not clash with a file.
+        assert_eq!(load(&format!("{oc}password = \"\"\npassword_file = \"pw.secret\"")).unwrap().opencast.unwrap().password, "s3cret");
+        let both = load(&format!("{oc}password = \"x\"\npassword_file = \"pw.secret\"")).unwrap_err().to_string();
+        assert!(both.contains("opencast.password_file") && both.contains("not both"), "{both}");
+        let missing = load(&format!("{oc}password_file = \"nope.secret\"")).unwrap_err().to_string();
+        assert!(missing.contains("opencast.password_file") && missing.contains("nope.secret"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
