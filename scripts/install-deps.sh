@@ -12,7 +12,7 @@ PACKAGES=(
   ffmpeg python3 python3-pip python3-venv
   fuse3
   qemu-system-x86 busybox-static dmsetup e2fsprogs
-  systemd dbus polkitd jq                # the systemd guest boots this root (hil-tests/guest, docs/systemd.md)
+  systemd dbus polkitd jq v4l-utils      # the systemd guest boots this root (hil-tests/guest, docs/systemd.md)
   device-tree-compiler
 )
 

@@ -44,6 +44,9 @@ pub struct SystemdGuest {
     /// (host path, guest path): bind mounts of host files over guest paths (they need not exist
     /// in the guest).
     pub binds: Vec<(PathBuf, String)>,
+    /// Kernel modules loaded before systemd starts, beyond the harness's own (say `vivid`, a
+    /// virtual V4L2 camera); the host's root has no module tree for Debian's kernel.
+    pub modules: Vec<String>,
     /// The unit systemd boots into (`systemd.unit=`).
     pub target: String,
     pub memory_mb: u32,
@@ -60,7 +63,8 @@ pub fn build_initramfs(g: &SystemdGuest, out: &Path) -> Result<()> {
         c.dir(d);
     }
     add_busybox(&mut c)?;
-    let insmods = add_modules(&mut c, &g.kernel, MODULES)?;
+    let modules: Vec<&str> = MODULES.iter().copied().chain(g.modules.iter().map(String::as_str)).collect();
+    let insmods = add_modules(&mut c, &g.kernel, &modules)?;
     for f in &g.files {
         ensure!(f.path.starts_with('/') && !f.path.contains(".."), "guest file path {:?} must be absolute and plain", f.path);
         c.file(&format!("payload{}", f.path), f.mode, &f.data);
