@@ -1,72 +1,28 @@
 //! `lectern`: the operator CLI. It talks to `lecternd` over the control socket (and to the
 //! simulated board's socket for `lectern sim ...`); it never opens the journal itself, so it cannot
 //! race the daemon. `--json` prints the daemon's response shapes unchanged (docs/control-api.md).
+//! The command line itself is declared in `args.rs` (clap); this file dispatches and owns the
+//! exit-code policy.
 //!
-//! Exit codes: 0 success, 1 the daemon refused or could not be reached, 2 bad usage.
+//! Exit codes: 0 success; 1 the daemon refused or could not be reached, or the file `schedule
+//! parse` / `config check` read has problems; 2 bad usage (clap's usage errors).
 
-use std::path::{Path, PathBuf};
+mod args;
+
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use args::{Cli, Command, ConfigCmd, Record, Schedule, Sim, Uploads};
+use clap::{CommandFactory, Parser};
 use lectern_config::Config;
 use lectern_control::Request;
 use serde_json::Value;
 
-const USAGE: &str = "\
-usage: lectern [--config FILE | --socket PATH] [--json] COMMAND
-commands:
-  status                      what the box is doing
-  record start [--title T]    start an ad-hoc recording
-  record stop                 stop the current recording
-  recordings                  recordings with durations, parts, segments, bytes
-  segments ID                 the segments of one recording
-  uploads                     upload jobs: progress, rate, ETA, attempts, endpoint, last error
-  uploads retry ID            queue a parked or waiting upload again, now
-  update BUNDLE               install a RAUC bundle and reboot into it, each step deferred
-                              while recording or stitching, or a lecture starts within 15 min
-  schedule parse FILE         the events the agent would store from an .ics file, as JSON
-                              (uid, start/end RFC 3339 UTC, title, workflow, device names...;
-                              recurrences 14 days ahead); a bad file: FILE:LINE: why, exit 1
-  sim button [press|long|down|up]   press the simulated board's button
-  sim powerfail on|off        assert or clear the simulated power-fail line
-  sim led | sim state         the simulated board's LED and inputs
-The config defaults to $LECTERN_CONFIG, else the embedded defaults.";
-
-struct Opts {
-    config: Option<PathBuf>,
-    socket: Option<PathBuf>,
-    json: bool,
-    rest: Vec<String>,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut opts = Opts { config: std::env::var_os("LECTERN_CONFIG").map(PathBuf::from), socket: None, json: false, rest: Vec::new() };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" | "-c" => opts.config = Some(args.next().ok_or("--config needs a file")?.into()),
-            "--socket" => opts.socket = Some(args.next().ok_or("--socket needs a path")?.into()),
-            "--json" => opts.json = true,
-            "--help" | "-h" => return Err(String::new()),
-            _ => opts.rest.push(a),
-        }
-    }
-    Ok(opts)
-}
-
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("lectern: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&opts) {
+    // clap prints help and version (exit 0) and usage errors with suggestions (exit 2) itself.
+    let cli = Cli::parse();
+    match run(&cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lectern: {e:#}");
@@ -96,52 +52,59 @@ fn emit(text: &str) {
     }
 }
 
-fn config(opts: &Opts) -> anyhow::Result<Config> {
-    Ok(match &opts.config {
+fn config(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(match &cli.config {
         Some(p) => Config::load(p)?,
         None => Config::defaults(),
     })
 }
 
-fn ask(opts: &Opts, req: Request) -> anyhow::Result<Value> {
-    let socket = match &opts.socket {
+fn ask(cli: &Cli, req: Request) -> anyhow::Result<Value> {
+    let socket = match &cli.socket {
         Some(s) => s.clone(),
-        None => config(opts)?.control_socket,
+        None => config(cli)?.control_socket,
     };
     Ok(lectern_control::request(&socket, &req, Duration::from_secs(40))?)
 }
 
-fn run(opts: &Opts) -> anyhow::Result<ExitCode> {
-    let words: Vec<&str> = opts.rest.iter().map(String::as_str).collect();
-    let value = match words.as_slice() {
-        ["status"] => ask(opts, Request::Status)?,
-        ["record", "start"] => ask(opts, Request::RecordStart { title: None })?,
-        ["record", "start", "--title", t] => ask(opts, Request::RecordStart { title: Some((*t).to_owned()) })?,
-        ["record", "stop"] => ask(opts, Request::RecordStop)?,
-        ["recordings"] => ask(opts, Request::Recordings)?,
-        ["segments", id] => ask(opts, Request::Segments { recording_id: (*id).to_owned() })?,
-        ["uploads"] => ask(opts, Request::Uploads)?,
-        ["uploads", "retry", id] => ask(opts, Request::UploadRetry { recording_id: (*id).to_owned() })?,
-        ["update", bundle] => ask(opts, Request::Update { bundle: absolute(bundle)? })?,
-        ["schedule", "parse", file] => return schedule_parse(Path::new(file)),
-        ["sim", rest @ ..] => return sim(opts, rest),
-        _ => {
-            eprintln!("{USAGE}");
-            return Ok(ExitCode::from(2));
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (kind, value) = match &cli.command {
+        Command::Status => ("status", ask(cli, Request::Status)?),
+        Command::Record(Record::Start { title }) => ("record", ask(cli, Request::RecordStart { title: title.clone() })?),
+        Command::Record(Record::Stop) => ("record", ask(cli, Request::RecordStop)?),
+        Command::Recordings => ("recordings", ask(cli, Request::Recordings)?),
+        Command::Segments { id } => ("segments", ask(cli, Request::Segments { recording_id: id.clone() })?),
+        Command::Uploads { action: None } => ("uploads", ask(cli, Request::Uploads)?),
+        Command::Uploads { action: Some(Uploads::Retry { id }) } => ("uploads retry", ask(cli, Request::UploadRetry { recording_id: id.clone() })?),
+        Command::Update { bundle } => ("update", ask(cli, Request::Update { bundle: absolute(bundle)? })?),
+        Command::Schedule(Schedule::Parse(f)) => return schedule_parse(&f.file),
+        Command::Config(ConfigCmd::Check(f)) => return config_check(&f.file),
+        Command::Sim(sim_cmd) => return sim(cli, sim_cmd),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "lectern", &mut out);
+            emit(&String::from_utf8_lossy(&out));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            emit(&String::from_utf8_lossy(&out));
+            return Ok(ExitCode::SUCCESS);
         }
     };
-    if opts.json {
+    if cli.json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&value)?));
     } else {
-        emit(&human(&words, &value));
+        emit(&human(kind, &value));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The daemon resolves nothing against the CLI's working directory: a relative bundle path is
 /// made absolute here.
-fn absolute(path: &str) -> anyhow::Result<String> {
-    let p = std::path::absolute(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+fn absolute(path: &Path) -> anyhow::Result<String> {
+    let p = std::path::absolute(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(p.to_string_lossy().into_owned())
 }
 
@@ -177,16 +140,29 @@ fn schedule_parse(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn sim(opts: &Opts, words: &[&str]) -> anyhow::Result<ExitCode> {
-    let line = match words {
-        ["button"] => "button press".to_owned(),
-        ["button", how @ ("press" | "long" | "down" | "up")] => format!("button {how}"),
-        ["powerfail", how @ ("on" | "off")] => format!("powerfail {how}"),
-        ["led"] => "led".to_owned(),
-        ["state"] => "state".to_owned(),
-        _ => bail!("unknown sim command {:?}\n{USAGE}", words.join(" ")),
+/// Validates a config exactly as `lecternd` does (`Config::check` reports every problem
+/// `Config::load` would stop at the first of) and prints each with file, key and expectation.
+fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
+    let problems = Config::check(file);
+    if problems.is_empty() {
+        emit(&format!("{}: valid\n", file.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    eprintln!("{}: {} problem(s); lecternd would refuse it (exit 2)", file.display(), problems.len());
+    Ok(ExitCode::from(1))
+}
+
+fn sim(cli: &Cli, cmd: &Sim) -> anyhow::Result<ExitCode> {
+    let line = match cmd {
+        Sim::Button { how } => format!("button {}", how.word()),
+        Sim::Powerfail { how } => format!("powerfail {}", how.word()),
+        Sim::Led => "led".to_owned(),
+        Sim::State => "state".to_owned(),
     };
-    let socket = config(opts)?.board.sim_socket;
+    let socket = config(cli)?.board.sim_socket;
     let reply = lectern_board::sim_request(&socket, &line)?;
     emit(&format!("{reply}\n"));
     Ok(ExitCode::SUCCESS)
@@ -200,10 +176,11 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn human(words: &[&str], v: &Value) -> String {
+/// The human form of a reply; `kind` is the command (`"uploads retry"` for the retry).
+fn human(kind: &str, v: &Value) -> String {
     let mut out = String::new();
-    match words.first().copied() {
-        Some("recordings") => {
+    match kind {
+        "recordings" => {
             let empty = Vec::new();
             let list = v["recordings"].as_array().unwrap_or(&empty);
             out_line!(out, "{:<36} {:<11} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "kind", "duration", "parts", "segs", "bytes");
@@ -225,10 +202,10 @@ fn human(words: &[&str], v: &Value) -> String {
                 out_line!(out, "(no recordings)");
             }
         }
-        Some("uploads") if words.get(1) == Some(&"retry") => {
+        "uploads retry" => {
             out_line!(out, "{}: {} -> {}", s(&v["recording_id"]), s(&v["was"]), s(&v["state"]));
         }
-        Some("uploads") => {
+        "uploads" => {
             let empty = Vec::new();
             let list = v["uploads"].as_array().unwrap_or(&empty);
             for j in list {
@@ -246,8 +223,8 @@ fn human(words: &[&str], v: &Value) -> String {
                 out_line!(out, "ALARM: {}", s(a));
             }
         }
-        Some("update") => out_line!(out, "update:    {}", update_line(v)),
-        Some("segments") => {
+        "update" => out_line!(out, "update:    {}", update_line(v)),
+        "segments" => {
             let empty = Vec::new();
             for seg in v["segments"].as_array().unwrap_or(&empty) {
                 out_line!(out, "{}", serde_json::to_string(seg).unwrap_or_default());

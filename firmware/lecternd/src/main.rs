@@ -8,42 +8,33 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use lectern_config::{Config, DEFAULT_CONFIG};
 
-const USAGE: &str = "usage: lecternd [--config FILE] [--check-config] [--print-default-config]";
+/// Lecture-capture daemon: camera and mic to a crash-safe journal, schedule, uploads.
+#[derive(Debug, Parser)]
+#[command(name = "lecternd", version, about)]
+#[command(after_help = "Exit codes: 0 clean stop; 1 start-up failure; 2 bad usage or invalid config (nothing under the media directory was touched). `lectern config check FILE` lists every problem of a config.")]
+struct Args {
+    /// The config file; without it, the embedded defaults (the simulated board).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Print the embedded default config (every key, its default and meaning) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
 
 fn main() -> ExitCode {
-    let mut config_path: Option<PathBuf> = None;
-    let mut check_only = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => match args.next() {
-                Some(p) => config_path = Some(PathBuf::from(p)),
-                None => {
-                    eprintln!("lecternd: --config needs a file\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "--check-config" => check_only = true,
-            "--print-default-config" => {
-                print!("{DEFAULT_CONFIG}");
-                return ExitCode::SUCCESS;
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" => {
-                println!("lecternd {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("lecternd: unknown argument {other:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
+    // clap prints help and version (exit 0) and usage errors with suggestions (exit 2) itself.
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
     }
+    let (config_path, check_only) = (args.config, args.check_config);
     let config = match config_path.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::defaults())) {
         Ok(c) => c,
         Err(e) => {
