@@ -223,7 +223,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let mut ffmpeg_pid: Option<u32> = None;
     let mut ffmpeg_args: Vec<String> = Vec::new();
     let mut a_window: (Option<Instant>, Option<Instant>) = (None, None);
-    let mut stopping: Option<std::thread::JoinHandle<Result<Instant>>> = None;
+    let mut stopping: Option<std::thread::JoinHandle<Result<(Instant, Counters)>>> = None;
     let mut l_stopped: Option<(Instant, Counters)> = None;
     let mut next_pss = Instant::now();
     let half = l_t0 + Duration::from_secs(u64::from(opts.minutes) * 30);
@@ -283,15 +283,10 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
         // Lectern: stop after N minutes, in a thread; take its counters once the stop is done.
         if stopping.is_none() && l_stopped.is_none() && now >= l_end {
             let cli = cli.clone();
-            stopping = Some(std::thread::spawn(move || cli.stop_and_wait_idle()));
+            stopping = Some(std::thread::spawn(move || cli.stop_and_wait_idle(lpid)));
         }
         if stopping.as_ref().is_some_and(|h| h.is_finished()) {
-            let done = stopping.take().unwrap().join().expect("stop thread")?;
-            l_stopped = Some((
-                done,
-                // The stitch of the finished recording may already be running: not the recording.
-                procfs::counters_excluding(lpid, "stitcher").context("lecternd's counters after stop")?,
-            ));
+            l_stopped = Some(stopping.take().unwrap().join().expect("stop thread")?);
         }
 
         // PSS at the slower interval, each side only while it records.
@@ -723,12 +718,20 @@ impl Cli {
 
     /// `lectern record stop`, then waits until the daemon is idle again (the last segment is
     /// committed by then); returns when that was seen.
-    fn stop_and_wait_idle(&self) -> Result<Instant> {
+    /// Stops the recording of lecternd `pid`; returns when it is idle again, and its counters as
+    /// they were when the stop's reply arrived.
+    fn stop_and_wait_idle(&self, pid: u32) -> Result<(Instant, Counters)> {
         self.json(&["record", "stop"])?;
+        // The reply comes once the journal has the recording's last part; its stitch can start
+        // only after that, on the main loop's next idle turn. So the counters are read now, with a
+        // stitcher thread that already runs subtracted. Read after the box was idle, a short
+        // recording's stitch had often finished and its thread exited, and an exited thread's
+        // bytes are the process's: a 1-minute run reported a write amplification of 1.97.
+        let counters = procfs::counters_excluding(pid, "stitcher").context("lecternd's counters after stop")?;
         let start = Instant::now();
         loop {
             if self.json(&["status"])?["state"] == "idle" {
-                return Ok(Instant::now());
+                return Ok((Instant::now(), counters));
             }
             if start.elapsed() > Duration::from_secs(60) {
                 bail!("lecternd is not idle 60 s after `record stop`");
