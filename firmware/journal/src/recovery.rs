@@ -447,10 +447,13 @@ fn open_segments(
 
 /// Recovers a part's open segments and marks it interrupted.
 ///
-/// Its end time is the latest evidence of activity: the last commit or the
-/// opening of its last segment; only a part with no segments at all falls
-/// back to `now_ms`. It is computed before recovery commits anything, so
-/// recovery's own commit time does not count as activity.
+/// Its end time is the latest evidence of what it holds: a committed segment's
+/// commit, or a recovered segment's opening plus the media recovery kept in it
+/// (recovery's own commit time is not activity; an open segment that kept
+/// nothing counts from its opening); only a part with no segments at all falls
+/// back to `now_ms`. Dating a killed part's end at its last segment's opening
+/// would count the media still in that segment as a hole in the stitched
+/// recording's gap manifest.
 fn recover_part(
     conn: &Connection,
     ctx: &Ctx,
@@ -459,17 +462,25 @@ fn recover_part(
     now_ms: i64,
     actions: &mut Vec<RecoveryAction>,
 ) -> Result<()> {
-    let ended_at_ms: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(CASE WHEN state = 'committed' THEN committed_at_ms ELSE opened_at_ms END), ?2)
-             FROM segments WHERE part_id = ?1",
-            params![part.id, now_ms],
-            |r| r.get(0),
-        )
-        .db("estimate part end", &ctx.db_path)?;
+    // Before recovery: the last commit or segment opening (a segment recovery drops leaves its
+    // opening here); after it: what the recovered segments hold.
+    let estimate = |sql: &str, fallback: i64| -> Result<i64> {
+        conn.query_row(sql, params![part.id, fallback], |r| r.get(0)).db("estimate part end", &ctx.db_path)
+    };
+    let opened = estimate(
+        "SELECT COALESCE(MAX(CASE WHEN state = 'committed' THEN committed_at_ms ELSE opened_at_ms END), ?2)
+         FROM segments WHERE part_id = ?1",
+        now_ms,
+    )?;
     for seg in open_segments(conn, ctx, Some(part.id))? {
         recover_open_segment(conn, ctx, &seg, now_ms, actions)?;
     }
+    let held = estimate(
+        "SELECT COALESCE(MAX(opened_at_ms + COALESCE(duration_ns, 0) / 1000000), ?2)
+         FROM segments WHERE part_id = ?1 AND recovered = 1",
+        opened,
+    )?;
+    let ended_at_ms = opened.max(held).min(now_ms);
     conn.execute(
         "UPDATE parts SET state = 'interrupted', end_reason = ?2, ended_at_ms = ?3 WHERE id = ?1 AND state = 'open'",
         params![part.id, reason, ended_at_ms],

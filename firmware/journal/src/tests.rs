@@ -724,6 +724,10 @@ fn torn_tail_is_truncated_rechecksummed_and_committed_after_crash() {
 
     let (journal, report) = reopen(dir.path(), T0_MS + 60_000);
     let text = report.to_string();
+    // The torn part ends where the media recovery kept in its open segment (opened at
+    // T0 + 2 s) ends, not at that segment's opening: the stitched file's gap starts there.
+    let held_ms = journal.segments("torn").unwrap()[1].duration_ns.expect("recovered duration") as i64 / 1_000_000;
+    assert!(held_ms > 500, "{held_ms} ms recovered");
     assert_eq!(
         report.actions,
         [
@@ -737,7 +741,7 @@ fn torn_tail_is_truncated_rechecksummed_and_committed_after_crash() {
                 recording_id: "torn".into(),
                 part_seq: 1,
                 reason: "crash".into(),
-                ended_at_ms: T0_MS + 2000,
+                ended_at_ms: T0_MS + 2000 + held_ms,
             },
             RecoveryAction::SegmentDropped {
                 recording_id: "lost".into(),
@@ -758,7 +762,7 @@ fn torn_tail_is_truncated_rechecksummed_and_committed_after_crash() {
             },
             RecoveryAction::RecordingInterrupted {
                 recording_id: "torn".into(),
-                ended_at_ms: T0_MS + 2000
+                ended_at_ms: T0_MS + 2000 + held_ms
             },
         ],
         "{text}"
