@@ -129,6 +129,24 @@ fn version_of(name: &str) -> Option<u64> {
     name.strip_prefix('v')?.parse().ok().filter(|v| *v > 0)
 }
 
+/// Writes a payload's secrets and config into the empty directory `dir` (fsyncing each file and
+/// the directory) and loads the config with the daemon's own loader: what it refuses, a box never
+/// switches to. The fleet tool runs the same check in a scratch directory before it signs.
+pub fn stage_and_check(dir: &Path, payload: &crate::Payload) -> Result<(), ProvisionError> {
+    for (secret, value) in &payload.secrets {
+        write_new(&dir.join(secret_file_name(secret)), value.as_bytes(), 0o600)?;
+    }
+    let config = dir.join(CONFIG_FILE);
+    write_new(&config, payload.config_toml().as_bytes(), 0o640)?;
+    fsync_dir(dir)?;
+    lectern_config::Config::load(&config).map_err(|e| {
+        // The message names the bundle, not the scratch directory.
+        let message = e.to_string().replace(&format!("{}", dir.display()), &format!("<bundle v{}>", payload.version));
+        ProvisionError::Rejected(Rejection::Config(message))
+    })?;
+    Ok(())
+}
+
 impl Store {
     /// Opens the store, creating its root (0700) if missing; its parent must exist.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
@@ -226,27 +244,15 @@ impl Store {
         self.clean_staging()?;
         fs::create_dir(&staged).map_err(io(&staged))?;
         fs::set_permissions(&staged, fs::Permissions::from_mode(0o750)).map_err(io(&staged))?;
-        let staged_result = (|| {
-            for (secret, value) in &payload.secrets {
-                write_new(&staged.join(secret_file_name(secret)), value.as_bytes(), 0o600)?;
-            }
-            let config = staged.join(CONFIG_FILE);
-            write_new(&config, payload.config_toml().as_bytes(), 0o640)?;
-            fsync_dir(&staged)?;
-            Ok::<_, StoreError>(config)
-        })();
-        let config = match staged_result {
-            Ok(c) => c,
+        match stage_and_check(&staged, payload) {
+            Ok(()) => {}
             Err(e) => {
                 let _ = fs::remove_dir_all(&staged);
-                return Err(e.into());
+                return Err(match e {
+                    ProvisionError::Rejected(r) => self.record_rejection(r, now)?,
+                    other => other,
+                });
             }
-        };
-        // The daemon's own loader, on the staged files: what it refuses, the box never switches to.
-        if let Err(e) = lectern_config::Config::load(&config) {
-            let _ = fs::remove_dir_all(&staged);
-            let message = e.to_string().replace(&format!("{}", staged.display()), &format!("<bundle v{}>", payload.version));
-            return Err(self.record_rejection(Rejection::Config(message), now)?);
         }
         let final_dir = self.root.join(&name);
         if final_dir.exists() {

@@ -5,7 +5,7 @@
 //! 2 usage or I/O error.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -76,6 +76,18 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Loads the config the payload produces with the daemon's own loader, in a scratch directory
+/// that is removed afterwards (it briefly holds the secrets, 0600).
+fn check_config(payload: &[u8]) -> anyhow::Result<()> {
+    let payload = parse_payload(payload)?;
+    let dir = std::env::temp_dir().join(format!("lectern-fleet-check-{}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let result = lectern_provision::store::stage_and_check(&dir, &payload);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(result?)
+}
+
 fn run(args: &[String]) -> anyhow::Result<u8> {
     let Some((cmd, rest)) = args.split_first() else { bail!("{USAGE}") };
     match cmd.as_str() {
@@ -100,6 +112,7 @@ fn run(args: &[String]) -> anyhow::Result<u8> {
             let payload_path = one(&pos, "PAYLOAD.toml")?;
             let payload = read(&payload_path)?;
             let bundle = sign(&payload, &key).map_err(|e| anyhow::anyhow!("{}: {e}", payload_path.display()))?;
+            check_config(&payload).with_context(|| format!("{}: not signed", payload_path.display()))?;
             match opt(&opts, &["-o", "--out"]) {
                 Some(out) => {
                     std::fs::write(out, &bundle).with_context(|| format!("cannot write {out}"))?;
