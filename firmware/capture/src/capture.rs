@@ -63,9 +63,23 @@ pub enum MediaEvent {
         peak_db: f64,
         rms_db: f64,
     },
+    /// One analysed video frame: its luma plane downscaled to `width`×`height` (GRAY8, rows
+    /// packed), a few a second (`CaptureSettings::analysis_fps`). Never blocks the pipeline: when
+    /// the channel is full the frame is counted in `CaptureStats::analysis_dropped` instead.
+    Luma {
+        pts_ns: Option<u64>,
+        width: u32,
+        height: u32,
+        luma: Vec<u8>,
+    },
     /// Sent exactly once, after the last `Data`.
     End,
 }
+
+/// Size of the analysis branch's frames: enough for a mean, a variance and a fingerprint (a
+/// 20×20 block of a 720p frame per sample), small enough that copying one costs nothing.
+pub const ANALYSIS_WIDTH: u32 = 64;
+pub const ANALYSIS_HEIGHT: u32 = 36;
 
 /// Reports from the bus thread to the owner of the capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +122,8 @@ pub(crate) struct Shared {
     pub keyframes: AtomicU64,
     pub chunks_dropped: AtomicU64,
     pub levels_dropped: AtomicU64,
+    pub analysed: AtomicU64,
+    pub analysis_dropped: AtomicU64,
 }
 
 /// Why an event could not be queued.
@@ -135,6 +151,8 @@ impl Shared {
             keyframes: AtomicU64::new(0),
             chunks_dropped: AtomicU64::new(0),
             levels_dropped: AtomicU64::new(0),
+            analysed: AtomicU64::new(0),
+            analysis_dropped: AtomicU64::new(0),
         }
     }
 
@@ -323,6 +341,12 @@ impl Capture {
             .map_err(|_| build_err("element \"sink\" is not an appsink".into()))?;
         let chunker = Arc::new(Mutex::new(Chunker::new(settings.chunk_bytes)));
         install_sink_callbacks(&appsink, &shared, &chunker);
+        if settings.analysis_fps > 0 {
+            let analysis = by_name("analysis")?
+                .downcast::<gst_app::AppSink>()
+                .map_err(|_| build_err("element \"analysis\" is not an appsink".into()))?;
+            install_analysis_callbacks(&analysis, &shared);
+        }
 
         let bus = pipeline
             .bus()
@@ -381,6 +405,8 @@ impl Capture {
         stats.keyframes = after.keyframes;
         stats.chunks_dropped = after.chunks_dropped;
         stats.levels_dropped = after.levels_dropped;
+        stats.analysed = after.analysed;
+        stats.analysis_dropped = after.analysis_dropped;
         stats.leading_bytes_discarded = after.leading_bytes_discarded;
         stats.psi_injected = after.psi_injected;
         info!(target: "capture", "stopped after {:?}: {stats}", started.elapsed());
@@ -430,6 +456,8 @@ impl Capture {
             keyframes: self.shared.keyframes.load(Ordering::Relaxed),
             chunks_dropped: self.shared.chunks_dropped.load(Ordering::Relaxed),
             levels_dropped: self.shared.levels_dropped.load(Ordering::Relaxed),
+            analysed: self.shared.analysed.load(Ordering::Relaxed),
+            analysis_dropped: self.shared.analysis_dropped.load(Ordering::Relaxed),
             leading_bytes_discarded,
             psi_injected,
         }
@@ -519,6 +547,47 @@ fn install_sink_callbacks(
     );
 }
 
+/// Wires the analysis branch's appsink: each frame's luma rows are copied out packed and offered
+/// to the media channel with `try_send`. The branch sits behind a leaky queue, so nothing here can
+/// hold up the encoder; a full channel costs an analysed frame, never a recorded one.
+fn install_analysis_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) {
+    let s = Arc::clone(shared);
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                let Some(buffer) = sample.buffer() else { return Ok(gst::FlowSuccess::Ok) };
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let Some(luma) = pack_rows(map.as_slice(), ANALYSIS_WIDTH as usize, ANALYSIS_HEIGHT as usize) else {
+                    debug!(target: "capture", "analysis frame of {} bytes is not {ANALYSIS_WIDTH}x{ANALYSIS_HEIGHT} GRAY8", map.size());
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let ev = MediaEvent::Luma { pts_ns: buffer.pts().map(|t| t.nseconds()), width: ANALYSIS_WIDTH, height: ANALYSIS_HEIGHT, luma };
+                match s.media.try_send(ev) {
+                    Ok(()) => {
+                        s.analysed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        s.analysis_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => s.consumer_gone.store(true, Ordering::SeqCst),
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// GStreamer pads GRAY8 rows to a multiple of 4 bytes; returns the rows packed (`width` bytes
+/// each), or `None` when `data` is too short for `height` such rows.
+pub(crate) fn pack_rows(data: &[u8], width: usize, height: usize) -> Option<Vec<u8>> {
+    let stride = width.div_ceil(4) * 4;
+    if height == 0 || data.len() < stride * (height - 1) + width {
+        return None;
+    }
+    Some((0..height).flat_map(|r| &data[r * stride..r * stride + width]).copied().collect())
+}
+
 /// Fails early, with the element's purpose, if something the description needs is missing;
 /// `parse::launch` would only say "no element".
 fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
@@ -537,6 +606,13 @@ fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
         AudioSource::None => {}
         AudioSource::Test { .. } => needed.push(("audiotestsrc", "the simulated microphone")),
         AudioSource::Alsa { .. } => needed.push(("alsasrc", "the ALSA microphone")),
+    }
+    if s.analysis_fps > 0 {
+        needed.extend([
+            ("tee", "the video analysis branch"),
+            ("videorate", "the video analysis rate"),
+            ("videoscale", "downscaling analysed frames"),
+        ]);
     }
     if s.audio != AudioSource::None {
         needed.extend([
@@ -588,8 +664,23 @@ pub(crate) fn describe(
             camera_formats(s)
         ),
     };
+    // The analysis branch leaves the recording branch through a tee and a leaky one-buffer
+    // queue: when it falls behind it loses analysed frames, never recorded ones. videorate
+    // drops down to `analysis_fps` before anything is scaled, so the cost is the scaling of a
+    // few frames a second.
+    let (tee, analysis) = if s.analysis_fps > 0 {
+        (
+            "tee name=vtee ! ",
+            format!(
+                "  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! video/x-raw,width={ANALYSIS_WIDTH},height={ANALYSIS_HEIGHT} ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false",
+                s.analysis_fps
+            ),
+        )
+    } else {
+        ("", String::new())
+    };
     let mut d = format!(
-        "{vsrc} ! video/x-raw,width={},height={},framerate={}/1 ! videoconvert ! video/x-raw,format=I420 ! queue name=venc_queue ! {} ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false",
+        "{vsrc} ! video/x-raw,width={},height={},framerate={}/1 ! videoconvert ! video/x-raw,format=I420 ! {tee}queue name=venc_queue ! {} ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false{analysis}",
         s.width,
         s.height,
         s.framerate,
@@ -695,6 +786,28 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("asrc"), "{d}");
+    }
+
+    #[test]
+    fn description_with_the_analysis_branch() {
+        let s = CaptureSettings { width: 320, height: 240, audio: AudioSource::None, analysis_fps: 5, ..Default::default() };
+        let d = describe(&s, "x264enc", None);
+        assert!(d.contains("video/x-raw,format=I420 ! tee name=vtee ! queue name=venc_queue ! x264enc"), "{d}");
+        assert!(
+            d.ends_with("  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate=5 ! videoscale ! video/x-raw,width=64,height=36 ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn pack_rows_drops_the_row_padding() {
+        // Width 6 pads rows to 8 bytes.
+        let padded: Vec<u8> = (0..8u8).chain(10..18).collect();
+        assert_eq!(pack_rows(&padded, 6, 2), Some(vec![0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]));
+        // The last row needs only its own width.
+        assert_eq!(pack_rows(&padded[..14], 6, 2), Some(vec![0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]));
+        assert_eq!(pack_rows(&padded[..13], 6, 2), None);
+        assert_eq!(pack_rows(&[1, 2, 3, 4], 4, 1), Some(vec![1, 2, 3, 4]));
     }
 
     /// The camera branch with stand-ins for the two kinds of UVC camera (no V4L2 device here):

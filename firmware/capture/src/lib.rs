@@ -6,6 +6,11 @@
 //! keyframe-aligned so the journal can cut segments that decode on their own. Audio levels
 //! arrive on the same channel as [`MediaEvent::Level`]; pipeline health arrives through the
 //! status callback as [`CaptureStatus`], each error carrying a retry-or-forward decision.
+//! With `analysis_fps` set, a leaky branch off the raw video delivers a downscaled luma plane a
+//! few times a second as [`MediaEvent::Luma`] for the signal alarms (`lectern-signals` computes
+//! mean, variance and a fingerprint from it). GStreamer's `videoanalyse` would post the mean and
+//! variance as bus messages, but the frozen-picture fingerprint needs the pixels anyway, and the
+//! statistics of the same 64×36 plane cost nothing more, so the branch hands over pixels only.
 //!
 //! Module map: `settings` (what may be asked, validated), `encoder` (registry probe and
 //! per-encoder configuration), `capture` (pipeline lifecycle and delivery), `bus` (bus thread,
@@ -23,7 +28,7 @@ mod settings;
 mod stats;
 
 pub use bus::should_retry;
-pub use capture::{Capture, CaptureStatus, MediaEvent};
+pub use capture::{Capture, CaptureStatus, MediaEvent, ANALYSIS_HEIGHT, ANALYSIS_WIDTH};
 pub use chunker::{Chunk, Chunker};
 pub use encoder::{auto_candidates, probe_encoder, probe_encoder_for, EncoderHint, EncoderInfo};
 pub use error::CaptureError;

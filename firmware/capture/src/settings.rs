@@ -60,6 +60,9 @@ pub struct CaptureSettings {
     /// Transport-stream packets are coalesced into chunks of at least this many bytes before
     /// being sent (a chunk never spans a keyframe). 1316 = 7 × 188, the classic UDP payload.
     pub chunk_bytes: usize,
+    /// Video frames a second sent down the analysis branch (a downscaled luma plane per frame as
+    /// [`crate::MediaEvent::Luma`], for the signal alarms); 0: no analysis branch at all.
+    pub analysis_fps: u32,
 }
 
 impl Default for CaptureSettings {
@@ -81,6 +84,7 @@ impl Default for CaptureSettings {
             keyframe_interval: Duration::from_secs(2),
             level_interval: Duration::from_millis(100),
             chunk_bytes: 7 * 188,
+            analysis_fps: 0,
         }
     }
 }
@@ -144,6 +148,9 @@ impl CaptureSettings {
         }
         if self.chunk_bytes == 0 {
             return bad("chunk_bytes", "must be non-zero".into());
+        }
+        if self.analysis_fps > 60 {
+            return bad("analysis_fps", format!("must be 0 (off) to 60, got {}", self.analysis_fps));
         }
         if let VideoSource::Test { pattern } = &self.video {
             check_token("video.pattern", pattern)?;

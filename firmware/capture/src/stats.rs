@@ -23,6 +23,10 @@ pub struct CaptureStats {
     pub chunks_dropped: u64,
     /// Level readings discarded because the media channel was full (the bus thread never blocks).
     pub levels_dropped: u64,
+    /// Frames the analysis branch delivered as `MediaEvent::Luma`, and those it could not
+    /// because the media channel was full.
+    pub analysed: u64,
+    pub analysis_dropped: u64,
     /// Muxer output before the first keyframe, which nothing could decode (see `chunker`).
     pub leading_bytes_discarded: u64,
     /// Keyframe chunks that got copies of PAT/PMT put at their head.
@@ -49,7 +53,7 @@ impl fmt::Display for CaptureStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} frames in / {} expected ({} dropped) over {:.1}s, {} chunks ({} keyframes, {} bytes), {} chunks and {} levels dropped, {} leading bytes discarded, PAT/PMT injected {} times",
+            "{} frames in / {} expected ({} dropped) over {:.1}s, {} chunks ({} keyframes, {} bytes), {} chunks and {} levels dropped, {} frames analysed ({} dropped), {} leading bytes discarded, PAT/PMT injected {} times",
             self.frames_in,
             self.frames_expected,
             self.dropped,
@@ -59,6 +63,8 @@ impl fmt::Display for CaptureStats {
             self.bytes,
             self.chunks_dropped,
             self.levels_dropped,
+            self.analysed,
+            self.analysis_dropped,
             self.leading_bytes_discarded,
             self.psi_injected
         )

@@ -70,7 +70,7 @@ impl Default for SignalsConfig {
             clip_db: -1.0,
             clip_hold: Duration::from_millis(500),
             hysteresis_db: 3.0,
-            black_luma: 0.06,
+            black_luma: 0.1,
             black_hold: Duration::from_secs(2),
             frozen_hold: Duration::from_secs(30),
             video_loss: Duration::from_millis(500),

@@ -220,6 +220,8 @@ fn write_loop(
                 part.push_level(peak_db, rms_db);
                 Ok(())
             }
+            // Analysed frames are for the signal monitor, not the journal.
+            Some(MediaEvent::Luma { .. }) => Ok(()),
             // `End` ended the loop above.
             Some(MediaEvent::End) => Ok(()),
         };

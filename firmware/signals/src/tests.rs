@@ -133,8 +133,9 @@ fn clipping_needs_its_hold_and_clears_below_the_band() {
 #[test]
 fn black_picture() {
     check(
-        &[moving(0, 4_000, 0.01), moving(4_000, 8_000, 0.07), moving(8_000, 12_000, 0.3)],
-        // 0.07 is above 0.06 but inside the 0.02 band: no clear until 0.3 arrives at 8.0.
+        &[moving(0, 4_000, 16.0 / 255.0), moving(4_000, 8_000, 0.11), moving(8_000, 12_000, 0.3)],
+        // Video black (Y=16) is black; 0.11 is above 0.1 but inside the 0.02 band: no clear
+        // until 0.3 arrives at 8.0.
         &["2.0 raised black_picture since 0.0", "10.0 cleared black_picture since 0.0 at 8.0"],
     );
     check(&[moving(0, 1_800, 0.01), moving(1_800, 10_000, 0.5)], &[]);
