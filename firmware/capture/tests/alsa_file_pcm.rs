@@ -127,7 +127,9 @@ fn alsa_source_through_the_file_pcm_shows_the_tone() {
         "{} level readings in 2 s",
         levels.len()
     );
-    for (peak, rms) in &levels[2..] {
+    // The first two settle; the last may be the level element's reading at EOS, which on a
+    // loaded machine can cover an interval with no samples (-350 dB: seen once in CI at load 6).
+    for (peak, rms) in &levels[2..levels.len() - 1] {
         assert!(
             (-14.0..=-10.0).contains(peak),
             "peak {peak} dB, expected ≈ −12 dB from the tone (not silence)"
