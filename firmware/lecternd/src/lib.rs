@@ -17,6 +17,7 @@ mod ics_url;
 pub mod logging;
 mod prober;
 mod session;
+mod signals;
 mod stitcher;
 mod update;
 mod uploads;
@@ -207,6 +208,7 @@ fn capture_settings(config: &Config) -> CaptureSettings {
         x264_preset: c.x264_preset.clone(),
         x264_tune: c.x264_tune.clone(),
         keyframe_interval: config.journal.segment,
+        analysis_fps: if config.signals.enabled { config.signals.analysis_fps } else { 0 },
         ..CaptureSettings::default()
     }
 }
@@ -633,6 +635,7 @@ impl Daemon {
                         &self.encoder,
                         generation,
                         &self.clock,
+                        &self.config.signals,
                         report,
                     ) {
                         Ok(s) => {
@@ -950,6 +953,7 @@ impl Daemon {
             })),
             "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
             "update": self.updater.status_json(),
+            "signals": signals::status_json(&self.config.signals, self.session.as_ref().map(Session::signals), Instant::now()),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
             "provisioned": provisioned(&self.config),
             "uptime_s": self.started.elapsed().as_secs(),

@@ -19,6 +19,7 @@ use lectern_journal::{Journal, PartEnd, PartSummary, PartWriter};
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::signals::SignalWatch;
 
 /// Chunks are ~188–1316 bytes; 4096 of them is a few seconds of 4 Mbit/s media.
 const CHANNEL_CHUNKS: usize = 4096;
@@ -36,6 +37,8 @@ pub struct Session {
     capture: Capture,
     part: SharedPart,
     writer: JoinHandle<WriterResult>,
+    /// This part's signal alarms, fed by the writer thread.
+    signals: SignalWatch,
 }
 
 /// Something the session reports to the main loop from another thread.
@@ -45,6 +48,9 @@ impl<T: Fn(u64, String) + Send + Sync + 'static> Reporter for T {}
 impl Session {
     /// Opens a new part and starts the pipeline into it. On failure the part is finished as
     /// failed (an empty part leaves no segment behind) and the error is returned.
+    // Each argument is one thing the session needs from the main loop; a struct bundling them
+    // would be built at the one call site only to be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         journal: &mut Journal,
         recording_id: &str,
@@ -52,6 +58,7 @@ impl Session {
         encoder: &EncoderInfo,
         generation: u64,
         clock: &Arc<dyn Clock>,
+        signals: &lectern_config::SignalsConfig,
         report: impl Reporter + Clone,
     ) -> Result<Session, String> {
         let fsync_interval = journal.options().fsync_interval;
@@ -61,9 +68,11 @@ impl Session {
         let report_w = report.clone();
         let clock_w = clock.clone();
         let part_w = part.clone();
+        let watch = SignalWatch::new(signals, recording_id, Instant::now());
+        let watch_w = watch.clone();
         let writer = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_loop(part_w, rx, fsync_interval, generation, clock_w, report_w))
+            .spawn(move || write_loop(part_w, rx, fsync_interval, generation, clock_w, watch_w, report_w))
             .map_err(|e| format!("cannot start writer thread: {e}"))?;
         let status = move |s: CaptureStatus| match s {
             CaptureStatus::Error { element, message, debug, .. } => {
@@ -73,7 +82,7 @@ impl Session {
             CaptureStatus::Running | CaptureStatus::Eos => {}
         };
         match Capture::start(settings, tx, Box::new(status)) {
-            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, part, writer }),
+            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, part, writer, signals: watch }),
             Err(e) => {
                 // The sender is gone with the failed capture, so the writer ends by itself.
                 let msg = e.to_string();
@@ -96,6 +105,11 @@ impl Session {
         self.capture.encoder()
     }
 
+    /// This part's signal alarms (`status`).
+    pub fn signals(&self) -> &SignalWatch {
+        &self.signals
+    }
+
     /// Stops the pipeline (EOS, so every buffered byte reaches the journal), joins the writer and
     /// finishes the part. A journal error seen while writing turns `end` into a failure.
     pub fn stop(self, end: PartEnd, clock: &dyn Clock) -> Result<(PartSummary, CaptureStats), String> {
@@ -108,6 +122,7 @@ impl Session {
             }
         };
         let write_error = self.writer.join().map_err(|_| format!("recording {id}: writer thread panicked"))?;
+        self.signals.log_report();
         let end = match write_error {
             Some(e) => PartEnd::Failed(e),
             None => end,
@@ -189,6 +204,7 @@ fn write_loop(
     fsync_interval: Duration,
     generation: u64,
     clock: Arc<dyn Clock>,
+    signals: SignalWatch,
     report: impl Reporter,
 ) -> WriterResult {
     let mut error: Option<String> = None;
@@ -200,6 +216,14 @@ fn write_loop(
             Ok(ev) => Some(ev),
             Err(RecvTimeoutError::Timeout) => None,
         };
+        // The alarms see every reading, also after a write error; `Data` does not tick them (a
+        // few hundred chunks a second), the readings and the wake-ups do.
+        match &ev {
+            Some(MediaEvent::Level { peak_db, rms_db, .. }) => signals.level(Instant::now(), *peak_db, *rms_db),
+            Some(MediaEvent::Luma { luma, .. }) => signals.luma(Instant::now(), luma),
+            None => signals.tick(Instant::now()),
+            Some(_) => {}
+        }
         // After a write error keep draining, so the pipeline is never blocked on a full channel
         // while the main loop stops it.
         if error.is_some() {
@@ -220,7 +244,7 @@ fn write_loop(
                 part.push_level(peak_db, rms_db);
                 Ok(())
             }
-            // Analysed frames are for the signal monitor, not the journal.
+            // Analysed frames are for the signal monitor (above), not the journal.
             Some(MediaEvent::Luma { .. }) => Ok(()),
             // `End` ended the loop above.
             Some(MediaEvent::End) => Ok(()),
