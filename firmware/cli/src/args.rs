@@ -52,6 +52,12 @@ pub enum Command {
         /// The bundle; a relative path is made absolute (the daemon must be able to read it).
         bundle: PathBuf,
     },
+    /// Apply a signed provisioning bundle (docs/provisioning.md), e.g. from a USB stick;
+    /// refused while recording or stitching, or while a lecture starts within 15 min.
+    Provision {
+        /// The bundle; a relative path is made absolute (the daemon must be able to read it).
+        bundle: PathBuf,
+    },
     /// Calendar files.
     #[command(subcommand)]
     Schedule(Schedule),
@@ -194,6 +200,7 @@ mod tests {
             "lectern uploads",
             "lectern uploads retry ID",
             "lectern update b.raucb",
+            "lectern provision hall-a.bundle",
             "lectern schedule parse x.ics",
             "lectern config check x.toml",
             "lectern sim button",

@@ -77,6 +77,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Uploads { action: None } => ("uploads", ask(cli, Request::Uploads)?),
         Command::Uploads { action: Some(Uploads::Retry { id }) } => ("uploads retry", ask(cli, Request::UploadRetry { recording_id: id.clone() })?),
         Command::Update { bundle } => ("update", ask(cli, Request::Update { bundle: absolute(bundle)? })?),
+        Command::Provision { bundle } => ("provision", ask(cli, Request::Provision { bundle: absolute(bundle)? })?),
         Command::Schedule(Schedule::Parse(f)) => return schedule_parse(&f.file),
         Command::Config(ConfigCmd::Check(f)) => return config_check(&f.file),
         Command::Sim(sim_cmd) => return sim(cli, sim_cmd),
@@ -224,6 +225,7 @@ fn human(kind: &str, v: &Value) -> String {
             }
         }
         "update" => out_line!(out, "update:    {}", update_line(v)),
+        "provision" => out_line!(out, "provisioned: version {} (previous {}); {}", s(&v["applied"]), s(&v["previous"]), s(&v["note"])),
         "segments" => {
             let empty = Vec::new();
             for seg in v["segments"].as_array().unwrap_or(&empty) {

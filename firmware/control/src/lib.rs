@@ -58,6 +58,9 @@ pub enum Request {
     /// Install a RAUC bundle (an absolute path on the box) into the inactive slot and reboot
     /// into it, each step deferred until no recording or stitch runs and none is about to start.
     Update { bundle: String },
+    /// Apply a signed provisioning bundle (an absolute path on the box, docs/provisioning.md);
+    /// refused, with the reason, while the box is not idle as for `Update`.
+    Provision { bundle: String },
 }
 
 /// The envelope of every response: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
@@ -193,6 +196,7 @@ mod tests {
             (Request::Recordings, r#"{"cmd":"recordings"}"#),
             (Request::Segments { recording_id: "r".into() }, r#"{"cmd":"segments","recording_id":"r"}"#),
             (Request::Update { bundle: "/data/updates/b.raucb".into() }, r#"{"cmd":"update","bundle":"/data/updates/b.raucb"}"#),
+            (Request::Provision { bundle: "/media/usb/hall-a.bundle".into() }, r#"{"cmd":"provision","bundle":"/media/usb/hall-a.bundle"}"#),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), wire);

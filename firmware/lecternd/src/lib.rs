@@ -16,6 +16,7 @@ mod clock;
 mod ics_url;
 pub mod logging;
 mod prober;
+mod provision;
 mod session;
 mod signals;
 mod stitcher;
@@ -145,6 +146,8 @@ struct Daemon {
     mic: Option<DeviceView>,
     /// A requested system update and when it may run (`update.rs`).
     updater: update::Updater,
+    /// Offline enrolment from signed bundles (`provision.rs`).
+    provisioner: provision::Provisioner,
 }
 
 /// One input as `status` reports it: `ok` is `None` until it was probed.
@@ -426,6 +429,7 @@ impl Daemon {
             camera,
             mic,
             updater: update::Updater::new(Arc::new(update::Rauc::default())),
+            provisioner: provision::Provisioner::system(),
         };
         daemon.check_clock();
         daemon.start_agent()?;
@@ -861,6 +865,7 @@ impl Daemon {
                 None => Err("no upload target configured".to_owned()),
             },
             Request::Update { bundle } => self.update_request(&bundle),
+            Request::Provision { bundle } => self.provision_request(&bundle),
         }
     }
 
@@ -953,6 +958,7 @@ impl Daemon {
             })),
             "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
             "update": self.updater.status_json(),
+            "provision": self.provisioner.status_json(),
             "signals": signals::status_json(&self.config.signals, self.session.as_ref().map(Session::signals), Instant::now()),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
             "provisioned": provisioned(&self.config),

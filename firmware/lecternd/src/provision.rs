@@ -1,0 +1,173 @@
+//! Offline enrolment (issue 10): `lectern provision BUNDLE` asks the daemon to apply a signed
+//! provisioning bundle from a path on the box (a USB stick). This module owns the daemon's side:
+//! the paths (store, trusted keys, device id), the idle gate and the `status` view; the format,
+//! every check and the atomic apply are `lectern-provision`'s (docs/provisioning.md).
+//!
+//! A bundle is applied only while the box is idle in the sense of a system update
+//! ([`crate::update::Busy::reason`]: not recording, retrying, holding a recording through a power
+//! cut, stitching, on a failing power line, or within 15 min of a scheduled start); otherwise the
+//! request is refused with the reason and the operator tries again, so a recording is never cut.
+//! Applying only writes the store: the new config takes effect when the daemon next starts with
+//! `--config <store>/current/lectern.toml`. Not built yet: the restart through systemd, the
+//! health check on the new config and the automatic rollback (`Store::rollback`).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use lectern_provision::store::{ProvisionError, Store};
+use lectern_provision::{Keyring, MAX_BUNDLE_BYTES};
+use serde_json::{json, Value};
+
+/// Where provisioning lives on a box.
+#[derive(Debug, Clone)]
+pub(crate) struct Provisioner {
+    /// The store (the service user's state directory).
+    pub store: PathBuf,
+    /// The trusted fleet public keys (`*.pub`), from the image.
+    pub keys: PathBuf,
+    /// The file holding this box's device id.
+    pub machine_id: PathBuf,
+}
+
+impl Provisioner {
+    /// The paths of an installed box (docs/provisioning.md).
+    pub(crate) fn system() -> Provisioner {
+        Provisioner {
+            store: PathBuf::from("/var/lib/lectern/provision"),
+            keys: PathBuf::from("/etc/lectern/fleet-keys"),
+            machine_id: PathBuf::from("/etc/machine-id"),
+        }
+    }
+
+    /// Applies the bundle at `bundle` unless `busy` says why not. Errors are for the operator:
+    /// they name the file or the rejection, never a secret.
+    pub(crate) fn request(&self, bundle: &Path, busy: Option<String>, now: DateTime<Utc>) -> Result<Value, String> {
+        if let Some(why) = busy {
+            return Err(format!("not applied: the box is busy ({why}); try again when it is idle"));
+        }
+        let keys = Keyring::load(&self.keys).map_err(|e| e.to_string())?;
+        if keys.is_empty() {
+            return Err(format!("no trusted fleet keys (*.pub) in {}", self.keys.display()));
+        }
+        let device = std::fs::read_to_string(&self.machine_id).map_err(|e| format!("device id {}: {e}", self.machine_id.display()))?;
+        let bytes = read_bounded(bundle)?;
+        let store = Store::open(&self.store).map_err(|e| e.to_string())?;
+        match store.provision(&bytes, &keys, device.trim(), now) {
+            Ok(applied) => {
+                log::info!(target: "lecternd", "provisioned from {}: version {} (previous {:?})", bundle.display(), applied.version, applied.previous);
+                Ok(json!({
+                    "applied": applied.version,
+                    "previous": applied.previous,
+                    "config": applied.config,
+                    "note": "takes effect when lecternd next starts with this config",
+                }))
+            }
+            Err(ProvisionError::Rejected(r)) => {
+                log::warn!(target: "lecternd", "provisioning bundle {} rejected: {r}", bundle.display());
+                Err(format!("rejected, nothing changed: {r}"))
+            }
+            Err(ProvisionError::Store(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// `status.provision`: the applied and previous versions, the floor, the last rejection.
+    /// Never a secret (the store's state holds none). Null when the store does not exist.
+    pub(crate) fn status_json(&self) -> Value {
+        if !self.store.is_dir() {
+            return Value::Null;
+        }
+        match Store::open(&self.store).and_then(|s| s.state()) {
+            Ok(state) => serde_json::to_value(state).unwrap_or(Value::Null),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+}
+
+/// Reads a bundle, refusing one larger than a bundle may be before reading it all.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("bundle {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_BUNDLE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("bundle {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+impl crate::Daemon {
+    /// The `provision` control request.
+    pub(crate) fn provision_request(&mut self, bundle: &str) -> Result<Value, String> {
+        let now = self.clock.now_ms();
+        let busy = crate::update::Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), self.power_fail, now);
+        let utc = DateTime::<Utc>::from_timestamp_millis(now).ok_or("the wall clock is out of range")?;
+        self.provisioner.request(Path::new(bundle), busy.reason(now), utc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use lectern_provision::{sign, SecretKey};
+
+    fn setup() -> (tempfile::TempDir, Provisioner, SecretKey) {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed("fleet", [9; 32]);
+        std::fs::create_dir(tmp.path().join("keys")).unwrap();
+        std::fs::write(tmp.path().join("keys/fleet.pub"), key.public_file_text()).unwrap();
+        std::fs::write(tmp.path().join("machine-id"), "0123abcd\n").unwrap();
+        let p = Provisioner { store: tmp.path().join("provision"), keys: tmp.path().join("keys"), machine_id: tmp.path().join("machine-id") };
+        (tmp, p, key)
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2027, 1, 10, 12, 0, 0).unwrap()
+    }
+
+    fn write_bundle(dir: &Path, key: &SecretKey, version: u64, device: &str) -> PathBuf {
+        let payload = format!(
+            "version = {version}\ndevice = \"{device}\"\nnot_after = \"2027-02-01T00:00:00Z\"\n\
+             [config.opencast]\nurl = \"https://oc.example.edu\"\n[secrets]\nopencast_password = \"pw-s3cret\"\n"
+        );
+        let path = dir.join(format!("b{version}.json"));
+        std::fs::write(&path, sign(payload.as_bytes(), key).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn busy_box_is_never_provisioned() {
+        let (tmp, p, key) = setup();
+        let b = write_bundle(tmp.path(), &key, 1, "0123abcd");
+        let err = p.request(&b, Some("recording rec-1".into()), now()).unwrap_err();
+        assert!(err.contains("busy (recording rec-1)"), "{err}");
+        assert!(!p.store.exists(), "nothing written while busy");
+        assert_eq!(p.status_json(), Value::Null);
+    }
+
+    #[test]
+    fn idle_box_applies_and_status_shows_versions_without_secrets() {
+        let (tmp, p, key) = setup();
+        let v = p.request(&write_bundle(tmp.path(), &key, 1, "0123abcd"), None, now()).unwrap();
+        assert_eq!(v["applied"], 1);
+        let err = p.request(&write_bundle(tmp.path(), &key, 2, "other-box"), None, now()).unwrap_err();
+        assert!(err.starts_with("rejected, nothing changed: bundle is for device \"other-box\", this box is \"0123abcd\""), "{err}");
+        let status = p.status_json();
+        assert_eq!(status["version"], 1);
+        assert_eq!(status["last_rejection"]["reason"]["kind"], "other_device");
+        assert!(!status.to_string().contains("s3cret"), "{status}");
+        assert!(!err.contains("s3cret"));
+        let config = lectern_config::Config::load(&p.store.join("current/lectern.toml")).unwrap();
+        assert_eq!(config.opencast.unwrap().password, "pw-s3cret");
+    }
+
+    #[test]
+    fn missing_keys_or_bundle_are_named() {
+        let (tmp, mut p, key) = setup();
+        let b = write_bundle(tmp.path(), &key, 1, "*");
+        let err = p.request(&tmp.path().join("nope.json"), None, now()).unwrap_err();
+        assert!(err.contains("nope.json"), "{err}");
+        std::fs::remove_file(tmp.path().join("keys/fleet.pub")).unwrap();
+        assert!(p.request(&b, None, now()).unwrap_err().contains("no trusted fleet keys"));
+        p.keys = tmp.path().join("absent");
+        assert!(p.request(&b, None, now()).unwrap_err().contains("absent"));
+        assert!(!p.store.exists());
+    }
+}
