@@ -79,6 +79,29 @@ pub struct StateFile {
     pub applied_key_id: Option<String>,
     pub applied_at: Option<DateTime<Utc>>,
     pub last_rejection: Option<LastRejection>,
+    /// The version applied last, until the daemon confirms it healthy ([`Store::confirm`]).
+    #[serde(default)]
+    pub trial: Option<Trial>,
+}
+
+/// A version on trial: applied, not yet confirmed healthy by a daemon running it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    pub version: u64,
+    /// Daemon starts with it so far.
+    pub starts: u32,
+}
+
+/// What a daemon start with the store's config means ([`Store::start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No version on trial.
+    Normal,
+    /// The version on trial, and which start with it this is (1 = the first).
+    Trial { version: u64, start: u32 },
+    /// The version on trial used up its starts without being confirmed: `current` was rolled
+    /// back to the previous version.
+    RolledBack { from: u64, to: u64 },
 }
 
 /// The store's state: the running and previous versions (from the links) and the state file.
@@ -92,6 +115,7 @@ pub struct State {
     pub applied_key_id: Option<String>,
     pub applied_at: Option<DateTime<Utc>>,
     pub last_rejection: Option<LastRejection>,
+    pub trial: Option<Trial>,
 }
 
 /// A bundle that was applied.
@@ -215,6 +239,7 @@ impl Store {
             applied_key_id: file.applied_key_id,
             applied_at: file.applied_at,
             last_rejection: file.last_rejection,
+            trial: file.trial,
         })
     }
 
@@ -272,6 +297,7 @@ impl Store {
         file.floor = file.floor.max(payload.version);
         file.applied_key_id = Some(verified.key_id.clone());
         file.applied_at = Some(now);
+        file.trial = Some(Trial { version: payload.version, starts: 0 });
         self.write_state_file(&file)?;
         self.prune()?;
         log::info!(target: "provision", "applied bundle version {} (key {}), previous {:?}", payload.version, verified.key_id, old);
@@ -294,6 +320,64 @@ impl Store {
         }
         log::warn!(target: "provision", "rolled back from version {bad:?} to {previous}");
         Ok(previous)
+    }
+
+    /// Called once per daemon start, before it loads the store's config: counts the start of a
+    /// version on trial, and once it had `max_starts` starts without being confirmed healthy
+    /// rolls `current` back (a daemon that crashes, hangs or fails its health check with the new
+    /// config gets that many tries; systemd's start limit must allow more). A first enrolment
+    /// has no previous version: its trial just ends, and the box keeps what it has.
+    pub fn start(&self, max_starts: u32) -> Result<Start, StoreError> {
+        let mut file = self.read_state_file()?;
+        let current = self.link_version("current")?;
+        let Some(mut trial) = file.trial.filter(|t| Some(t.version) == current) else {
+            if file.trial.take().is_some() {
+                self.write_state_file(&file)?;
+            }
+            return Ok(Start::Normal);
+        };
+        if trial.starts < max_starts {
+            trial.starts += 1;
+            file.trial = Some(trial);
+            self.write_state_file(&file)?;
+            return Ok(Start::Trial { version: trial.version, start: trial.starts });
+        }
+        let result = match self.link_version("previous")? {
+            Some(_) => {
+                let to = self.rollback()?;
+                Start::RolledBack { from: trial.version, to }
+            }
+            None => {
+                log::warn!(target: "provision", "version {} was never confirmed healthy and there is no previous version to go back to", trial.version);
+                Start::Normal
+            }
+        };
+        file.trial = None;
+        self.write_state_file(&file)?;
+        Ok(result)
+    }
+
+    /// A daemon running the version on trial found itself healthy: the trial ends. Returns the
+    /// version confirmed, if one was on trial.
+    pub fn confirm(&self) -> Result<Option<u64>, StoreError> {
+        let mut file = self.read_state_file()?;
+        let Some(trial) = file.trial.take() else { return Ok(None) };
+        self.write_state_file(&file)?;
+        log::info!(target: "provision", "version {} confirmed healthy", trial.version);
+        Ok(Some(trial.version))
+    }
+
+    /// The daemon cannot run the version on trial at all (its config no longer loads): roll
+    /// back at once. Returns the version now current, or `None` when there was no trial or
+    /// nothing to go back to.
+    pub fn fail_trial(&self) -> Result<Option<u64>, StoreError> {
+        let mut file = self.read_state_file()?;
+        if file.trial.take().is_none() || self.link_version("previous")?.is_none() {
+            return Ok(None);
+        }
+        let to = self.rollback()?;
+        self.write_state_file(&file)?;
+        Ok(Some(to))
     }
 
     /// Replaces a symlink atomically: a fresh link renamed over the old one.

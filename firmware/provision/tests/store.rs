@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
-use lectern_provision::store::{ProvisionError, Store, StoreError};
+use lectern_provision::store::{ProvisionError, Start, Store, StoreError, Trial};
 use lectern_provision::{sign, Keyring, Rejection, SecretKey};
 
 fn fleet() -> SecretKey {
@@ -175,4 +175,40 @@ fn staging_left_by_a_cut_is_cleared_and_never_becomes_current() {
     assert_eq!(provision(&store, &bundle(6)).unwrap(), 6);
     assert!(!store.root().join("v6.tmp").exists());
     assert_eq!(lectern_config::Config::load(&store.config_path()).unwrap().agent_name, "hall-6");
+}
+
+#[test]
+fn a_version_on_trial_rolls_back_after_its_starts_unless_confirmed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("p")).unwrap();
+    assert_eq!(store.start(3).unwrap(), Start::Normal);
+    provision(&store, &bundle(5)).unwrap();
+    // A first enrolment that never gets healthy: nothing to go back to, the trial ends.
+    for n in 1..=3 {
+        assert_eq!(store.start(3).unwrap(), Start::Trial { version: 5, start: n });
+    }
+    assert_eq!(store.start(3).unwrap(), Start::Normal);
+    assert_eq!((store.state().unwrap().version, store.state().unwrap().trial), (Some(5), None));
+
+    provision(&store, &bundle(6)).unwrap();
+    assert_eq!(store.state().unwrap().trial, Some(Trial { version: 6, starts: 0 }));
+    assert_eq!(store.start(2).unwrap(), Start::Trial { version: 6, start: 1 });
+    assert_eq!(store.confirm().unwrap(), Some(6));
+    assert_eq!(store.start(2).unwrap(), Start::Normal, "a confirmed version is not on trial");
+    assert_eq!(store.confirm().unwrap(), None);
+
+    provision(&store, &bundle(7)).unwrap();
+    assert_eq!(store.start(2).unwrap(), Start::Trial { version: 7, start: 1 });
+    assert_eq!(store.start(2).unwrap(), Start::Trial { version: 7, start: 2 });
+    assert_eq!(store.start(2).unwrap(), Start::RolledBack { from: 7, to: 6 });
+    let state = store.state().unwrap();
+    assert_eq!((state.version, state.trial, state.floor), (Some(6), None, 7));
+    assert_eq!(lectern_config::Config::load(&store.config_path()).unwrap().agent_name, "hall-6");
+    assert_eq!(store.start(2).unwrap(), Start::Normal);
+
+    // A config that does not load on the box rolls back at once.
+    provision(&store, &bundle(8)).unwrap();
+    assert_eq!(store.fail_trial().unwrap(), Some(6));
+    assert_eq!(store.state().unwrap().version, Some(6));
+    assert_eq!(store.fail_trial().unwrap(), None, "no trial left");
 }
