@@ -522,6 +522,7 @@ impl Daemon {
                 self.maybe_probe();
                 self.uploads_turn();
                 self.update_turn();
+                self.provision_turn();
             }
             self.publish_status();
             if stop {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lectern_config::{Config, DEFAULT_CONFIG};
+use lectern_provision::store::{Start, Store, TRIAL_STARTS};
 
 /// Lecture-capture daemon: camera and mic to a crash-safe journal, schedule, uploads.
 #[derive(Debug, Parser)]
@@ -35,10 +36,27 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let (config_path, check_only) = (args.config, args.check_config);
+    // A provisioned config (docs/provisioning.md) may be a version on trial: this start counts,
+    // and one too many rolls back to the previous version before it is loaded.
+    let store = config_path.as_deref().and_then(Store::of_config).filter(|_| !check_only);
+    if let Some(store) = &store {
+        match store.start(TRIAL_STARTS) {
+            Ok(Start::Normal) => {}
+            Ok(Start::Trial { version, start }) => eprintln!("lecternd: provisioned version {version} on trial: start {start} of {TRIAL_STARTS}"),
+            Ok(Start::RolledBack { from, to }) => eprintln!("lecternd: provisioned version {from} never stayed up; rolled back to version {to}"),
+            Err(e) => eprintln!("lecternd: {e}"),
+        }
+    }
     let config = match config_path.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::defaults())) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lecternd: {e}");
+            // A provisioned version whose config no longer loads goes back to the previous one,
+            // and exit 1 (not 2) lets systemd start the daemon again with it.
+            if let Some(Ok(Some(to))) = store.as_ref().map(Store::fail_trial) {
+                eprintln!("lecternd: rolled back to provisioned version {to}");
+                return ExitCode::from(1);
+            }
             return ExitCode::from(2);
         }
     };

@@ -7,17 +7,39 @@
 //! ([`crate::update::Busy::reason`]: not recording, retrying, holding a recording through a power
 //! cut, stitching, on a failing power line, or within 15 min of a scheduled start); otherwise the
 //! request is refused with the reason and the operator tries again, so a recording is never cut.
-//! Applying only writes the store: the new config takes effect when the daemon next starts with
-//! `--config <store>/current/lectern.toml`. Not built yet: the restart through systemd, the
-//! health check on the new config and the automatic rollback (`Store::rollback`).
+//! Applying writes the store. When this daemon runs the store's config (`--config
+//! <store>/current/lectern.toml`, as the provisioned unit does) it then stops itself cleanly
+//! with SIGTERM, and systemd (`Restart=always`) starts it again with the new config; otherwise
+//! the reply says the new config waits for such a start.
+//!
+//! The health check: each applied version is on *trial* in the store. `main.rs` counts every
+//! start with it ([`lectern_provision::store::Store::start`]) and rolls back to the previous
+//! version after `TRIAL_STARTS` starts without a confirmation, or at once when the config no
+//! longer loads; [`crate::Daemon::provision_turn`] confirms the version once the main loop has
+//! been turning for [`HEALTHY_AFTER`] (a wedged loop is killed by the watchdog first). Healthy
+//! means "runs", not "reaches Opencast": a wrong URL or password is not rolled back.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lectern_provision::store::{ProvisionError, Store};
 use lectern_provision::{Keyring, MAX_BUNDLE_BYTES};
 use serde_json::{json, Value};
+
+/// How long the main loop must have been turning before a version on trial counts as healthy.
+pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Asks for a clean stop (the signal path a `systemctl stop` takes), after which systemd's
+/// `Restart=always` starts the daemon again.
+fn sigterm_self() -> std::io::Result<()> {
+    // SAFETY: kill(2) with our own pid and a valid signal number has no memory effects.
+    match unsafe { libc::kill(libc::getpid(), libc::SIGTERM) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
 
 /// Where provisioning lives on a box.
 #[derive(Debug, Clone)]
@@ -28,6 +50,10 @@ pub(crate) struct Provisioner {
     pub keys: PathBuf,
     /// The file holding this box's device id.
     pub machine_id: PathBuf,
+    /// How the daemon restarts itself after an apply (the seam tests replace).
+    pub restart: fn() -> std::io::Result<()>,
+    /// The version on trial was confirmed (or there was nothing to confirm) in this run.
+    pub confirmed: bool,
 }
 
 impl Provisioner {
@@ -37,12 +63,32 @@ impl Provisioner {
             store: PathBuf::from("/var/lib/lectern/provision"),
             keys: PathBuf::from("/etc/lectern/fleet-keys"),
             machine_id: PathBuf::from("/etc/machine-id"),
+            restart: sigterm_self,
+            confirmed: false,
+        }
+    }
+
+    /// Does the daemon run the store's config (`running` is its `--config`)?
+    fn runs_store(&self, running: Option<&Path>) -> bool {
+        running.is_some_and(|p| p == Store::config_path_of(&self.store))
+    }
+
+    /// Ends the trial of the running version once the daemon is healthy; once per run.
+    pub(crate) fn confirm(&mut self, running: Option<&Path>) {
+        self.confirmed = true;
+        if !self.runs_store(running) {
+            return;
+        }
+        match Store::open(&self.store).and_then(|s| s.confirm()) {
+            Ok(Some(v)) => log::info!(target: "lecternd", "provisioned version {v} confirmed healthy"),
+            Ok(None) => {}
+            Err(e) => log::error!(target: "lecternd", "{e}"),
         }
     }
 
     /// Applies the bundle at `bundle` unless `busy` says why not. Errors are for the operator:
     /// they name the file or the rejection, never a secret.
-    pub(crate) fn request(&self, bundle: &Path, busy: Option<String>, now: DateTime<Utc>) -> Result<Value, String> {
+    pub(crate) fn request(&self, bundle: &Path, busy: Option<String>, running: Option<&Path>, now: DateTime<Utc>) -> Result<Value, String> {
         if let Some(why) = busy {
             return Err(format!("not applied: the box is busy ({why}); try again when it is idle"));
         }
@@ -56,12 +102,14 @@ impl Provisioner {
         match store.provision(&bytes, &keys, device.trim(), now) {
             Ok(applied) => {
                 log::info!(target: "lecternd", "provisioned from {}: version {} (previous {:?})", bundle.display(), applied.version, applied.previous);
-                Ok(json!({
-                    "applied": applied.version,
-                    "previous": applied.previous,
-                    "config": applied.config,
-                    "note": "takes effect when lecternd next starts with this config",
-                }))
+                let note = if !self.runs_store(running) {
+                    format!("takes effect when lecternd starts with --config {}", applied.config.display())
+                } else if let Err(e) = (self.restart)() {
+                    format!("restart lecternd to apply it (could not stop itself: {e})")
+                } else {
+                    "lecternd restarts with it now; it rolls back if the daemon does not stay up".to_owned()
+                };
+                Ok(json!({ "applied": applied.version, "previous": applied.previous, "config": applied.config, "note": note }))
             }
             Err(ProvisionError::Rejected(r)) => {
                 log::warn!(target: "lecternd", "provisioning bundle {} rejected: {r}", bundle.display());
@@ -98,7 +146,15 @@ impl crate::Daemon {
         let now = self.clock.now_ms();
         let busy = crate::update::Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), self.power_fail, now);
         let utc = DateTime::<Utc>::from_timestamp_millis(now).ok_or("the wall clock is out of range")?;
-        self.provisioner.request(Path::new(bundle), busy.reason(now), utc)
+        self.provisioner.request(Path::new(bundle), busy.reason(now), self.config.source.as_deref(), utc)
+    }
+
+    /// One main-loop turn: confirms a version on trial once the loop has turned for
+    /// [`HEALTHY_AFTER`].
+    pub(crate) fn provision_turn(&mut self) {
+        if !self.provisioner.confirmed && self.started.elapsed() >= HEALTHY_AFTER {
+            self.provisioner.confirm(self.config.source.as_deref());
+        }
     }
 }
 
@@ -114,8 +170,21 @@ mod tests {
         std::fs::create_dir(tmp.path().join("keys")).unwrap();
         std::fs::write(tmp.path().join("keys/fleet.pub"), key.public_file_text()).unwrap();
         std::fs::write(tmp.path().join("machine-id"), "0123abcd\n").unwrap();
-        let p = Provisioner { store: tmp.path().join("provision"), keys: tmp.path().join("keys"), machine_id: tmp.path().join("machine-id") };
+        let p = Provisioner {
+            store: tmp.path().join("provision"),
+            keys: tmp.path().join("keys"),
+            machine_id: tmp.path().join("machine-id"),
+            restart: count_restart,
+            confirmed: false,
+        };
         (tmp, p, key)
+    }
+
+    static RESTARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn count_restart() -> std::io::Result<()> {
+        RESTARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     fn now() -> DateTime<Utc> {
@@ -136,7 +205,7 @@ mod tests {
     fn busy_box_is_never_provisioned() {
         let (tmp, p, key) = setup();
         let b = write_bundle(tmp.path(), &key, 1, "0123abcd");
-        let err = p.request(&b, Some("recording rec-1".into()), now()).unwrap_err();
+        let err = p.request(&b, Some("recording rec-1".into()), None, now()).unwrap_err();
         assert!(err.contains("busy (recording rec-1)"), "{err}");
         assert!(!p.store.exists(), "nothing written while busy");
         assert_eq!(p.status_json(), Value::Null);
@@ -145,9 +214,10 @@ mod tests {
     #[test]
     fn idle_box_applies_and_status_shows_versions_without_secrets() {
         let (tmp, p, key) = setup();
-        let v = p.request(&write_bundle(tmp.path(), &key, 1, "0123abcd"), None, now()).unwrap();
+        let v = p.request(&write_bundle(tmp.path(), &key, 1, "0123abcd"), None, None, now()).unwrap();
         assert_eq!(v["applied"], 1);
-        let err = p.request(&write_bundle(tmp.path(), &key, 2, "other-box"), None, now()).unwrap_err();
+        assert!(v["note"].as_str().unwrap().contains("--config"), "{v}");
+        let err = p.request(&write_bundle(tmp.path(), &key, 2, "other-box"), None, None, now()).unwrap_err();
         assert!(err.starts_with("rejected, nothing changed: bundle is for device \"other-box\", this box is \"0123abcd\""), "{err}");
         let status = p.status_json();
         assert_eq!(status["version"], 1);
@@ -162,12 +232,32 @@ mod tests {
     fn missing_keys_or_bundle_are_named() {
         let (tmp, mut p, key) = setup();
         let b = write_bundle(tmp.path(), &key, 1, "*");
-        let err = p.request(&tmp.path().join("nope.json"), None, now()).unwrap_err();
+        let err = p.request(&tmp.path().join("nope.json"), None, None, now()).unwrap_err();
         assert!(err.contains("nope.json"), "{err}");
         std::fs::remove_file(tmp.path().join("keys/fleet.pub")).unwrap();
-        assert!(p.request(&b, None, now()).unwrap_err().contains("no trusted fleet keys"));
+        assert!(p.request(&b, None, None, now()).unwrap_err().contains("no trusted fleet keys"));
         p.keys = tmp.path().join("absent");
-        assert!(p.request(&b, None, now()).unwrap_err().contains("absent"));
+        assert!(p.request(&b, None, None, now()).unwrap_err().contains("absent"));
         assert!(!p.store.exists());
+    }
+
+    /// The only test that counts RESTARTS (tests run in parallel).
+    #[test]
+    fn a_daemon_running_the_store_restarts_itself_and_confirms_the_trial() {
+        let (tmp, mut p, key) = setup();
+        let running = Store::config_path_of(&p.store);
+        let v = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap();
+        assert!(v["note"].as_str().unwrap().contains("restarts with it now"), "{v}");
+        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let store = Store::open(&p.store).unwrap();
+        assert_eq!(store.state().unwrap().trial.map(|t| t.version), Some(1));
+        // Another config: the trial is not this daemon's to confirm.
+        p.confirm(Some(Path::new("/etc/lectern/lectern.toml")));
+        assert!(store.state().unwrap().trial.is_some());
+        p.confirm(Some(&running));
+        assert_eq!(store.state().unwrap().trial, None);
+        let err = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap_err();
+        assert!(err.contains("not newer"), "{err}");
+        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 1, "a rejection never restarts");
     }
 }

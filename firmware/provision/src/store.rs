@@ -38,6 +38,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{secret_file_name, verify, Context, Keyring, Rejection, Verified};
 
+/// Starts a new version gets before it is rolled back unconfirmed; with the unit's
+/// `RestartSec=100ms` a daemon that dies at once uses them within a second, well inside its start
+/// limit (5 in 60 s), so the start that rolls back still happens.
+pub const TRIAL_STARTS: u32 = 3;
+
 /// The config file's name inside a version directory.
 pub const CONFIG_FILE: &str = "lectern.toml";
 const STATE_FILE: &str = "state.json";
@@ -193,7 +198,21 @@ impl Store {
 
     /// The config path the daemon runs with once provisioned.
     pub fn config_path(&self) -> PathBuf {
-        self.root.join("current").join(CONFIG_FILE)
+        Store::config_path_of(&self.root)
+    }
+
+    /// The same for a store root, without opening it.
+    pub fn config_path_of(root: &Path) -> PathBuf {
+        root.join("current").join(CONFIG_FILE)
+    }
+
+    /// The store whose `current/lectern.toml` `config` is, if it is one (a `current` symlink).
+    pub fn of_config(config: &Path) -> Option<Store> {
+        let current = config.parent()?;
+        if config.file_name()? != CONFIG_FILE || current.file_name()? != "current" || !current.is_symlink() {
+            return None;
+        }
+        Some(Store { root: current.parent()?.to_owned() })
     }
 
     fn link_version(&self, name: &str) -> Result<Option<u64>, StoreError> {

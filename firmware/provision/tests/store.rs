@@ -79,6 +79,9 @@ fn a_good_bundle_becomes_the_daemons_config_with_the_secret_beside_it() {
     let applied = store.provision(&bundle(5), &keys(), "box-1", now()).unwrap();
     assert_eq!((applied.version, applied.previous), (5, None));
     assert_eq!(applied.config, store.config_path());
+    assert_eq!(Store::of_config(&store.config_path()).unwrap().root(), store.root(), "the daemon finds the store from its --config");
+    assert!(Store::of_config(&store.root().join("v5/lectern.toml")).is_none(), "only through the current link");
+    assert!(Store::of_config(Path::new("/etc/lectern/lectern.toml")).is_none());
 
     let config = lectern_config::Config::load(&store.config_path()).unwrap();
     assert_eq!(config.agent_name, "hall-5");
