@@ -135,8 +135,10 @@ struct RawPayload {
     pinmap: Option<String>,
     #[serde(default)]
     config: toml::Table,
+    /// Any TOML values, checked by hand: a type error from serde would quote the value, and a
+    /// secret must never reach a rejection message.
     #[serde(default)]
-    secrets: BTreeMap<String, String>,
+    secrets: toml::Table,
 }
 
 /// Who is asking: the box's identity, what it has applied, and the time.
@@ -187,11 +189,16 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, Rejection> {
     if raw.device.is_empty() || raw.device.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Rejection::Malformed(format!("payload: device {:?} is not a device id or \"*\"", raw.device)));
     }
-    for name in raw.secrets.keys() {
-        if !SECRETS.iter().any(|(n, _)| n == name) {
+    let mut secrets = BTreeMap::new();
+    for (name, value) in raw.secrets {
+        if !SECRETS.iter().any(|(n, _)| *n == name) {
             let known: Vec<_> = SECRETS.iter().map(|(n, _)| *n).collect();
             return Err(Rejection::Malformed(format!("payload: unknown secret {name:?} (known: {})", known.join(", "))));
         }
+        let toml::Value::String(value) = value else {
+            return Err(Rejection::Malformed(format!("payload: secrets.{name} must be a string (in quotes)")));
+        };
+        secrets.insert(name, value);
     }
     // A secret must never sit in the config, where `status`, logs and backups could see it.
     if let Some(toml::Value::Table(oc)) = raw.config.get("opencast") {
@@ -215,7 +222,7 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, Rejection> {
         agent_name: raw.agent_name,
         pinmap: raw.pinmap,
         config: raw.config,
-        secrets: raw.secrets,
+        secrets,
     })
 }
 

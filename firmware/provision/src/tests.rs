@@ -119,6 +119,20 @@ fn rejects_malformed_bundles() {
     malformed(&sign_unchecked(&[0xff, 0xfe], "fleet", &k.signing), "UTF-8");
 }
 
+/// A secret of the wrong type must not be quoted back in the rejection (it ends up in
+/// state.json, the log and `status`).
+#[test]
+fn a_mistyped_secret_is_not_quoted_in_the_rejection() {
+    let k = key("fleet", 1);
+    for value in ["73105519", "[\"7310\", \"5519\"]", "{ x = 73105519 }", "7310.5519"] {
+        let payload = format!("version = 5\ndevice = \"*\"\nnot_after = \"2027-02-01T00:00:00Z\"\n[secrets]\nopencast_password = {value}\n");
+        let err = verify(&sign_unchecked(payload.as_bytes(), "fleet", &k.signing), &Context { keys: &ring(&[&k]), device_id: "b", applied_version: 0, now: now() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets.opencast_password must be a string") && !err.contains("7310"), "{err}");
+    }
+}
+
 #[test]
 fn config_toml_merges_names_and_secret_files_and_holds_no_secret() {
     let p = parse_payload(PAYLOAD.replace("agent_name = \"hall-a\"", "agent_name = \"hall-a\"\npinmap = \"hat-v1\"").as_bytes()).unwrap();
