@@ -73,13 +73,13 @@ impl Provisioner {
         running.is_some_and(|p| p == Store::config_path_of(&self.store))
     }
 
-    /// Ends the trial of the running version once the daemon is healthy; once per run.
+    /// Ends the trial of the running version once the daemon is healthy; once per run. The
+    /// store is the one the running config is in, wherever it is: `main.rs` counted this start
+    /// in that one.
     pub(crate) fn confirm(&mut self, running: Option<&Path>) {
         self.confirmed = true;
-        if !self.runs_store(running) {
-            return;
-        }
-        match Store::open(&self.store).and_then(|s| s.confirm()) {
+        let Some(store) = running.and_then(Store::of_config) else { return };
+        match store.confirm() {
             Ok(Some(v)) => log::info!(target: "lecternd", "provisioned version {v} confirmed healthy"),
             Ok(None) => {}
             Err(e) => log::error!(target: "lecternd", "{e}"),
