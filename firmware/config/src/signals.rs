@@ -45,8 +45,8 @@ pub struct SignalsConfig {
     /// A raised silence (clipping) alarm clears only once the level is this many dB above
     /// (below) its threshold, so a level sitting on the threshold cannot flap.
     pub hysteresis_db: f64,
-    /// Mean luma (0 = black, 1 = white) at or below this is a black picture; it clears above
-    /// `black_luma + 0.02`.
+    /// Mean luma (0 = black, 1 = white) at or below this, in a flat frame (luma standard
+    /// deviation at most 0.03), is a black picture; it clears above `black_luma + 0.02`.
     pub black_luma: f64,
     pub black_hold: Duration,
     /// An unchanged frame fingerprint for this long is a frozen picture.

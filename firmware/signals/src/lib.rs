@@ -13,7 +13,7 @@
 //! | --- | --- |
 //! | `silent_mic` | audio RMS ≤ `silence_db` |
 //! | `clipping` | audio peak ≥ `clip_db` |
-//! | `black_picture` | mean luma ≤ `black_luma` |
+//! | `black_picture` | mean luma ≤ `black_luma` and luma standard deviation ≤ [`BLACK_MAX_STDDEV`] |
 //! | `frozen_picture` | the frame fingerprint equals the previous one |
 //! | `no_video` | no frame for `video_loss` since the last one |
 //! | `no_audio` | no level reading for `audio_loss` since the last one |
@@ -44,6 +44,11 @@ use lectern_config::SignalsConfig;
 
 /// Mean luma must rise this far above `black_luma` before a black-picture alarm clears.
 pub const BLACK_HYSTERESIS: f64 = 0.02;
+
+/// A black picture is also flat: a dark frame with anything lit in it (a white ball on black, a
+/// projected slide in a dark hall) has a luma standard deviation well above this, while a capped
+/// lens or a dead HDMI source shows only noise. The clear needs the same 0.02 more.
+pub const BLACK_MAX_STDDEV: f64 = 0.03;
 
 /// One kind of alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -199,7 +204,11 @@ impl Monitor {
             _ => (Obs::Good, now),
         };
         self.last_frame = Some((now, f.fingerprint));
-        let black = band(f.luma_mean <= self.cfg.black_luma, f.luma_mean > self.cfg.black_luma + BLACK_HYSTERESIS);
+        let sd = f.luma_var.max(0.0).sqrt();
+        let black = band(
+            f.luma_mean <= self.cfg.black_luma && sd <= BLACK_MAX_STDDEV,
+            f.luma_mean > self.cfg.black_luma + BLACK_HYSTERESIS || sd > BLACK_MAX_STDDEV + BLACK_HYSTERESIS,
+        );
         self.observe(Alarm::NoVideo, now, Obs::Good, &mut out);
         self.observe(Alarm::BlackPicture, now, black, &mut out);
         self.observe_at(Alarm::FrozenPicture, now, frozen_from, frozen, &mut out);

@@ -141,6 +141,34 @@ fn black_picture() {
     check(&[moving(0, 1_800, 0.01), moving(1_800, 10_000, 0.5)], &[]);
 }
 
+/// Regression: the sim camera's default `ball` pattern (a white ball on video black, mean luma
+/// about 0.07) raised black_picture in every recording before the flatness rule.
+#[test]
+fn a_dark_picture_with_something_lit_in_it_is_not_black() {
+    let cfg = SignalsConfig::default();
+    let mut m = Monitor::new(&cfg);
+    let frame = |i: u64, var: f64| FrameStats { luma_mean: 0.07, luma_var: var, fingerprint: i };
+    let mut changes = Vec::new();
+    for i in 0..50 {
+        changes.extend(m.frame(Duration::from_millis(200 * i), frame(i, 0.0145)));
+    }
+    assert_eq!(changes, []);
+    // The same mean with only noise in it (sd 0.01) is black.
+    for i in 50..70 {
+        changes.extend(m.frame(Duration::from_millis(200 * i), frame(i, 0.0001)));
+    }
+    assert_eq!(changes, [Change::Raised { alarm: Alarm::BlackPicture, since: Duration::from_secs(10) }]);
+    // sd 0.04 is past the threshold but inside the band: it stays raised; 0.06 clears it.
+    for i in 70..90 {
+        changes.extend(m.frame(Duration::from_millis(200 * i), frame(i, 0.0016)));
+    }
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    for i in 90..110 {
+        changes.extend(m.frame(Duration::from_millis(200 * i), frame(i, 0.0036)));
+    }
+    assert_eq!(changes[1], Change::Cleared { alarm: Alarm::BlackPicture, since: Duration::from_secs(10), at: Duration::from_secs(18) });
+}
+
 #[test]
 fn frozen_picture_is_dated_from_the_first_identical_frame() {
     let frozen = every(1_000, 40_000, 200, Ev::Frame(0.5, 7));

@@ -1,0 +1,157 @@
+//! Signal alarms on the real daemon (sim board): a mic that goes silent raises `silent_mic`
+//! within seconds and clears it when sound returns; a black camera raises `black_picture`. Both
+//! show in `status` and the log, and the part's report is logged when it ends.
+//!
+//! The silent mic is an ALSA PCM the test controls: alsa-lib's `file` plugin over the `null` PCM
+//! reading a FIFO that this test fills at real-time pace with silence or a tone (how and why:
+//! firmware/capture/tests/alsa_file_pcm.rs). The config's own test source is a steady sine, so
+//! it could not go quiet and come back within one recording. `ALSA_CONFIG_PATH` reaches only the
+//! daemon: it is set, the daemon spawned, and removed again under one lock.
+//!
+//! Seen while writing this test (1 run in 3, load average about 2, the daemon inheriting
+//! `nice -n 19` from the test): `no_video` raised for 1.8 s with 0 frames dropped by the
+//! recording. `no_video` comes from the analysis branch, which is built to lose frames rather
+//! than delay the recording, so a starved analysis thread looks like a lost camera. Deriving
+//! `no_video` from the frames entering the encoder instead is the next step (issue 11).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lectern_control::Request;
+use lectern_hil_tests::{wait_until, Daemon, SMALL};
+use serde_json::Value;
+
+static ENV: Mutex<()> = Mutex::new(());
+
+const RATE: usize = 48_000;
+
+/// Feeds S16LE mono into `fifo` at real-time pace: a −12 dBFS 440 Hz tone while `loud`, digital
+/// silence otherwise; re-opens the FIFO whenever the reader goes away.
+fn feed_fifo(fifo: &Path, loud: Arc<AtomicBool>) {
+    let fifo = fifo.to_path_buf();
+    std::thread::spawn(move || {
+        let period = RATE / 100;
+        let mut phase = 0usize;
+        loop {
+            let Ok(mut f) = OpenOptions::new().write(true).open(&fifo) else { return };
+            let t0 = Instant::now();
+            let mut written = 0usize;
+            loop {
+                let amplitude = if loud.load(Ordering::SeqCst) { 0.25f32 } else { 0.0 };
+                let mut buf = Vec::with_capacity(period * 2);
+                for i in 0..period {
+                    let t = (phase + i) as f32 / RATE as f32;
+                    let v = amplitude * (2.0 * std::f32::consts::PI * 440.0 * t).sin();
+                    buf.extend_from_slice(&((v * 32767.0).round() as i16).to_le_bytes());
+                }
+                phase = (phase + period) % RATE;
+                if f.write_all(&buf).is_err() {
+                    break;
+                }
+                written += period;
+                let due = t0 + Duration::from_secs_f64(written as f64 / RATE as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    });
+}
+
+fn alarms(d: &Daemon) -> Vec<String> {
+    d.status()["signals"]["alarms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["alarm"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn count(d: &Daemon, needle: &str) -> usize {
+    d.log_text().lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns() {
+    let base = Path::new("/usr/share/alsa/alsa.conf");
+    if !base.exists() {
+        eprintln!("SKIPPED signals: {} missing (alsa-lib data not installed)", base.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("mic.s16");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let conf = dir.path().join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<{}>\npcm.lectern_hil_mic {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
+            base.display(),
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let loud = Arc::new(AtomicBool::new(false));
+    feed_fifo(&fifo, loud.clone());
+    // Short holds so the test takes seconds; the rules are the same as with Extron's 10 s.
+    let extra = format!(
+        "{SMALL}audio = \"alsa\"\naudio_device = \"lectern_hil_mic\"\nprobe_interval_s = 0\n[signals]\nsilence_hold_s = 2\nclear_hold_s = 1\n"
+    );
+    let mut d = {
+        let _held = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("ALSA_CONFIG_PATH", &conf);
+        let d = Daemon::start_in(dir, &extra);
+        std::env::remove_var("ALSA_CONFIG_PATH");
+        d.unwrap()
+    };
+    assert_eq!(d.status()["signals"], serde_json::json!({ "enabled": true, "alarms": [], "report": [] }), "idle: nothing");
+
+    let started = Instant::now();
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    wait_until("silent_mic raised", Duration::from_secs(15), || alarms(&d).contains(&"silent_mic".to_owned())).unwrap();
+    let raised_after = started.elapsed();
+    eprintln!("silent_mic raised {raised_after:?} after the start");
+    assert!(raised_after >= Duration::from_secs(2), "not before the hold: {raised_after:?}");
+    // The ball moves and has something lit in it, so no picture alarm. (`no_video` is not
+    // asserted absent: on a loaded machine the analysis branch, which yields to the recording,
+    // has been starved for over 0.5 s with no recorded frame lost; see the module doc.)
+    let now = alarms(&d);
+    assert!(!now.contains(&"black_picture".to_owned()) && !now.contains(&"frozen_picture".to_owned()), "{}", d.status());
+    assert_eq!(count(&d, &format!("recording {id}: alarm silent_mic raised")), 1, "{}", d.log_text());
+
+    loud.store(true, Ordering::SeqCst);
+    let back = Instant::now();
+    wait_until("silent_mic cleared", Duration::from_secs(10), || !alarms(&d).contains(&"silent_mic".to_owned())).unwrap();
+    eprintln!("silent_mic cleared {:?} after sound returned", back.elapsed());
+    let report = d.status()["signals"]["report"].clone();
+    let mic: Vec<&Value> = report.as_array().unwrap().iter().filter(|s| s["alarm"] == "silent_mic").collect();
+    assert_eq!(mic.len(), 1, "{report}");
+    assert!(mic[0]["to_s"].as_f64().unwrap() > mic[0]["from_s"].as_f64().unwrap(), "{report}");
+    // The tone keeps it clear: no flapping.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!alarms(&d).contains(&"silent_mic".to_owned()));
+    assert_eq!(count(&d, "alarm silent_mic cleared"), 1, "{}", d.log_text());
+    assert_eq!(count(&d, "alarm silent_mic raised"), 1, "{}", d.log_text());
+
+    d.ctl(Request::RecordStop).unwrap();
+    wait_until("the part's report logged", Duration::from_secs(10), || count(&d, &format!("recording {id}: signal report: silent_mic")) == 1).unwrap();
+    assert_eq!(d.status()["signals"]["alarms"], Value::Array(vec![]), "idle again");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn a_black_camera_raises_black_picture_and_not_silent_mic() {
+    let mut d = Daemon::start(&format!("{SMALL}video_pattern = \"black\"\n[signals]\nblack_hold_s = 1\n")).unwrap();
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    wait_until("black_picture raised", Duration::from_secs(15), || alarms(&d).contains(&"black_picture".to_owned())).unwrap();
+    // The test tone is loud, and the frozen hold (30 s) has not passed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(alarms(&d), ["black_picture"], "{}", d.status());
+    assert_eq!(count(&d, &format!("recording {id}: alarm black_picture raised")), 1, "{}", d.log_text());
+    d.ctl(Request::RecordStop).unwrap();
+    wait_until("the part's report logged", Duration::from_secs(10), || count(&d, "signal report: black_picture from") == 1).unwrap();
+    assert!(d.terminate().unwrap().success());
+}
