@@ -116,7 +116,9 @@ pub(crate) struct Shared {
     phase: Mutex<Phase>,
     phase_cv: Condvar,
     end_sent: Mutex<bool>,
-    pub frames_in: AtomicU64,
+    /// Its own `Arc` so a [`FrameCounter`] can outlive nothing else (it must not hold the
+    /// media sender, or the consumer would never see the channel close).
+    pub frames_in: Arc<AtomicU64>,
     pub chunks: AtomicU64,
     pub bytes: AtomicU64,
     pub keyframes: AtomicU64,
@@ -145,7 +147,7 @@ impl Shared {
             phase: Mutex::new(Phase::Running),
             phase_cv: Condvar::new(),
             end_sent: Mutex::new(false),
-            frames_in: AtomicU64::new(0),
+            frames_in: Arc::new(AtomicU64::new(0)),
             chunks: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             keyframes: AtomicU64::new(0),
@@ -270,6 +272,16 @@ impl Shared {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Video frames that reached the encoder so far; cheap to clone and to read from any thread.
+#[derive(Debug, Clone)]
+pub struct FrameCounter(Arc<AtomicU64>);
+
+impl FrameCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -426,6 +438,12 @@ impl Capture {
                 })
             }
         }
+    }
+
+    /// A handle on the count of video frames that reached the encoder, for a consumer that
+    /// wants to know the camera still delivers (the signal monitor's `no_video`).
+    pub fn frame_counter(&self) -> FrameCounter {
+        FrameCounter(Arc::clone(&self.shared.frames_in))
     }
 
     /// The H.264 encoder in use and why it was chosen.

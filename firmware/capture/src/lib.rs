@@ -28,7 +28,7 @@ mod settings;
 mod stats;
 
 pub use bus::should_retry;
-pub use capture::{Capture, CaptureStatus, MediaEvent, ANALYSIS_HEIGHT, ANALYSIS_WIDTH};
+pub use capture::{Capture, CaptureStatus, FrameCounter, MediaEvent, ANALYSIS_HEIGHT, ANALYSIS_WIDTH};
 pub use chunker::{Chunk, Chunker};
 pub use encoder::{auto_candidates, probe_encoder, probe_encoder_for, EncoderHint, EncoderInfo};
 pub use error::CaptureError;

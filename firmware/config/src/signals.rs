@@ -51,7 +51,7 @@ pub struct SignalsConfig {
     pub black_hold: Duration,
     /// An unchanged frame fingerprint for this long is a frozen picture.
     pub frozen_hold: Duration,
-    /// No analysed frame for this long (after the first) is "no video signal".
+    /// No video frame into the encoder for this long (after the first) is "no video signal".
     pub video_loss: Duration,
     /// No audio level reading for this long (after the first) is "no audio signal".
     pub audio_loss: Duration,
@@ -120,15 +120,6 @@ impl Validator<'_> {
         }
         let analysis_fps = self.range("signals.analysis_fps", r.analysis_fps, d.analysis_fps, 0, 60)?;
         let video_loss = Duration::from_millis(self.range("signals.video_loss_ms", r.video_loss_ms, 500, 100, 60_000)?);
-        // A frame is expected every 1/fps; two must be missing before the picture counts as lost,
-        // or a late frame would raise the alarm.
-        if analysis_fps > 0 && video_loss.as_secs_f64() * f64::from(analysis_fps) < 2.0 {
-            return Err(self.invalid(
-                "signals.video_loss_ms",
-                &format!("at least two analysed frame intervals (2000 / signals.analysis_fps = {} ms)", 2000 / analysis_fps),
-                video_loss.as_millis(),
-            ));
-        }
         Ok(SignalsConfig {
             enabled: r.enabled.unwrap_or(d.enabled),
             silence_db,
@@ -184,7 +175,7 @@ mod tests {
             ("[signals]\nsilence_hold_s = nan", "key `signals.silence_hold_s`"),
             ("[signals]\nhysteresis_db = -1", "key `signals.hysteresis_db`"),
             ("[signals]\nblack_luma = 0.9", "key `signals.black_luma`: expected a mean luma from 0 (black) to 0.5"),
-            ("[signals]\nanalysis_fps = 2", "key `signals.video_loss_ms`: expected at least two analysed frame intervals (2000 / signals.analysis_fps = 1000 ms), found 500"),
+            ("[signals]\nvideo_loss_ms = 50", "key `signals.video_loss_ms`: expected a number from 100 to 60000, found 50"),
             ("[signals]\nanalysis_fps = 61", "key `signals.analysis_fps`"),
             ("[signals]\naudio_loss_ms = 10", "key `signals.audio_loss_ms`"),
             ("[signals]\nsilence = -60", "unknown field `silence`"),
@@ -196,8 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_analysis_rate_is_fine_with_a_longer_loss_time() {
-        let s = signals("[signals]\nanalysis_fps = 2\nvideo_loss_ms = 1000").unwrap();
-        assert_eq!(s.analysis_fps, 2);
+    fn a_slow_analysis_rate_does_not_bind_the_video_loss_time() {
+        // `no_video` follows the frames into the encoder, not the analysed ones.
+        let s = signals("[signals]\nanalysis_fps = 1\nvideo_loss_ms = 500").unwrap();
+        assert_eq!((s.analysis_fps, s.video_loss), (1, Duration::from_millis(500)));
     }
 }

@@ -9,11 +9,11 @@
 //! `stop` joins it and hands the part back, so exactly one place finishes a part.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lectern_capture::{Capture, CaptureSettings, CaptureStats, CaptureStatus, EncoderInfo, MediaEvent};
+use lectern_capture::{Capture, CaptureSettings, CaptureStats, CaptureStatus, EncoderInfo, FrameCounter, MediaEvent};
 use lectern_journal::{Journal, PartEnd, PartSummary, PartWriter};
 
 use std::sync::Arc;
@@ -70,9 +70,13 @@ impl Session {
         let part_w = part.clone();
         let watch = SignalWatch::new(signals, recording_id, Instant::now());
         let watch_w = watch.clone();
+        // The capture starts after the writer (it needs the channel's sender), so the writer
+        // finds the frame counter here once there is one.
+        let frames: Arc<OnceLock<FrameCounter>> = Arc::new(OnceLock::new());
+        let frames_w = frames.clone();
         let writer = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_loop(part_w, rx, fsync_interval, generation, clock_w, watch_w, report_w))
+            .spawn(move || write_loop(part_w, rx, fsync_interval, generation, clock_w, (watch_w, frames_w), report_w))
             .map_err(|e| format!("cannot start writer thread: {e}"))?;
         let status = move |s: CaptureStatus| match s {
             CaptureStatus::Error { element, message, debug, .. } => {
@@ -82,7 +86,10 @@ impl Session {
             CaptureStatus::Running | CaptureStatus::Eos => {}
         };
         match Capture::start(settings, tx, Box::new(status)) {
-            Ok(capture) => Ok(Session { recording_id: recording_id.to_owned(), generation, capture, part, writer, signals: watch }),
+            Ok(capture) => {
+                let _ = frames.set(capture.frame_counter());
+                Ok(Session { recording_id: recording_id.to_owned(), generation, capture, part, writer, signals: watch })
+            }
             Err(e) => {
                 // The sender is gone with the failed capture, so the writer ends by itself.
                 let msg = e.to_string();
@@ -204,10 +211,11 @@ fn write_loop(
     fsync_interval: Duration,
     generation: u64,
     clock: Arc<dyn Clock>,
-    signals: SignalWatch,
+    (signals, frames): (SignalWatch, Arc<OnceLock<FrameCounter>>),
     report: impl Reporter,
 ) -> WriterResult {
     let mut error: Option<String> = None;
+    let mut frames_seen = 0u64;
     // Wake at least twice per fsync interval so a stalled source still gets its data made durable.
     let wake = fsync_interval / 2;
     loop {
@@ -217,7 +225,12 @@ fn write_loop(
             Err(RecvTimeoutError::Timeout) => None,
         };
         // The alarms see every reading, also after a write error; `Data` does not tick them (a
-        // few hundred chunks a second), the readings and the wake-ups do.
+        // few hundred chunks a second), the readings and the wake-ups do. Video counts as
+        // present while the encoder's frame counter moves.
+        if let Some(n) = frames.get().map(FrameCounter::get).filter(|&n| n != frames_seen) {
+            frames_seen = n;
+            signals.video(Instant::now());
+        }
         match &ev {
             Some(MediaEvent::Level { peak_db, rms_db, .. }) => signals.level(Instant::now(), *peak_db, *rms_db),
             Some(MediaEvent::Luma { luma, .. }) => signals.luma(Instant::now(), luma),

@@ -58,6 +58,11 @@ impl SignalWatch {
         }
     }
 
+    /// Video frames reached the encoder since the last call.
+    pub fn video(&self, now: Instant) {
+        self.with(now, |m, t| m.video(t));
+    }
+
     pub fn tick(&self, now: Instant) {
         self.with(now, |m, t| m.tick(t));
     }
@@ -169,6 +174,7 @@ mod tests {
     fn a_gone_camera_is_raised_by_ticks_alone() {
         let t0 = Instant::now();
         let w = SignalWatch::new(&SignalsConfig::default(), "r1", t0);
+        w.video(t0);
         w.luma(t0, &[128; 64]);
         w.tick(t0 + Duration::from_millis(400));
         assert_eq!(w.json(t0 + Duration::from_millis(400))["alarms"], json!([]));

@@ -1,7 +1,10 @@
 //! The signal monitor: knows whether what is being recorded is worth recording (sans-IO).
 //!
-//! It is fed the capture's audio level readings ([`Monitor::level`], one per `level` interval)
-//! and per-frame video statistics ([`Monitor::frame`], a few a second from the analysis branch),
+//! It is fed the capture's audio level readings ([`Monitor::level`], one per `level` interval),
+//! per-frame video statistics ([`Monitor::frame`], a few a second from the analysis branch) and
+//! the news that video frames are still reaching the encoder ([`Monitor::video`]; `no_video`
+//! comes from that and not from the analysis branch, which is built to lose frames under load
+//! rather than delay the recording, so a starved analysis thread must not look like a lost camera),
 //! plus [`Monitor::tick`] from the owner's loop so that an input that stops delivering is noticed.
 //! Time comes in as an argument: a [`Duration`] since the monitor started (the start of the
 //! capture session), which is also the time base of the quality report. It performs no I/O and
@@ -15,7 +18,7 @@
 //! | `clipping` | audio peak ≥ `clip_db` |
 //! | `black_picture` | mean luma ≤ `black_luma` and luma standard deviation ≤ [`BLACK_MAX_STDDEV`] |
 //! | `frozen_picture` | the frame fingerprint equals the previous one |
-//! | `no_video` | no frame for `video_loss` since the last one |
+//! | `no_video` | no video frame ([`Monitor::video`]) for `video_loss` since the last one |
 //! | `no_audio` | no level reading for `audio_loss` since the last one |
 //!
 //! # State transitions (each alarm on its own)
@@ -162,13 +165,14 @@ pub struct Monitor {
     cfg: SignalsConfig,
     states: [State; 6],
     last_frame: Option<(Duration, u64)>,
+    last_video: Option<Duration>,
     last_level: Option<Duration>,
     stretches: Vec<Stretch>,
 }
 
 impl Monitor {
     pub fn new(cfg: &SignalsConfig) -> Monitor {
-        Monitor { cfg: cfg.clone(), states: [State::Clear; 6], last_frame: None, last_level: None, stretches: Vec::new() }
+        Monitor { cfg: cfg.clone(), states: [State::Clear; 6], last_frame: None, last_video: None, last_level: None, stretches: Vec::new() }
     }
 
     fn hold(&self, alarm: Alarm) -> Duration {
@@ -209,9 +213,17 @@ impl Monitor {
             f.luma_mean <= self.cfg.black_luma && sd <= BLACK_MAX_STDDEV,
             f.luma_mean > self.cfg.black_luma + BLACK_HYSTERESIS || sd > BLACK_MAX_STDDEV + BLACK_HYSTERESIS,
         );
-        self.observe(Alarm::NoVideo, now, Obs::Good, &mut out);
         self.observe(Alarm::BlackPicture, now, black, &mut out);
         self.observe_at(Alarm::FrozenPicture, now, frozen_from, frozen, &mut out);
+        out
+    }
+
+    /// Video frames reached the encoder since the last call (the recording's own frame counter
+    /// moved).
+    pub fn video(&mut self, now: Duration) -> Vec<Change> {
+        let mut out = self.tick(now);
+        self.last_video = Some(now);
+        self.observe(Alarm::NoVideo, now, Obs::Good, &mut out);
         out
     }
 
@@ -220,7 +232,7 @@ impl Monitor {
     /// at least a few times a second.
     pub fn tick(&mut self, now: Duration) -> Vec<Change> {
         let mut out = Vec::new();
-        if let Some((t, _)) = self.last_frame {
+        if let Some(t) = self.last_video {
             if now.saturating_sub(t) >= self.cfg.video_loss {
                 self.observe_at(Alarm::NoVideo, now, t, Obs::Bad, &mut out);
             }

@@ -9,6 +9,8 @@ enum Ev {
     Level(f64, f64),
     /// mean luma, fingerprint
     Frame(f64, u64),
+    /// Frames reached the encoder (no analysis).
+    Video,
     Tick,
 }
 
@@ -44,7 +46,13 @@ fn run(cfg: &SignalsConfig, script: &[Vec<(u64, Ev)>]) -> (Monitor, Vec<String>)
         let now = Duration::from_millis(t);
         let changes = match ev {
             Ev::Level(peak, rms) => m.level(now, peak, rms),
-            Ev::Frame(mean, fp) => m.frame(now, FrameStats { luma_mean: mean, luma_var: 0.0, fingerprint: fp }),
+            // An analysed frame also went to the encoder, as in the capture.
+            Ev::Frame(mean, fp) => {
+                let mut c = m.video(now);
+                c.extend(m.frame(now, FrameStats { luma_mean: mean, luma_var: 0.0, fingerprint: fp }));
+                c
+            }
+            Ev::Video => m.video(now),
             Ev::Tick => m.tick(now),
         };
         out.extend(changes.iter().map(|c| render(t, c)));
@@ -189,6 +197,13 @@ fn camera_gone_and_back() {
     );
     // A frame every 400 ms is late but not lost.
     check(&[every(0, 10_000, 400, Ev::Frame(0.5, 1)).into_iter().enumerate().map(|(i, (t, _))| (t, Ev::Frame(0.5, i as u64))).collect(), every(0, 10_000, 100, Ev::Tick)], &[]);
+}
+
+/// Regression: with the analysis branch starved (no analysed frame for 1.8 s on a loaded
+/// machine) while the encoder still got every frame, no_video was raised.
+#[test]
+fn a_starved_analysis_branch_is_not_a_lost_camera() {
+    check(&[moving(0, 1_000, 0.5), every(1_000, 3_000, 33, Ev::Video), moving(3_000, 4_000, 0.5)], &[]);
 }
 
 #[test]
