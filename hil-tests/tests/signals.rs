@@ -1,6 +1,7 @@
 //! Signal alarms on the real daemon (sim board): a mic that goes silent raises `silent_mic`
 //! within seconds and clears it when sound returns; a black camera raises `black_picture`. Both
-//! show in `status` and the log, and the part's report is logged when it ends.
+//! show in `status` and the log, the part's report is logged when it ends, and the stitched
+//! recording's manifest carries them as `quality`.
 //!
 //! The silent mic is an ALSA PCM the test controls: alsa-lib's `file` plugin over the `null` PCM
 //! reading a FIFO that this test fills at real-time pace with silence or a tone (how and why:
@@ -70,6 +71,19 @@ fn alarms(d: &Daemon) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `quality` of the recording's manifest, once it is stitched.
+fn quality(d: &Daemon, id: &str) -> Value {
+    let mut stitch = Value::Null;
+    wait_until("the stitch", Duration::from_secs(30), || {
+        let list = d.ctl(Request::Recordings).unwrap();
+        stitch = list["recordings"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["stitch"].clone();
+        stitch["state"] == "done"
+    })
+    .unwrap_or_else(|e| panic!("{e}: {stitch}\n{}", d.log_text()));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(d.media().join(stitch["manifest"].as_str().unwrap())).unwrap()).unwrap();
+    manifest["quality"].clone()
+}
+
 fn count(d: &Daemon, needle: &str) -> usize {
     d.log_text().lines().filter(|l| l.contains(needle)).count()
 }
@@ -136,6 +150,11 @@ fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns
     d.ctl(Request::RecordStop).unwrap();
     wait_until("the part's report logged", Duration::from_secs(10), || count(&d, &format!("recording {id}: signal report: silent_mic")) == 1).unwrap();
     assert_eq!(d.status()["signals"]["alarms"], Value::Array(vec![]), "idle again");
+    let q = quality(&d, &id);
+    assert_eq!((q["verdict"].as_str(), q["stretches"].as_array().map(Vec::len)), (Some("flagged"), Some(1)), "{q}");
+    assert_eq!(q["stretches"][0]["alarm"], "silent_mic", "{q}");
+    let lasted = q["stretches"][0]["duration_s"].as_f64().unwrap();
+    assert!((1.5..15.0).contains(&lasted), "silent from the start until the tone: {q}");
     assert!(d.terminate().unwrap().success());
 }
 
@@ -150,5 +169,9 @@ fn a_black_camera_raises_black_picture_and_not_silent_mic() {
     assert_eq!(count(&d, &format!("recording {id}: alarm black_picture raised")), 1, "{}", d.log_text());
     d.ctl(Request::RecordStop).unwrap();
     wait_until("the part's report logged", Duration::from_secs(10), || count(&d, "signal report: black_picture from") == 1).unwrap();
+    // Black to the end: the stretch ends with the part.
+    let q = quality(&d, &id);
+    assert_eq!((q["verdict"].as_str(), q["stretches"][0]["alarm"].as_str()), (Some("flagged"), Some("black_picture")), "{q}");
+    assert!(q["stretches"][0]["to"].is_string(), "{q}");
     assert!(d.terminate().unwrap().success());
 }

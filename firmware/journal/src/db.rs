@@ -143,6 +143,7 @@ const ADDITIVE_SCHEMA: &[(&str, &str)] = &[
     ("create schedule tables", crate::schedule_cache::SCHEMA),
     ("create uploads table", crate::upload_store::SCHEMA),
     ("create evictions table", crate::retention::SCHEMA),
+    ("create signal_stretches table", crate::signal_report::SCHEMA),
 ];
 
 /// Appends to `state_log` and prunes it to the newest `keep` rows.

@@ -170,6 +170,7 @@ mod outbox;
 pub mod recovery;
 mod retention;
 mod schedule_cache;
+mod signal_report;
 mod space;
 mod stitch_store;
 mod ts;
@@ -190,6 +191,7 @@ pub use model::{
 pub use outbox::{Enqueued, NewEntry, Outbox, OutboxEntry, OUTBOX_CAPACITY, OUTBOX_DONE_KEEP};
 pub use recovery::{RecoveryAction, RecoveryReport};
 pub use retention::{EvictReason, Evicted, RetentionPolicy, RetentionReport};
+pub use signal_report::{quality_json, SignalStretch};
 pub use space::{statvfs_free, FreeSpace};
 pub use schedule_cache::{ReplyOutcome, ScheduleMeta, SCHEDULE_RETENTION_MS};
 pub use ts::{

@@ -355,7 +355,9 @@ impl StitchJob {
         file.sync_all().io("fsync stitched file", &self.partial_path)?;
         drop(file);
         let dir = self.ctx.media_dir.join(rel_dir(&id));
-        let manifest = manifest(&self.recording, &self.parts, info, device, now_ms);
+        let mut manifest = manifest(&self.recording, &self.parts, info, device, now_ms);
+        let stretches = crate::signal_report::load(&self.conn, &self.ctx, &id)?;
+        manifest["quality"] = crate::signal_report::quality_json(&stretches, &self.parts);
         let manifest_partial = dir.join("manifest.json.partial");
         {
             let mut f = File::create(&manifest_partial).io("create manifest", &manifest_partial)?;
@@ -416,7 +418,7 @@ impl StitchJob {
     }
 }
 
-fn rfc3339(ms: i64) -> Value {
+pub(crate) fn rfc3339(ms: i64) -> Value {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or(Value::Null, |t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
 }

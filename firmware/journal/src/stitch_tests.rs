@@ -183,3 +183,34 @@ fn a_confirmed_upload_is_recorded_in_the_local_manifest() {
     assert!(!dir.path().join("recordings/lec/lec.manifest.json.partial").exists());
     assert!(!journal.record_upload_in_manifest("nope").unwrap());
 }
+
+#[test]
+fn the_manifest_carries_the_quality_report() {
+    let (dir, mut journal) = new_journal();
+    two_part_recording(&mut journal, "lec");
+    let stretch = |part_seq, alarm: &str, from_ms, to_ms| SignalStretch { part_seq, alarm: alarm.into(), from_ms, to_ms };
+    journal.record_signal_stretches("lec", 1, &[stretch(1, "black_picture", T0_MS + 500, Some(T0_MS + 2_500))]).unwrap();
+    // A second report for part 2 replaces the first: the last one written is the part's.
+    journal.record_signal_stretches("lec", 2, &[stretch(2, "clipping", T0_MS + 10_000, None)]).unwrap();
+    journal.record_signal_stretches("lec", 2, &[stretch(2, "silent_mic", T0_MS + 11_000, None)]).unwrap();
+    assert_eq!(journal.signal_stretches("lec").unwrap().len(), 2);
+    journal.request_stitch("lec", T0_MS + 15_000).unwrap();
+    let mut job = journal.stitch_job("lec", T0_MS + 16_000).unwrap();
+    job.file().write_all(b"mp4").unwrap();
+    job.commit(&info(b"mp4"), json!({}), T0_MS + 17_000).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("recordings/lec/lec.manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["quality"],
+        json!({
+            "verdict": "flagged",
+            "stretches": [
+                { "alarm": "black_picture", "part": 1, "from": "2023-11-14T22:13:20.500Z", "to": "2023-11-14T22:13:22.500Z", "duration_s": 2.0 },
+                // Open at the part's end: it lasted until the part ended (T0 + 14 s).
+                { "alarm": "silent_mic", "part": 2, "from": "2023-11-14T22:13:31.000Z", "to": "2023-11-14T22:13:34.000Z", "duration_s": 3.0 },
+            ],
+        })
+    );
+    let (_dir, mut clean) = new_journal();
+    two_part_recording(&mut clean, "ok");
+    assert_eq!(quality_json(&clean.signal_stretches("ok").unwrap(), &[]), json!({ "verdict": "ok", "stretches": [] }));
+}

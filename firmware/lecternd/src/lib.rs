@@ -657,6 +657,7 @@ impl Daemon {
                 }
                 Action::StopCapture { recording_id, end } => {
                     if let Some(session) = self.session.take() {
+                        let watch = session.signals().clone();
                         let end = match end {
                             PartEnd::Closed => lectern_journal::PartEnd::Closed,
                             PartEnd::Interrupted(r) => lectern_journal::PartEnd::Interrupted(r),
@@ -664,6 +665,7 @@ impl Daemon {
                         };
                         match session.stop(end, &*self.clock) {
                             Ok((part, stats)) => {
+                                signals::persist(&mut self.journal, &watch, &part);
                                 log::info!(target: "lecternd", "recording {recording_id}: part closed: {part:?}; capture {stats:?}");
                                 self.last_stats = Some(stats);
                             }

@@ -68,7 +68,7 @@ impl Session {
         let report_w = report.clone();
         let clock_w = clock.clone();
         let part_w = part.clone();
-        let watch = SignalWatch::new(signals, recording_id, Instant::now());
+        let watch = SignalWatch::new(signals, recording_id, Instant::now(), clock.now_ms());
         let watch_w = watch.clone();
         // The capture starts after the writer (it needs the channel's sender), so the writer
         // finds the frame counter here once there is one.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lectern_config::SignalsConfig;
+use lectern_journal::{Journal, PartSummary, SignalStretch};
 use lectern_signals::{Change, FrameStats, Monitor};
 use serde_json::{json, Value};
 
@@ -25,15 +26,17 @@ pub struct SignalWatch {
 struct Inner {
     monitor: Monitor,
     started: Instant,
+    /// The wall clock at `started`, for the stored report.
+    started_ms: i64,
     recording_id: String,
 }
 
 impl SignalWatch {
-    /// A watch for `recording_id` whose clock starts at `started`; inert when the alarms are
-    /// turned off (`signals.enabled = false`).
-    pub fn new(cfg: &SignalsConfig, recording_id: &str, started: Instant) -> SignalWatch {
+    /// A watch for `recording_id` whose clock starts at `started` (wall clock `started_ms`);
+    /// inert when the alarms are turned off (`signals.enabled = false`).
+    pub fn new(cfg: &SignalsConfig, recording_id: &str, started: Instant, started_ms: i64) -> SignalWatch {
         let inner = cfg.enabled.then(|| {
-            Arc::new(Mutex::new(Inner { monitor: Monitor::new(cfg), started, recording_id: recording_id.to_owned() }))
+            Arc::new(Mutex::new(Inner { monitor: Monitor::new(cfg), started, started_ms, recording_id: recording_id.to_owned() }))
         });
         SignalWatch { inner }
     }
@@ -87,6 +90,18 @@ impl SignalWatch {
         json!({ "alarms": alarms, "report": report })
     }
 
+    /// The part's stretches on the wall clock, for the journal (and so the manifest).
+    pub fn stretches(&self, part_seq: u32) -> Vec<SignalStretch> {
+        let Some(inner) = &self.inner else { return Vec::new() };
+        let g = inner.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |d: Duration| g.started_ms + d.as_millis() as i64;
+        g.monitor
+            .report()
+            .iter()
+            .map(|s| SignalStretch { part_seq, alarm: s.alarm.name().to_owned(), from_ms: ms(s.from), to_ms: s.to.map(ms) })
+            .collect()
+    }
+
     /// Logs the part's quality report (its alarm stretches) once the part has ended.
     pub fn log_report(&self) {
         let Some(inner) = &self.inner else { return };
@@ -104,6 +119,15 @@ impl SignalWatch {
             })
             .collect();
         log::warn!(target: "lecternd", "recording {}: signal report: {}", g.recording_id, parts.join(", "));
+    }
+}
+
+/// Stores a finished part's stretches in the journal (the manifest's `quality`); a failure is
+/// logged and survived: the report is worth less than the recording.
+pub fn persist(journal: &mut Journal, watch: &SignalWatch, part: &PartSummary) {
+    let stretches = watch.stretches(part.part_seq);
+    if let Err(e) = journal.record_signal_stretches(&part.recording_id, part.part_seq, &stretches) {
+        log::error!(target: "lecternd", "recording {}: cannot store the signal report of part {}: {e}", part.recording_id, part.part_seq);
     }
 }
 
@@ -147,7 +171,7 @@ mod tests {
     fn status_shows_the_raised_alarm_and_the_report() {
         let t0 = Instant::now();
         let cfg = SignalsConfig::default();
-        let w = SignalWatch::new(&cfg, "r1", t0);
+        let w = SignalWatch::new(&cfg, "r1", t0, 1_000_000);
         feed_silence(&w, t0, 0, 9_000);
         let quiet = status_json(&cfg, Some(&w), t0 + Duration::from_secs(9));
         assert_eq!(quiet, json!({ "enabled": true, "alarms": [], "report": [] }));
@@ -168,12 +192,14 @@ mod tests {
             w.json(t0 + Duration::from_secs(15)),
             json!({ "alarms": [], "report": [{ "alarm": "silent_mic", "from_s": 0.0, "to_s": 12.0 }] })
         );
+        // On the wall clock for the journal.
+        assert_eq!(w.stretches(3), [SignalStretch { part_seq: 3, alarm: "silent_mic".into(), from_ms: 1_000_000, to_ms: Some(1_012_000) }]);
     }
 
     #[test]
     fn a_gone_camera_is_raised_by_ticks_alone() {
         let t0 = Instant::now();
-        let w = SignalWatch::new(&SignalsConfig::default(), "r1", t0);
+        let w = SignalWatch::new(&SignalsConfig::default(), "r1", t0, 0);
         w.video(t0);
         w.luma(t0, &[128; 64]);
         w.tick(t0 + Duration::from_millis(400));
@@ -186,8 +212,9 @@ mod tests {
     fn disabled_alarms_stay_empty() {
         let t0 = Instant::now();
         let cfg = SignalsConfig { enabled: false, ..SignalsConfig::default() };
-        let w = SignalWatch::new(&cfg, "r1", t0);
+        let w = SignalWatch::new(&cfg, "r1", t0, 0);
         feed_silence(&w, t0, 0, 30_000);
+        assert_eq!(w.stretches(1), []);
         assert_eq!(status_json(&cfg, Some(&w), t0 + Duration::from_secs(30)), json!({ "enabled": false, "alarms": [], "report": [] }));
         assert_eq!(status_json(&SignalsConfig::default(), None, t0), json!({ "enabled": true, "alarms": [], "report": [] }));
     }
