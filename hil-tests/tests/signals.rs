@@ -159,6 +159,21 @@ fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns
 }
 
 #[test]
+fn a_still_picture_raises_frozen_picture_after_its_hold() {
+    // Solid white scrolled is the same frame every time: the fingerprint never changes.
+    let mut d = Daemon::start(&format!("{SMALL}video_pattern = \"white\"\n[signals]\nfrozen_hold_s = 2\n")).unwrap();
+    let started = Instant::now();
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    wait_until("frozen_picture raised", Duration::from_secs(15), || alarms(&d).contains(&"frozen_picture".to_owned())).unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the hold");
+    assert_eq!(alarms(&d), ["frozen_picture"], "white is not black, and the tone is loud: {}", d.status());
+    assert_eq!(count(&d, &format!("recording {id}: alarm frozen_picture raised")), 1, "{}", d.log_text());
+    d.ctl(Request::RecordStop).unwrap();
+    assert_eq!(quality(&d, &id)["stretches"][0]["alarm"], "frozen_picture");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
 fn a_black_camera_raises_black_picture_and_not_silent_mic() {
     let mut d = Daemon::start(&format!("{SMALL}video_pattern = \"black\"\n[signals]\nblack_hold_s = 1\n")).unwrap();
     let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();

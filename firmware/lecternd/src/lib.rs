@@ -675,8 +675,10 @@ impl Daemon {
                 }
                 Action::PowerCut { recording_id } => {
                     if let Some(session) = self.session.take() {
+                        let watch = session.signals().clone();
                         match session.power_cut(&*self.clock, self.config.power.drain) {
                             Ok((part, times)) => {
+                                signals::persist(&mut self.journal, &watch, &part);
                                 let ms_between = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
                                 let ms = self.power_edge.map(|t| ms_between(t, times.durable_at));
                                 self.last_power_flush_ms = ms;
