@@ -5,8 +5,9 @@
 //! the end of each run, frames dropped on the way to the encoder, and analysed frames delivered
 //! and dropped. The consumer only drains the channel, so the numbers are the pipeline's.
 //!
-//! `cargo run --release -p lectern-capture --example bench-analysis -- [SECONDS] [ROUNDS]`
-//! (defaults 30 and 2). Run it on an otherwise quiet machine: it prints the load average.
+//! `cargo run --release -p lectern-capture --example bench-analysis -- [SECONDS] [ROUNDS] [PATTERN]`
+//! (defaults 30, 2 and `ball`, the daemon's default; `smpte` loads x264 like a camera). Run it
+//! on an otherwise quiet machine: it prints the load average.
 
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
@@ -47,9 +48,9 @@ struct Run {
     analysis_dropped: u64,
 }
 
-fn run(fps: u32, secs: u64, hz: f64) -> Run {
+fn run(pattern: &str, fps: u32, secs: u64, hz: f64) -> Run {
     let settings = CaptureSettings {
-        video: VideoSource::Test { pattern: "ball".into() },
+        video: VideoSource::Test { pattern: pattern.into() },
         audio: AudioSource::Test { freq_hz: 440.0 },
         encoder: EncoderChoice::Named("x264enc".into()),
         analysis_fps: fps,
@@ -79,17 +80,18 @@ fn run(fps: u32, secs: u64, hz: f64) -> Run {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("SECONDS ROUNDS")).collect();
-    let secs = args.first().copied().unwrap_or(30);
-    let rounds = args.get(1).copied().unwrap_or(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: u64| args.get(i).map_or(default, |a| a.parse().expect("SECONDS ROUNDS PATTERN"));
+    let (secs, rounds) = (number(0, 30), number(1, 2));
+    let pattern = args.get(2).map_or("ball", String::as_str);
     let hz = ticks_per_second();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-    println!("load average before: {}", load());
+    println!("pattern {pattern}, load average before: {}", load());
     println!("| analysis | run | CPU % of one core | PSS MiB | frames in | frames dropped | analysed | analysis dropped |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for round in 1..=rounds {
         for fps in [0, 5, 30] {
-            let r = run(fps, secs, hz);
+            let r = run(pattern, fps, secs, hz);
             let name = if r.fps == 0 { "off".to_owned() } else { format!("{} fps", r.fps) };
             println!(
                 "| {name} | {round} | {:.1} | {:.1} | {} | {} | {} | {} |",
