@@ -66,12 +66,43 @@ fn rig() -> (
     )
 }
 
+/// An input that says when its monitor has read the initial level. A monitor that starts late
+/// (a loaded CI machine) and reads the level in the middle of a press takes the button as held
+/// since before it started and rightly ignores that press: the tests press only once the
+/// monitor is watching.
+struct Watched {
+    inner: Box<dyn lectern_board::EdgeInput>,
+    ready: Option<mpsc::Sender<()>>,
+}
+
+impl lectern_board::EdgeInput for Watched {
+    fn is_active(&mut self) -> lectern_board::Result<bool> {
+        let level = self.inner.is_active();
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
+        level
+    }
+
+    fn wait_edge(&mut self, timeout: Duration) -> lectern_board::Result<Option<bool>> {
+        self.inner.wait_edge(timeout)
+    }
+}
+
+/// `input`, and a receiver that hears once its monitor has read the initial level.
+fn watched(input: Box<dyn lectern_board::EdgeInput>) -> (Box<dyn lectern_board::EdgeInput>, Receiver<()>) {
+    let (tx, rx) = mpsc::channel();
+    (Box::new(Watched { inner: input, ready: Some(tx) }), rx)
+}
+
 fn button_events(rig: &Rig, input: Box<dyn lectern_board::EdgeInput>) -> Receiver<ButtonEvent> {
     let (tx, rx) = mpsc::channel();
+    let (input, ready) = watched(input);
     spawn_button_monitor(input, DEBOUNCE, LONG_PRESS, rig.stop.clone(), move |e| {
         let _ = tx.send(e);
     })
     .unwrap();
+    ready.recv_timeout(WAIT).expect("the button monitor reads the initial level");
     rx
 }
 
