@@ -401,7 +401,7 @@ fn deb_builds_installs_upgrades_removes_and_purges_keeping_recordings() {
     assert_eq!(b.out(&format!("readlink -f {WANTS} || true")), UNIT, "lecternd.service is not enabled");
     assert_eq!(b.out("lecternd --version"), format!("lecternd {}", version1.split('-').next().unwrap()));
     b.run("installed config", &format!("lecternd --config {CONFIG} --check-config"));
-    b.run("installed CLI", "lectern --help 2>&1 | grep -q '^usage: lectern'");
+    b.run("installed CLI", "lectern --help 2>&1 | grep -q '^Usage: lectern'");
 
     // A box in use: a journal with a recording owned by lectern, and an AV team's edit.
     let journal = "seg=/var/lib/lectern/lecture-7/part-1/seg-000001.ts
