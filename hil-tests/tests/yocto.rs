@@ -325,6 +325,8 @@ const ELEMENTS: &[(&str, Option<&str>)] = &[
     ("audioconvert", Some("gstreamer1.0-plugins-base-audioconvert")),
     ("audioresample", Some("gstreamer1.0-plugins-base-audioresample")),
     ("videoconvert", Some("gstreamer1.0-plugins-base-videoconvertscale")),
+    // The signal analysis branch (firmware/capture, issue 11) lowers the rate it analyses.
+    ("videorate", Some("gstreamer1.0-plugins-base-videorate")),
     ("appsink", Some("gstreamer1.0-plugins-base-app")),
     ("decodebin", Some("gstreamer1.0-plugins-base-playback")),
     ("jpegdec", Some("gstreamer1.0-plugins-good-jpeg")),

@@ -99,6 +99,7 @@ CONFFILES:${PN} = "${sysconfdir}/lectern/lectern.toml"
 #   audioconvert, audioresample  -> base-audioconvert, base-audioresample
 #   videoconvert                 -> base-videoconvertscale
 #   appsink                      -> base-app
+#   videorate (signal analysis)  -> base-videorate
 #   decodebin (+ typefind), jpegdec (MJPEG webcams) -> base-playback, base-typefindfunctions, good-jpeg
 #   queue, capsfilter            -> gstreamer1.0 (core elements)
 RDEPENDS:${PN} += "\
@@ -113,6 +114,7 @@ RDEPENDS:${PN} += "\
     gstreamer1.0-plugins-base-playback \
     gstreamer1.0-plugins-base-typefindfunctions \
     gstreamer1.0-plugins-base-videoconvertscale \
+    gstreamer1.0-plugins-base-videorate \
     gstreamer1.0-plugins-good-audioparsers \
     gstreamer1.0-plugins-good-jpeg \
     gstreamer1.0-plugins-good-level \
