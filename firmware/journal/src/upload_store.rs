@@ -330,8 +330,13 @@ impl UploadStore {
         Ok(n == 1)
     }
 
-    /// Counts bytes put on the wire by a step that then failed (they count as re-sent).
+    /// Counts bytes put on the wire that no progress commit counted: a step that then failed
+    /// (they count as re-sent), or steps between checkpoints when the job stops. Nothing is
+    /// written for zero bytes (a write is a commit, which flushes the card).
     pub fn add_sent(&mut self, recording_id: &str, sent: u64) -> Result<()> {
+        if sent == 0 {
+            return Ok(());
+        }
         self.conn
             .execute("UPDATE uploads SET bytes_sent = bytes_sent + ?2 WHERE recording_id = ?1", params![recording_id, sent as i64])
             .db("count upload bytes", &self.db_path)

@@ -463,9 +463,10 @@ fn run_job(
                 store.complete(&id, &endpoint, &p.to_string(), &remote_ref, sent, now)?;
                 return Ok(());
             }
-            Err(e) => {
+            Err(mut e) => {
                 failures = failures.saturating_add(1);
-                store.add_sent(&id, unsaved_sent)?;
+                // Counted with the failed step's own bytes, in one write.
+                e.sent += unsaved_sent;
                 return failed(s, store, &job.target, i, &endpoint, &spec, e, failures, now, rng);
             }
         }
@@ -502,9 +503,7 @@ fn failed(
     rng: &mut Rng,
 ) -> lectern_journal::Result<()> {
     let id = &spec.recording_id;
-    if e.sent > 0 {
-        store.add_sent(id, e.sent)?;
-    }
+    store.add_sent(id, e.sent)?;
     let moved = {
         let mut st = s.lock();
         if e.class == Class::Auth {
