@@ -210,6 +210,49 @@ fn a_scheduled_lecture_in_the_local_ics_is_recorded_for_its_remainder() {
 }
 
 #[test]
+fn a_scheduled_start_is_kept_while_status_is_polled_without_pause() {
+    // A monitoring tool that polls status back to back keeps the daemon's event channel busy.
+    // The lecture must still start on time (ticks were once fed only when the channel went
+    // quiet: a poll every 50 ms under CI load kept a cached lecture from ever starting).
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let start = now + chrono::Duration::seconds(4);
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:busy-1\r\nDTSTART:{}\r\nDTEND:{}\r\nSUMMARY:Optics\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        fmt(start),
+        fmt(start + chrono::Duration::seconds(4))
+    );
+    std::fs::write(dir.path().join("schedule.ics"), ics).unwrap();
+    let mut d = Daemon::start_in(dir, &format!("{SMALL}[schedule]\nics = \"schedule.ics\"\n")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (sock, stop) = (d.control_socket(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lectern_control::request(&sock, &Request::Status, Duration::from_secs(10)).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let started = wait_until("the scheduled start under polling", Duration::from_secs(15), || d.status()["recording"]["id"] == "busy-1");
+    let late_ms = (chrono::Utc::now() - start).num_milliseconds();
+    let ended = started.is_ok() && wait_until("the scheduled end under polling", Duration::from_secs(20), || d.status()["state"] == "idle").is_ok();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polls: u64 = pollers.into_iter().map(|p| p.join().unwrap()).sum();
+    started.unwrap_or_else(|e| panic!("{e} ({polls} status polls)\n{}", d.log_text()));
+    assert!(late_ms < 3000, "started {late_ms} ms after the scheduled start ({polls} polls)");
+    assert!(ended, "the recording did not end at its scheduled end ({polls} polls)");
+    assert!(polls > 200, "the pollers kept the channel busy: {polls} polls");
+    assert_eq!(recording_state(&d, "busy-1"), "completed");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
 fn a_timetable_fetched_over_http_is_recorded_even_with_a_non_opencast_uid() {
     use std::io::{Read, Write};
     let now = chrono::Utc::now();

@@ -65,7 +65,7 @@ fn scheduled_lectures_are_recorded_stitched_and_ingested_once_even_when_the_serv
     assert_eq!(status["opencast"]["calendar"]["cached_events"], 2, "{status}");
     // The second lecture is recorded from the cached calendar and stitched while offline.
     wait_until("lecture-b recorded and stitched offline", Duration::from_secs(50), || stitch_of(&d, "lecture-b")["state"] == "done")
-        .unwrap_or_else(|e| panic!("{e}\n{}", d.log_text()));
+        .unwrap_or_else(|e| panic!("{e}\nstatus: {:#}\nrecordings: {:#}\n{}", d.status(), d.ctl(Request::Recordings).unwrap(), d.log_text()));
     let status = d.status();
     assert_eq!(status["opencast"]["calendar"]["reachable"], false, "{status}");
     assert!(status["opencast"]["outbox_pending"].as_i64().unwrap() > 0, "{status}");

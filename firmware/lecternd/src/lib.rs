@@ -488,10 +488,16 @@ impl Daemon {
     }
 
     fn main_loop(mut self) {
+        // The recorder's clock turns on a tick at least every TICK and at each deadline it names,
+        // however busy the channel is: a status poll every 50 ms must not keep a scheduled
+        // lecture from starting (ticks used to be fed only when the wait timed out).
+        const TICK: Duration = Duration::from_secs(1);
+        let mut last_tick = Instant::now();
         loop {
             let now = self.clock.now_ms();
-            let mut wait = Duration::from_secs(1);
-            if let Some(deadline) = self.recorder.next_deadline(now) {
+            let mut wait = TICK.saturating_sub(last_tick.elapsed());
+            let deadline = self.recorder.next_deadline(now);
+            if let Some(deadline) = deadline {
                 wait = wait.min(Duration::from_millis((deadline - now).max(0) as u64));
             }
             let event = match self.rx.recv_timeout(wait) {
@@ -510,13 +516,15 @@ impl Daemon {
                 self.check_clock();
             }
             let stop = match event {
-                None => {
-                    self.reload_schedule(false);
-                    let _ = self.feed(lectern_recorder::Event::Tick);
-                    false
-                }
+                None => false,
                 Some(ev) => self.on_event(ev),
             };
+            let tick_due = last_tick.elapsed() >= TICK || deadline.is_some_and(|d| d <= self.clock.now_ms());
+            if !stop && tick_due {
+                last_tick = Instant::now();
+                self.reload_schedule(false);
+                let _ = self.feed(lectern_recorder::Event::Tick);
+            }
             if !stop {
                 self.maybe_stitch();
                 self.maybe_probe();
