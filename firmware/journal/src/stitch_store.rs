@@ -435,6 +435,20 @@ pub fn gap_cause(part: &StitchPart) -> &'static str {
     }
 }
 
+/// A part's last segment, when it is much shorter than a segment, holds the frames after the
+/// part's last keyframe: a segment begins at each keyframe, so a stop (or power cut) just after
+/// one leaves a segment of a frame or a few. The manifest says so, so nobody reads it as an empty
+/// or damaged segment.
+const TAIL_NOTE_BELOW_NS: u64 = 500_000_000;
+
+fn tail_note(last_of_several: bool, duration_ns: Option<u64>) -> Option<String> {
+    let d = duration_ns.filter(|&d| last_of_several && d < TAIL_NOTE_BELOW_NS)?;
+    Some(format!(
+        "the part's last {:.3} s: the frames after its last keyframe (a segment begins at each keyframe, and the part ended just after one)",
+        d as f64 / 1e9
+    ))
+}
+
 /// The manifest written beside the stitched file.
 pub fn manifest(rec: &RecordingSummary, parts: &[StitchPart], info: &StitchedInfo, device: Value, now_ms: i64) -> Value {
     let span = |seq: u32| info.part_spans_ns.iter().find(|(s, _, _)| *s == seq).map(|&(_, a, b)| (a, b));
@@ -451,14 +465,20 @@ pub fn manifest(rec: &RecordingSummary, parts: &[StitchPart], info: &StitchedInf
                 "encoder": p.encoder,
                 "stitched_start_s": start as f64 / 1e9,
                 "stitched_end_s": end as f64 / 1e9,
-                "segments": p.segments.iter().map(|s| json!({
-                    "seq": s.seq,
-                    "path": s.path,
-                    "bytes": s.bytes,
-                    "duration_s": s.duration_ns.map(|d| d as f64 / 1e9),
-                    "sha256": s.sha256,
-                    "recovered": s.recovered,
-                })).collect::<Vec<_>>(),
+                "segments": p.segments.iter().enumerate().map(|(i, s)| {
+                    let mut seg = json!({
+                        "seq": s.seq,
+                        "path": s.path,
+                        "bytes": s.bytes,
+                        "duration_s": s.duration_ns.map(|d| d as f64 / 1e9),
+                        "sha256": s.sha256,
+                        "recovered": s.recovered,
+                    });
+                    if let Some(note) = tail_note(i + 1 == p.segments.len() && i > 0, s.duration_ns) {
+                        seg["note"] = note.into();
+                    }
+                    seg
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();

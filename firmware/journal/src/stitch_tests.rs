@@ -214,3 +214,41 @@ fn the_manifest_carries_the_quality_report() {
     two_part_recording(&mut clean, "ok");
     assert_eq!(quality_json(&clean.signal_stretches("ok").unwrap(), &[]), json!({ "verdict": "ok", "stretches": [] }));
 }
+
+#[test]
+fn a_parts_one_frame_tail_segment_is_explained_in_the_manifest() {
+    // A stop just after a keyframe (4.04 s with keyframes every 2 s) leaves a last segment of
+    // one frame: it lasts one frame (not 0 s) and the manifest says why it is there. Full-length
+    // segments, and a part of a single segment, carry no note.
+    let (dir, mut journal) = new_journal();
+    start(&mut journal, "tail");
+    let mut w = journal.open_part("tail", "x264enc", T0_MS).unwrap();
+    feed(&mut w, &stream(0, 4040, Psi::Stamped, key_every(2000)), Instant::now());
+    w.finish(PartEnd::Closed, T0_MS + 4_040).unwrap();
+    journal.finish_recording("tail", Outcome::Completed, T0_MS + 4_040).unwrap();
+    start(&mut journal, "one");
+    let mut w = journal.open_part("one", "x264enc", T0_MS).unwrap();
+    feed(&mut w, &stream(0, 300, Psi::Stamped, key_every(2000)), Instant::now());
+    w.finish(PartEnd::Closed, T0_MS + 300).unwrap();
+    journal.finish_recording("one", Outcome::Completed, T0_MS + 300).unwrap();
+    for id in ["tail", "one"] {
+        assert!(journal.request_stitch(id, T0_MS + 5_000).unwrap());
+        let mut job = journal.stitch_job(id, T0_MS + 5_000).unwrap();
+        job.file().write_all(b"mp4").unwrap();
+        job.commit(&info(b"mp4"), json!({}), T0_MS + 6_000).unwrap();
+    }
+    let read = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("recordings/{id}/{id}.manifest.json"))).unwrap()).unwrap()
+    };
+    let m = read("tail");
+    let segs = m["parts"][0]["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 3);
+    assert_eq!(segs[2]["duration_s"], 0.04);
+    let note = segs[2]["note"].as_str().expect("the tail segment is explained");
+    assert!(note.contains("0.040 s") && note.contains("keyframe"), "{note}");
+    assert!(segs[..2].iter().all(|s| s.get("note").is_none()), "{segs:?}");
+    let m = read("one");
+    let segs = m["parts"][0]["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].get("note").is_none(), "a short recording's only segment is not a tail: {segs:?}");
+}

@@ -248,6 +248,13 @@ fn cuts_only_at_keyframes_at_or_after_target() {
         1000,
         &[(0, 1000), (1000, 1000), (2000, 1000)],
     );
+    // The part's last frame is a keyframe (a 4.04 s stop with keyframes every 2 s): the final
+    // segment holds that one frame and lasts one frame step, borrowed from the part, not 0 s.
+    check_cuts(
+        stream(0, 4040, Psi::Stamped, key_every(2000)),
+        2000,
+        &[(0, 2000), (2000, 2000), (4000, 40)],
+    );
     // Timestamps need not start at zero.
     check_cuts(
         stream(7000, 4000, Psi::Stamped, key_every(1000)),

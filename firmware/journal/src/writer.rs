@@ -218,14 +218,17 @@ impl OpenSegment {
     /// Media duration: up to the next segment's first PTS when cut, else
     /// last − first plus one mean PTS step as an estimate of the last frame.
     /// The mean step is rough when audio and video interleave, but it is
-    /// only ever added to a part's final segment.
-    fn duration_ns(&self, next_first_pts: Option<u64>) -> Option<u64> {
+    /// only ever added to a part's final segment. A segment of one chunk has no step of its own
+    /// and borrows `part_step` (the mean over the part's earlier segments): a part whose last
+    /// keyframe fell on its very last frame ends with a one-frame segment, which lasts one frame,
+    /// not 0 s.
+    fn duration_ns(&self, next_first_pts: Option<u64>, part_step: Option<u64>) -> Option<u64> {
         let first = self.first_pts?;
         match next_first_pts {
             Some(next) if next >= first => Some(next - first),
             _ => {
                 let last = self.max_pts.unwrap_or(first);
-                let frame = self.step_sum.checked_div(self.step_count).unwrap_or(0);
+                let frame = self.step_sum.checked_div(self.step_count).or(part_step).unwrap_or(0);
                 Some(last - first + frame)
             }
         }
@@ -260,6 +263,8 @@ pub struct PartWriter {
     committed: u32,
     committed_bytes: u64,
     last_committed: Option<CommittedSegment>,
+    /// Sum and count of the PTS steps of the segments committed so far (see `duration_ns`).
+    part_steps: (u64, u64),
     /// Set when a segment cut found less free space than the reserve: the part was committed up
     /// to that cut and takes no more data; every later push answers with this refusal.
     storage_full: Option<(u64, u64)>,
@@ -306,6 +311,7 @@ impl PartWriter {
             committed: 0,
             committed_bytes: 0,
             last_committed: None,
+            part_steps: (0, 0),
             storage_full: None,
             _live: live,
         }
@@ -544,7 +550,7 @@ impl PartWriter {
         }
         fsync_dir(&self.part_dir)?;
         let sha256 = hex(&seg.hasher.clone().finalize());
-        let duration_ns = seg.duration_ns(next_first_pts);
+        let duration_ns = seg.duration_ns(next_first_pts, self.part_steps.0.checked_div(self.part_steps.1));
         let peak = self.levels.peak_db();
         let rms = self.levels.rms_db();
         let tx = self
@@ -584,6 +590,7 @@ impl PartWriter {
                 self.recording_id, seg.rel_path, seg.row_id);
         }
         let mut seg = self.open.take().expect("checked above");
+        self.part_steps = (self.part_steps.0 + seg.step_sum, self.part_steps.1 + seg.step_count);
         self.levels = LevelAccumulator::default();
         let committed = CommittedSegment {
             recording_id: self.recording_id.clone(),
