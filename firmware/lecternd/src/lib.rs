@@ -67,9 +67,16 @@ enum Event {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for start-up failures.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// `provision_store` is lecternd's `--provision-store`: where `lectern provision` applies bundles
+/// (default `/var/lib/lectern/provision`), and whether the next start runs what it applies.
+pub fn run(config: Config, provision_store: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SteadyClock::system());
-    Daemon::start(config, clock)?.main_loop();
+    let mut daemon = Daemon::start(config, clock)?;
+    if let Some(store) = provision_store {
+        daemon.provisioner.store = store;
+        daemon.provisioner.store_aware = true;
+    }
+    daemon.main_loop();
     Ok(())
 }
 

@@ -26,6 +26,10 @@ struct Args {
     /// Print the embedded default config (every key, its default and meaning) and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// The provisioning store (docs/provisioning.md). Once a bundle has been applied there, its
+    /// `current/lectern.toml` is run instead of `--config`, and an apply restarts the daemon.
+    #[arg(long, value_name = "DIR")]
+    provision_store: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -35,7 +39,15 @@ fn main() -> ExitCode {
         print!("{DEFAULT_CONFIG}");
         return ExitCode::SUCCESS;
     }
-    let (config_path, check_only) = (args.config, args.check_config);
+    let check_only = args.check_config;
+    let config_path = match args.provision_store.as_deref().map(Store::config_path_of) {
+        // A provisioned box runs the store's version; before the first bundle, `--config`.
+        Some(provisioned) if provisioned.exists() => {
+            eprintln!("lecternd: running the provisioned config {}", provisioned.display());
+            Some(provisioned)
+        }
+        _ => args.config,
+    };
     // A provisioned config (docs/provisioning.md) may be a version on trial: this start counts,
     // and one too many rolls back to the previous version before it is loaded.
     let store = config_path.as_deref().and_then(Store::of_config).filter(|_| !check_only);
@@ -65,7 +77,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     lecternd::logging::init();
-    match lecternd::run(config) {
+    match lecternd::run(config, args.provision_store) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "lecternd", "cannot start: {e:#}");

@@ -54,6 +54,9 @@ pub(crate) struct Provisioner {
     pub restart: fn() -> std::io::Result<()>,
     /// The version on trial was confirmed (or there was nothing to confirm) in this run.
     pub confirmed: bool,
+    /// The daemon was started with `--provision-store` (the packaged unit): its next start runs
+    /// the store's `current`, so an apply restarts it even before the first version exists.
+    pub store_aware: bool,
 }
 
 impl Provisioner {
@@ -65,12 +68,13 @@ impl Provisioner {
             machine_id: PathBuf::from("/etc/machine-id"),
             restart: sigterm_self,
             confirmed: false,
+            store_aware: false,
         }
     }
 
-    /// Does the daemon run the store's config (`running` is its `--config`)?
+    /// Does the daemon run the store's config (`running` is its config), or will its next start?
     fn runs_store(&self, running: Option<&Path>) -> bool {
-        running.is_some_and(|p| p == Store::config_path_of(&self.store))
+        self.store_aware || running.is_some_and(|p| p == Store::config_path_of(&self.store))
     }
 
     /// Ends the trial of the running version once the daemon is healthy; once per run. The
@@ -103,7 +107,7 @@ impl Provisioner {
             Ok(applied) => {
                 log::info!(target: "lecternd", "provisioned from {}: version {} (previous {:?})", bundle.display(), applied.version, applied.previous);
                 let note = if !self.runs_store(running) {
-                    format!("takes effect when lecternd starts with --config {}", applied.config.display())
+                    format!("takes effect when lecternd starts with --provision-store {}", self.store.display())
                 } else if let Err(e) = (self.restart)() {
                     format!("restart lecternd to apply it (could not stop itself: {e})")
                 } else {
@@ -176,6 +180,7 @@ mod tests {
             machine_id: tmp.path().join("machine-id"),
             restart: count_restart,
             confirmed: false,
+            store_aware: false,
         };
         (tmp, p, key)
     }
@@ -216,7 +221,7 @@ mod tests {
         let (tmp, p, key) = setup();
         let v = p.request(&write_bundle(tmp.path(), &key, 1, "0123abcd"), None, None, now()).unwrap();
         assert_eq!(v["applied"], 1);
-        assert!(v["note"].as_str().unwrap().contains("--config"), "{v}");
+        assert!(v["note"].as_str().unwrap().contains("--provision-store"), "{v}");
         let err = p.request(&write_bundle(tmp.path(), &key, 2, "other-box"), None, None, now()).unwrap_err();
         assert!(err.starts_with("rejected, nothing changed: bundle is for device \"other-box\", this box is \"0123abcd\""), "{err}");
         let status = p.status_json();
@@ -259,5 +264,11 @@ mod tests {
         let err = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap_err();
         assert!(err.contains("not newer"), "{err}");
         assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 1, "a rejection never restarts");
+        // The packaged unit (`--provision-store`) still runs /etc's config before the first
+        // bundle: an apply restarts it too, and its next start picks the store's version.
+        p.store_aware = true;
+        let v = p.request(&write_bundle(tmp.path(), &key, 2, "*"), None, Some(Path::new("/etc/lectern/lectern.toml")), now()).unwrap();
+        assert!(v["note"].as_str().unwrap().contains("restarts with it now"), "{v}");
+        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -97,3 +97,28 @@ fn a_version_that_never_stays_up_is_rolled_back_before_it_loads() {
     assert_eq!((state.version, state.trial), (Some(1), None));
     assert_eq!(lectern_config::Config::load(&store.config_path()).unwrap().agent_name, "hall-1");
 }
+
+#[test]
+fn the_packaged_unit_runs_its_config_until_a_bundle_is_applied_then_the_stores() {
+    // packaging/lecternd.service: `--config /etc/lectern/lectern.toml --provision-store
+    // /var/lib/lectern/provision`. Both configs here name a missing media directory, so each
+    // start stops at once and its error says which config it ran.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("lectern.toml");
+    std::fs::write(&base, "[journal]\nmedia_dir = \"/nonexistent/lectern-base-config\"\n").unwrap();
+    let root = tmp.path().join("provision");
+    let args = ["--provision-store", root.to_str().unwrap()];
+
+    let o = lecternd(&base, &args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/lectern-base-config"), "before any bundle, --config: {}", stderr(&o));
+    assert!(!root.join("current").exists(), "a start writes no store");
+
+    let store = Store::open(&root).unwrap();
+    apply(&store, 1);
+    let o = lecternd(&base, &args);
+    let err = stderr(&o);
+    assert!(err.contains("running the provisioned config") && err.contains("provisioned version 1 on trial: start 1"), "{err}");
+    assert!(err.contains("/nonexistent/lectern-provision-test") && !err.contains("lectern-base-config"), "the store's version: {err}");
+    assert_eq!(store.state().unwrap().trial.map(|t| (t.version, t.starts)), Some((1, 1)), "this start counted");
+}
