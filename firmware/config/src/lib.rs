@@ -72,6 +72,7 @@ struct RawOpencast {
     username: Option<String>,
     password: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     auth: Option<String>,
     address: Option<String>,
     capture_admin_url: Option<String>,
@@ -304,6 +305,11 @@ pub struct OpencastConfig {
     pub auth: OpencastAuth,
     /// What Opencast shows as the agent's address (the URL of its status page); may be empty.
     pub address: String,
+    /// `ca_file`: the PEM certificates that replace the public roots (Mozilla's) as the only
+    /// CAs trusted for this server, for a campus Opencast behind an internal CA. Never a way to
+    /// turn verification off: there is none.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
     /// Base URLs that replace service discovery for one service each.
     pub capture_admin_url: Option<String>,
     pub scheduler_url: Option<String>,
@@ -338,6 +344,7 @@ impl fmt::Debug for OpencastConfig {
             .field("password", &"<hidden>")
             .field("auth", &self.auth)
             .field("address", &self.address)
+            .field("ca_file", &self.ca_file)
             .field("capture_admin_url", &self.capture_admin_url)
             .field("scheduler_url", &self.scheduler_url)
             .field("ingest_url", &self.ingest_url)
@@ -498,6 +505,20 @@ impl Validator<'_> {
         }
     }
 
+    /// `key`'s file of CA certificates (relative to the config's directory): read and checked to
+    /// hold at least one PEM certificate, so a wrong path or file fails at load, not at the
+    /// first TLS handshake.
+    fn ca_pem(&self, key: &str, file: Option<PathBuf>) -> Result<(Option<PathBuf>, Option<Vec<u8>>), ConfigError> {
+        let Some(f) = file.map(|f| self.path(f)) else { return Ok((None, None)) };
+        let expect = "a readable PEM file of CA certificates (-----BEGIN CERTIFICATE-----)";
+        let pem = std::fs::read(&f).map_err(|e| self.invalid(key, expect, format!("{}: {e}", f.display())))?;
+        let text = String::from_utf8_lossy(&pem);
+        if !(text.contains("-----BEGIN CERTIFICATE-----") && text.contains("-----END CERTIFICATE-----")) {
+            return Err(self.invalid(key, expect, format!("{}: no PEM certificate in it", f.display())));
+        }
+        Ok((Some(f), Some(pem)))
+    }
+
     fn opencast(&self, o: RawOpencast) -> Result<Option<OpencastConfig>, ConfigError> {
         let Some(url) = self.opencast_url("opencast.url", o.url)? else { return Ok(None) };
         let auth = match o.auth.as_deref().unwrap_or("digest") {
@@ -513,6 +534,7 @@ impl Validator<'_> {
         if retry_max < retry_initial {
             return Err(self.invalid("opencast.retry_max_s", "at least opencast.retry_initial_s", retry_max.as_secs()));
         }
+        let (ca_file, ca_pem) = self.ca_pem("opencast.ca_file", o.ca_file)?;
         let flavor = o.flavor.unwrap_or_else(|| "presenter/source".to_owned());
         if flavor.split('/').count() != 2 || flavor.split('/').any(str::is_empty) {
             return Err(self.invalid("opencast.flavor", "TYPE/SUBTYPE such as \"presenter/source\"", format!("{flavor:?}")));
@@ -521,6 +543,8 @@ impl Validator<'_> {
             url,
             username: o.username.unwrap_or_else(|| "opencast_system_account".to_owned()),
             password: self.opencast_password(o.password, o.password_file)?,
+            ca_file,
+            ca_pem,
             auth,
             address: o.address.unwrap_or_default(),
             capture_admin_url: self.opencast_url("opencast.capture_admin_url", o.capture_admin_url)?,
@@ -843,6 +867,28 @@ mod tests {
         assert!(both.contains("opencast.password_file") && both.contains("not both"), "{both}");
         let missing = load(&format!("{oc}password_file = \"nope.secret\"")).unwrap_err().to_string();
         assert!(missing.contains("opencast.password_file") && missing.contains("nope.secret"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn opencast_ca_file_must_hold_a_pem_certificate() {
+        let dir = std::env::temp_dir().join(format!("lectern-config-cafile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.join("ca.pem"), pem).unwrap();
+        std::fs::write(dir.join("key.pem"), "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").unwrap();
+        let config = dir.join("lectern.toml");
+        let load = |ca: &str| {
+            std::fs::write(&config, format!("[opencast]\nurl = \"https://oc.example.edu\"\nca_file = \"{ca}\"\n")).unwrap();
+            Config::load(&config)
+        };
+        let o = load("ca.pem").unwrap().opencast.unwrap();
+        assert_eq!((o.ca_file, o.ca_pem), (Some(dir.join("ca.pem")), Some(pem.as_bytes().to_vec())));
+        for (file, want) in [("nope.pem", "nope.pem"), ("key.pem", "no PEM certificate")] {
+            let e = load(file).unwrap_err().to_string();
+            assert!(e.contains("opencast.ca_file") && e.contains(want), "{file}: {e}");
+        }
+        assert_eq!(Config::parse("[opencast]\nurl = \"https://oc\"", None).unwrap().opencast.unwrap().ca_pem, None, "public roots by default");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,10 +88,24 @@ impl std::fmt::Debug for Client {
 }
 
 /// A ureq agent the way every Lectern HTTP client needs one: connect, per-read/write silence and
-/// overall timeouts, statuses as answers (not errors), no redirects, Lectern's user agent. Also
-/// used by `lectern-upload`'s S3 target.
-pub fn agent(connect: Duration, read: Duration, overall: Duration) -> Agent {
+/// overall timeouts, statuses as answers (not errors), no redirects, Lectern's user agent, TLS
+/// always verified: against Mozilla's roots, or only against the CA certificates in `ca_pem`
+/// (a config's `ca_file`) when given. Also used by `lectern-upload`'s S3 target.
+pub fn agent(connect: Duration, read: Duration, overall: Duration, ca_pem: Option<&[u8]>) -> Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(pem) = ca_pem {
+        // The config checked that the file holds a certificate; one that does not parse is
+        // skipped, and with none left every handshake fails (never an unverified connection).
+        let certs: Vec<_> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
     Agent::config_builder()
+        .tls_config(tls.build())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(connect))
@@ -123,8 +137,8 @@ impl Client {
     /// A client for `agent_name` (already validated by the config) with the `[opencast]` settings.
     pub fn new(cfg: &OpencastConfig, agent_name: &str) -> Client {
         Client {
-            http: agent(cfg.connect_timeout, cfg.read_timeout, cfg.request_timeout),
-            upload: agent(cfg.connect_timeout, cfg.read_timeout, cfg.upload_timeout),
+            http: agent(cfg.connect_timeout, cfg.read_timeout, cfg.request_timeout, cfg.ca_pem.as_deref()),
+            upload: agent(cfg.connect_timeout, cfg.read_timeout, cfg.upload_timeout, cfg.ca_pem.as_deref()),
             cfg: cfg.clone(),
             agent_name: agent_name.to_owned(),
             digest: None,

@@ -336,7 +336,7 @@ impl S3Target {
         }
         let parsed = opts.endpoints.iter().map(|e| parse_endpoint(e, &opts.bucket, opts.path_style)).collect::<Result<Vec<_>, _>>()?;
         let t = opts.timeouts;
-        Ok(S3Target { http: agent(t.connect, t.read, t.request), upload: agent(t.connect, t.read, t.part), parsed, opts, min_part_bytes, trusted: None })
+        Ok(S3Target { http: agent(t.connect, t.read, t.request, None), upload: agent(t.connect, t.read, t.part, None), parsed, opts, min_part_bytes, trusted: None })
     }
 
     /// The MP4's key for `spec`.
