@@ -29,6 +29,15 @@ const CONFIG: &str = "/etc/lectern/lectern.toml";
 const MEDIA: &str = "/var/lib/lectern";
 const UNIT: &str = "/usr/lib/systemd/system/lecternd.service";
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/lecternd.service";
+/// The CLI's man page: cargo-deb gzips what the metadata puts under usr/share/man (Debian policy).
+const MAN: &str = "/usr/share/man/man1/lectern.1.gz";
+/// The CLI's completions where Debian's bash, zsh and fish look, each with its committed source
+/// (hil-tests/tests/cli_assets.rs keeps those current).
+const COMPLETIONS: &[(&str, &str)] = &[
+    ("/usr/share/bash-completion/completions/lectern", "packaging/completions/lectern.bash"),
+    ("/usr/share/zsh/vendor-completions/_lectern", "packaging/completions/_lectern"),
+    ("/usr/share/fish/vendor_completions.d/lectern.fish", "packaging/completions/lectern.fish"),
+];
 
 /// The GStreamer plugin packages the capture pipeline needs (firmware/capture: see the comment
 /// on `depends` in firmware/lecternd/Cargo.toml for which element lives in which).
@@ -246,16 +255,19 @@ fn check_package(deb: &Path, scratch: &Path) -> String {
     // The power-off rule needs polkit; apt installs Recommends by default.
     assert_eq!(field(deb, "Recommends"), "polkitd", "Recommends");
 
-    // Files and modes: the binaries, the one unit, the conffile, pin maps, docs.
+    // Files and modes: the binaries, the one unit, the conffile, pin maps, docs, the CLI's man
+    // page and completions.
     let list = listing(deb);
-    let cases: &[(&str, &str)] = &[
+    let mut cases: Vec<(&str, &str)> = vec![
         ("/usr/bin/lecternd", "-rwxr-xr-x"),
         ("/usr/bin/lectern", "-rwxr-xr-x"),
         (UNIT, "-rw-r--r--"),
         (CONFIG, "-rw-r--r--"),
         ("/usr/share/doc/lectern/deb.md", "-rw-r--r--"),
         ("/usr/share/doc/lectern/lectern.toml.reference", "-rw-r--r--"),
+        (MAN, "-rw-r--r--"),
     ];
+    cases.extend(COMPLETIONS.iter().map(|(path, _)| (*path, "-rw-r--r--")));
     for (path, mode) in cases {
         check_file(&list, path, mode);
     }
@@ -284,11 +296,16 @@ fn check_package(deb: &Path, scratch: &Path) -> String {
     if workspace().join("packaging/lectern.sysusers").exists() {
         same.push(("/usr/lib/sysusers.d/lectern.conf".into(), "packaging/lectern.sysusers"));
     }
+    same.extend(COMPLETIONS.iter().map(|(installed, source)| (installed.to_string(), *source)));
     for (installed, source) in &same {
         let a = std::fs::read(x.join(installed.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{installed}: {e}"));
         let b = std::fs::read(workspace().join(source)).unwrap();
         assert!(a == b, "{installed} in the package differs from {source}");
     }
+    // The man page is the committed one, gzipped, and `man` finds its title line.
+    let page = run(Command::new("zcat").arg(x.join(MAN.trim_start_matches('/'))), "zcat the man page");
+    assert!(page.as_bytes() == std::fs::read(workspace().join("packaging/man/lectern.1")).unwrap(), "{MAN} is not packaging/man/lectern.1 gzipped");
+    assert!(page.lines().take(5).any(|l| l.starts_with(".TH lectern 1 ")), "{MAN} has no `.TH lectern 1` header:\n{page}");
 
     // Conffiles: exactly the config.
     let ctrl = scratch.join("control");
