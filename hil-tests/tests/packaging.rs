@@ -76,7 +76,7 @@ fn unit_is_notify_with_watchdog_and_no_crash_loop_on_bad_config() {
         ("RuntimeDirectory", "lectern"),
         ("StateDirectory", "lectern"),
         ("User", "lectern"),
-        ("ExecStart", "/usr/bin/lecternd --provision-store /var/lib/lectern/provision --config /etc/lectern/lectern.toml"),
+        ("ExecStart", "/usr/bin/lecternd --provision-store /var/lib/lectern/provision --enrol /etc/lectern/enrol.toml --config /etc/lectern/lectern.toml"),
     ];
     for (key, want) in cases {
         assert_eq!(value(&u, key).as_deref(), Some(want), "{key}");

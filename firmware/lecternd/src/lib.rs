@@ -13,6 +13,7 @@
 mod agent;
 mod board_encoder;
 mod clock;
+mod enrol;
 mod ics_url;
 pub mod logging;
 mod prober;
@@ -61,20 +62,36 @@ enum Event {
     Calendar(Result<CalendarFetch, String>),
     /// A fetch of `[schedule] ics_url`.
     IcsFetched(ics_url::Fetched),
+    /// A check of the zero-touch enrolment URL.
+    Enrol(enrol::Fetch),
     /// The device probe worker checked (or skipped) the camera and mic.
     DevicesProbed(Probed),
     Signal(i32),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for start-up failures.
-/// `provision_store` is lecternd's `--provision-store`: where `lectern provision` applies bundles
-/// (default `/var/lib/lectern/provision`), and whether the next start runs what it applies.
-pub fn run(config: Config, provision_store: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// lecternd's provisioning flags (docs/provisioning.md).
+#[derive(Debug, Clone)]
+pub struct Provisioning {
+    /// `--provision-store`: where bundles are applied (default `/var/lib/lectern/provision`), and
+    /// the next start runs what was applied.
+    pub store: Option<std::path::PathBuf>,
+    /// `--enrol`: the zero-touch enrolment file (`enrol.rs`).
+    pub enrol: Option<std::path::PathBuf>,
+    /// `--fleet-keys`: the trusted public keys.
+    pub fleet_keys: std::path::PathBuf,
+}
+
+pub fn run(config: Config, provisioning: Provisioning) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SteadyClock::system());
     let mut daemon = Daemon::start(config, clock)?;
-    if let Some(store) = provision_store {
+    daemon.provisioner.keys = provisioning.fleet_keys;
+    if let Some(store) = provisioning.store {
         daemon.provisioner.store = store;
         daemon.provisioner.store_aware = true;
+    }
+    if let Some(path) = provisioning.enrol {
+        daemon.start_enrolment(&path);
     }
     daemon.main_loop();
     Ok(())
@@ -141,6 +158,9 @@ struct Daemon {
     calendar_skipped: Vec<SkippedEvent>,
     /// Stops the `ics_url` fetch thread when dropped.
     _ics_fetch: Option<Sender<()>>,
+    /// Zero-touch enrolment (`--enrol`): the last check and the bundle waiting for an idle turn.
+    enrol: Option<enrol::EnrolState>,
+    _enrol_fetch: Option<Sender<()>>,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
     /// request is out, when the next one is due, and whether a recording has claimed the devices.
     prober: Option<Prober>,
@@ -428,6 +448,8 @@ impl Daemon {
             calendar_error: None,
             calendar_skipped: Vec::new(),
             _ics_fetch: None,
+            enrol: None,
+            _enrol_fetch: None,
             prober,
             probe_in_flight: false,
             // The first probe right away: a box booted without its camera should say so at once.
@@ -594,6 +616,13 @@ impl Daemon {
             }
             Event::IcsFetched(fetched) => {
                 self.on_ics_fetched(fetched);
+                false
+            }
+            Event::Enrol(fetch) => {
+                let now = self.clock.now_ms();
+                if let Some(e) = self.enrol.as_mut() {
+                    e.on_fetch(fetch, now);
+                }
                 false
             }
             Event::DevicesProbed(probed) => {
@@ -978,7 +1007,7 @@ impl Daemon {
             })),
             "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
             "update": self.updater.status_json(),
-            "provision": self.provisioner.status_json(),
+            "provision": self.provision_status(),
             "signals": signals::status_json(&self.config.signals, self.session.as_ref().map(Session::signals), Instant::now()),
             "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
             "provisioned": provisioned(&self.config),

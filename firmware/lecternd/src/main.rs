@@ -30,6 +30,13 @@ struct Args {
     /// `current/lectern.toml` is run instead of `--config`, and an apply restarts the daemon.
     #[arg(long, value_name = "DIR")]
     provision_store: Option<PathBuf>,
+    /// Zero-touch enrolment file (url, token, ca_file, check_interval_s): fetch this box's
+    /// signed bundle from it and apply it when idle (docs/provisioning.md).
+    #[arg(long, value_name = "FILE")]
+    enrol: Option<PathBuf>,
+    /// The trusted fleet public keys (`*.pub`) bundles are checked against.
+    #[arg(long, value_name = "DIR", default_value = "/etc/lectern/fleet-keys")]
+    fleet_keys: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -77,7 +84,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     lecternd::logging::init();
-    match lecternd::run(config, args.provision_store) {
+    let provisioning = lecternd::Provisioning { store: args.provision_store, enrol: args.enrol, fleet_keys: args.fleet_keys };
+    match lecternd::run(config, provisioning) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "lecternd", "cannot start: {e:#}");

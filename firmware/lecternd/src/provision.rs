@@ -96,16 +96,37 @@ impl Provisioner {
         if let Some(why) = busy {
             return Err(format!("not applied: the box is busy ({why}); try again when it is idle"));
         }
+        let bytes = read_bounded(bundle)?;
+        self.apply_bytes(&bytes, &bundle.display().to_string(), running, now)
+    }
+
+    /// This box's device id (`/etc/machine-id`).
+    pub(crate) fn device_id(&self) -> Result<String, String> {
+        let device = std::fs::read_to_string(&self.machine_id).map_err(|e| format!("device id {}: {e}", self.machine_id.display()))?;
+        Ok(device.trim().to_owned())
+    }
+
+    /// Verifies and applies a bundle's bytes (from `source`: a path or the enrolment URL); the
+    /// caller checked the box is idle. A bundle of the version the box already runs is answered
+    /// `{"up_to_date": version}` and not recorded as a rejection: zero-touch re-fetches it after
+    /// every restart.
+    pub(crate) fn apply_bytes(&self, bytes: &[u8], source: &str, running: Option<&Path>, now: DateTime<Utc>) -> Result<Value, String> {
         let keys = Keyring::load(&self.keys).map_err(|e| e.to_string())?;
         if keys.is_empty() {
             return Err(format!("no trusted fleet keys (*.pub) in {}", self.keys.display()));
         }
-        let device = std::fs::read_to_string(&self.machine_id).map_err(|e| format!("device id {}: {e}", self.machine_id.display()))?;
-        let bytes = read_bounded(bundle)?;
+        let device = self.device_id()?;
         let store = Store::open(&self.store).map_err(|e| e.to_string())?;
-        match store.provision(&bytes, &keys, device.trim(), now) {
+        let running_version = store.state().map_err(|e| e.to_string())?.version;
+        let cx = lectern_provision::Context { keys: &keys, device_id: &device, applied_version: 0, now };
+        if let (Ok(v), Some(current)) = (lectern_provision::verify(bytes, &cx), running_version) {
+            if v.payload.version == current {
+                return Ok(json!({ "up_to_date": current }));
+            }
+        }
+        match store.provision(bytes, &keys, &device, now) {
             Ok(applied) => {
-                log::info!(target: "lecternd", "provisioned from {}: version {} (previous {:?})", bundle.display(), applied.version, applied.previous);
+                log::info!(target: "lecternd", "provisioned from {source}: version {} (previous {:?})", applied.version, applied.previous);
                 let note = if !self.runs_store(running) {
                     format!("takes effect when lecternd starts with --provision-store {}", self.store.display())
                 } else if let Err(e) = (self.restart)() {
@@ -116,7 +137,7 @@ impl Provisioner {
                 Ok(json!({ "applied": applied.version, "previous": applied.previous, "config": applied.config, "note": note }))
             }
             Err(ProvisionError::Rejected(r)) => {
-                log::warn!(target: "lecternd", "provisioning bundle {} rejected: {r}", bundle.display());
+                log::warn!(target: "lecternd", "provisioning bundle from {source} rejected: {r}");
                 Err(format!("rejected, nothing changed: {r}"))
             }
             Err(ProvisionError::Store(e)) => Err(e.to_string()),
@@ -154,11 +175,75 @@ impl crate::Daemon {
     }
 
     /// One main-loop turn: confirms a version on trial once the loop has turned for
-    /// [`HEALTHY_AFTER`].
+    /// [`HEALTHY_AFTER`], and applies a fetched bundle when the box is idle.
     pub(crate) fn provision_turn(&mut self) {
         if !self.provisioner.confirmed && self.started.elapsed() >= HEALTHY_AFTER {
             self.provisioner.confirm(self.config.source.as_deref());
         }
+        if self.enrol.as_ref().is_some_and(|e| e.pending.is_some()) {
+            let now = self.clock.now_ms();
+            let busy = crate::update::Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), self.power_fail, now);
+            if busy.reason(now).is_some() {
+                return; // kept pending: applied on the first idle turn
+            }
+            let Some(e) = self.enrol.as_mut() else { return };
+            let (bytes, url) = (e.pending.take().unwrap_or_default(), e.url.clone());
+            let outcome = match DateTime::<Utc>::from_timestamp_millis(now) {
+                Some(utc) => self.provisioner.apply_bytes(&bytes, &url, self.config.source.as_deref(), utc),
+                None => Err("the wall clock is out of range".into()),
+            };
+            let said = match outcome {
+                Ok(v) if v.get("up_to_date").is_some() => format!("up to date (version {})", v["up_to_date"]),
+                Ok(v) => format!("applied version {}: {}", v["applied"], v["note"].as_str().unwrap_or_default()),
+                Err(e) => e,
+            };
+            if let Some(e) = self.enrol.as_mut() {
+                e.last_apply = Some(said);
+            }
+        }
+    }
+
+    /// Starts zero-touch enrolment from the enrolment file at `path`. A bad file or a missing
+    /// device id is logged and shown in `status`; the box records as configured either way.
+    pub(crate) fn start_enrolment(&mut self, path: &Path) {
+        if !path.exists() {
+            // The packaged unit always passes the image's path; a box enrolled by hand has none.
+            log::info!(target: "lecternd", "zero-touch enrolment off: no {}", path.display());
+            return;
+        }
+        let started = lectern_provision::remote::Enrolment::load(path).and_then(|enrolment| {
+            let device = self.provisioner.device_id()?;
+            let tx = self.tx.clone();
+            let url = lectern_provision::remote::shown_url(&enrolment.url_for(&device));
+            let stop = crate::enrol::spawn(&enrolment, &device, move |f| {
+                let _ = tx.send(crate::Event::Enrol(f));
+            })
+            .map_err(|e| format!("enrolment thread: {e}"))?;
+            log::info!(target: "lecternd", "enrolment: checking {url} about every {} s", enrolment.check_interval.as_secs());
+            Ok((url, stop))
+        });
+        match started {
+            Ok((url, stop)) => {
+                self.enrol = Some(crate::enrol::EnrolState { url, ..Default::default() });
+                self._enrol_fetch = Some(stop);
+            }
+            Err(e) => {
+                log::error!(target: "lecternd", "zero-touch enrolment off: {e}");
+                self.enrol = Some(crate::enrol::EnrolState { last_result: Some(format!("off: {e}")), ..Default::default() });
+            }
+        }
+    }
+
+    /// `status.provision`: the store's versions and, with `--enrol`, `remote` (the last check).
+    pub(crate) fn provision_status(&self) -> Value {
+        let mut v = self.provisioner.status_json();
+        if let Some(e) = &self.enrol {
+            if !v.is_object() {
+                v = json!({});
+            }
+            v["remote"] = e.status_json();
+        }
+        v
     }
 }
 
@@ -261,14 +346,22 @@ mod tests {
         assert!(store.state().unwrap().trial.is_some());
         p.confirm(Some(&running));
         assert_eq!(store.state().unwrap().trial, None);
-        let err = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap_err();
-        assert!(err.contains("not newer"), "{err}");
-        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 1, "a rejection never restarts");
+        // The same bundle again (zero-touch re-fetches it after every restart): up to date, not
+        // a rejection, no restart.
+        let v = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap();
+        assert_eq!(v, json!({ "up_to_date": 1 }));
+        assert_eq!(store.state().unwrap().last_rejection, None);
+        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 1, "nothing new, no restart");
         // The packaged unit (`--provision-store`) still runs /etc's config before the first
         // bundle: an apply restarts it too, and its next start picks the store's version.
         p.store_aware = true;
         let v = p.request(&write_bundle(tmp.path(), &key, 2, "*"), None, Some(Path::new("/etc/lectern/lectern.toml")), now()).unwrap();
         assert!(v["note"].as_str().unwrap().contains("restarts with it now"), "{v}");
         assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // An older version is a rollback: refused and recorded.
+        let err = p.request(&write_bundle(tmp.path(), &key, 1, "*"), None, Some(&running), now()).unwrap_err();
+        assert!(err.contains("not newer"), "{err}");
+        assert!(store.state().unwrap().last_rejection.is_some());
+        assert_eq!(RESTARTS.load(std::sync::atomic::Ordering::SeqCst), 2, "a rejection never restarts");
     }
 }

@@ -122,3 +122,106 @@ fn the_packaged_unit_runs_its_config_until_a_bundle_is_applied_then_the_stores()
     assert!(err.contains("/nonexistent/lectern-provision-test") && !err.contains("lectern-base-config"), "the store's version: {err}");
     assert_eq!(store.state().unwrap().trial.map(|t| (t.version, t.starts)), Some((1, 1)), "this start counted");
 }
+
+/// A static file host over loopback serving one file with an ETag (304 on a match); counts GETs.
+fn file_host(body: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = gets.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut head = String::new();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            while r.read_line(&mut head).unwrap_or(0) > 2 {}
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut w = conn;
+            if head.to_lowercase().contains("if-none-match: \"b1\"") {
+                let _ = write!(w, "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n");
+            } else {
+                let _ = write!(w, "HTTP/1.1 200 OK\r\nETag: \"b1\"\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = w.write_all(&body);
+            }
+        }
+    });
+    (port, gets)
+}
+
+#[test]
+fn zero_touch_a_new_box_fetches_its_bundle_applies_it_and_restarts_into_it() {
+    // The packaged unit's flags plus the image's enrolment file. The daemon runs on the sim board
+    // with its base config, fetches the bundle within seconds, applies it (idle) and stops itself
+    // cleanly (exit 0), as systemd's Restart=always expects; started again, it runs the bundle's
+    // config (agent hall-7) and its re-check finds the bundle up to date.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("media")).unwrap();
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::write(d.join("keys/fleet.pub"), key().public_file_text()).unwrap();
+    let common = format!(
+        "[board]\nbackend = \"sim\"\nsim_socket = \"{0}/sim.sock\"\n[control]\nsocket = \"{0}/control.sock\"\n[journal]\nmedia_dir = \"{0}/media\"\nmin_free_mb = 16\n[clock]\ntrust = \"always\"\n",
+        d.display()
+    );
+    std::fs::write(d.join("lectern.toml"), format!("[agent]\nname = \"unenrolled\"\n{common}")).unwrap();
+    let payload = format!("version = 7\ndevice = \"*\"\nnot_after = \"2099-01-01T00:00:00Z\"\nagent_name = \"hall-7\"\n[config]\n{}", common.replace("\n[", "\n[config."));
+    let payload = payload.replacen("[config]\n[board]", "[config.board]", 1);
+    let (port, gets) = file_host(sign(payload.as_bytes(), &key()).unwrap());
+    std::fs::write(d.join("enrol.toml"), format!("url = \"http://127.0.0.1:{port}/fleet/{{device}}.bundle\"\ncheck_interval_s = 5\n")).unwrap();
+    let store = d.join("provision");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_lecternd"))
+            .arg("--config")
+            .arg(d.join("lectern.toml"))
+            .args(["--provision-store", store.to_str().unwrap(), "--enrol", d.join("enrol.toml").to_str().unwrap()])
+            .args(["--fleet-keys", d.join("keys").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_exit = |child: &mut std::process::Child, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut first = spawn();
+    let st = wait_exit(&mut first, 40);
+    if st.is_none() {
+        first.kill().unwrap();
+    }
+    let out = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "the first start applies the fetched bundle and stops itself: {err}");
+    assert!(err.contains("provisioned from http://127.0.0.1") && err.contains("version 7"), "{err}");
+    assert_eq!(Store::open(&store).unwrap().state().unwrap().version, Some(7));
+
+    let mut second = spawn();
+    let sock = d.join("control.sock");
+    let status = |sock: &Path| lectern_control::request(sock, &lectern_control::Request::Status, Duration::from_secs(5)).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = status(&sock);
+        if last.as_ref().is_some_and(|s| s["provision"]["remote"]["last_apply"].is_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.kill().unwrap();
+    let out = second.wait_with_output().unwrap();
+    let s = last.unwrap_or_else(|| panic!("no status: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(s["agent"], "hall-7", "the second start runs the bundle's config: {s}");
+    assert_eq!(s["provision"]["version"], 7, "{s}");
+    assert_eq!(s["provision"]["remote"]["last_apply"], "up to date (version 7)", "{s}");
+    assert_eq!(s["provision"]["last_rejection"], serde_json::Value::Null, "a re-fetch is not a rejection: {s}");
+    assert!(gets.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}

@@ -40,6 +40,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 pub mod keys;
+pub mod remote;
 pub mod store;
 
 pub use keys::{KeyError, Keyring, SecretKey};
