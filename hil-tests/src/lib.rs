@@ -45,6 +45,8 @@ pub struct Daemon {
     pub config: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// lecternd arguments after `--config FILE` (kept across restarts).
+    args: Vec<String>,
 }
 
 /// A small, fast capture for scenarios that do not measure media quality.
@@ -59,6 +61,11 @@ impl Daemon {
 
     /// Starts (or restarts) a daemon whose config lives in `dir` (the media survives restarts).
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Result<Daemon> {
+        Self::start_in_with(dir, extra, &[])
+    }
+
+    /// [`Daemon::start_in`] with more lecternd arguments (`--provision-store DIR`, …).
+    pub fn start_in_with(dir: tempfile::TempDir, extra: &str, args: &[&str]) -> Result<Daemon> {
         let config = dir.path().join("lectern.toml");
         if !config.exists() {
             // The storage reserve is 16 MB rather than the default 256 MB, so the scenarios do not
@@ -72,7 +79,7 @@ impl Daemon {
             std::fs::create_dir_all(dir.path().join("media"))?;
         }
         let log = dir.path().join("lecternd.log");
-        let mut d = Daemon { dir, config, child: None, log };
+        let mut d = Daemon { dir, config, child: None, log, args: args.iter().map(|a| a.to_string()).collect() };
         d.spawn()?;
         Ok(d)
     }
@@ -82,6 +89,7 @@ impl Daemon {
         let child = Command::new(bin_dir().join("lecternd"))
             .arg("--config")
             .arg(&self.config)
+            .args(&self.args)
             .env("LECTERN_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -158,6 +166,22 @@ impl Daemon {
             if start.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
                 bail!("lecternd did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the daemon to stop by itself (as after a provisioning apply).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut().context("not running")?;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if start.elapsed() > timeout {
+                bail!("lecternd did not stop by itself within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

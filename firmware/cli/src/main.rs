@@ -225,6 +225,7 @@ fn human(kind: &str, v: &Value) -> String {
             }
         }
         "update" => out_line!(out, "update:    {}", update_line(v)),
+        "provision" if v.get("up_to_date").is_some() => out_line!(out, "up to date: version {} is already applied; nothing changed", s(&v["up_to_date"])),
         "provision" => out_line!(out, "provisioned: version {} (previous {}); {}", s(&v["applied"]), s(&v["previous"]), s(&v["note"])),
         "segments" => {
             let empty = Vec::new();

@@ -42,6 +42,9 @@ pub struct Agent {
     /// The calendar's source name in the schedule cache.
     pub source: String,
     pub config: OpencastConfig,
+    /// The agent configuration Opencast shows for this box, and whether the server has the
+    /// current one; the calendar poller (re-)posts it.
+    capabilities: Arc<Mutex<(BTreeMap<String, String>, bool)>>,
     /// Dropping it stops the poller at its next wake-up.
     _stop: Sender<()>,
 }
@@ -74,12 +77,20 @@ impl Agent {
         let mut client = Client::new(config, agent_name);
         let poller_etag = etag.clone();
         let poller_clock = clock.clone();
+        let capabilities = Arc::new(Mutex::new((capabilities, false)));
+        let poller_caps = capabilities.clone();
         std::thread::Builder::new().name("oc-calendar".into()).spawn(move || {
-            let mut configured = false;
             loop {
-                if !configured {
-                    match client.set_agent_configuration(&capabilities) {
-                        Ok(()) => configured = true,
+                let (caps, posted) = poller_caps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if !posted {
+                    match client.set_agent_configuration(&caps) {
+                        Ok(()) => {
+                            let mut now = poller_caps.lock().unwrap_or_else(|e| e.into_inner());
+                            // Posted unless it changed meanwhile (then the next turn posts that).
+                            if now.0 == caps {
+                                now.1 = true;
+                            }
+                        }
                         Err(e) => log::warn!(target: "opencast", "agent configuration not posted yet: {e}"),
                     }
                 }
@@ -95,7 +106,7 @@ impl Agent {
             Some(url) => format!("{url}/calendars"),
             None => format!("{} (scheduler by service discovery)", config.url),
         };
-        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, etag, source, config: config.clone(), _stop: stop };
+        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, etag, source, config: config.clone(), capabilities, _stop: stop };
         agent.agent_state(AgentState::Idle, clock.now_ms());
         Ok(agent)
     }
@@ -104,6 +115,18 @@ impl Agent {
     pub fn upload_hooks(&self, db_path: &Path) -> crate::uploads::AgentHooks {
         let wake = self.states.waker();
         crate::uploads::AgentHooks { db_path: db_path.to_owned(), wake_states: Arc::new(wake), uploading: self.uploading.clone() }
+    }
+
+    /// Sets agent configuration entries; a change is posted at the calendar poller's next turn
+    /// (within `opencast.calendar_poll_s`).
+    pub fn set_capabilities(&self, entries: impl IntoIterator<Item = (String, String)>) {
+        let mut caps = self.capabilities.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in entries {
+            if caps.0.get(&k) != Some(&v) {
+                caps.0.insert(k, v);
+                caps.1 = false;
+            }
+        }
     }
 
     /// The ETag of the calendar the cache now holds.

@@ -90,6 +90,7 @@ pub fn run(config: Config, provisioning: Provisioning) -> anyhow::Result<()> {
         daemon.provisioner.store = store;
         daemon.provisioner.store_aware = true;
     }
+    daemon.report_provision();
     if let Some(path) = provisioning.enrol {
         daemon.start_enrolment(&path);
     }
@@ -1162,6 +1163,7 @@ impl Daemon {
         capabilities.insert("capture.device.names".to_owned(), "presenter".to_owned());
         capabilities.insert("capture.device.presenter.flavor".to_owned(), oc.flavor.clone());
         capabilities.insert("capture.device.presenter.src".to_owned(), format!("{:?}", self.settings.video));
+        capabilities.extend(self.provisioner.capabilities());
         let tx = self.tx.clone();
         let agent = Agent::start(&oc, &self.config.agent_name, capabilities, &self.journal.db_path(), self.clock.clone(), etag, move |reply| {
             let _ = tx.send(Event::Calendar(reply));

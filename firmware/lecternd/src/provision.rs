@@ -144,6 +144,19 @@ impl Provisioner {
         }
     }
 
+    /// The agent configuration entries Opencast shows for this box, so an AV team sees config
+    /// drift across the fleet in the admin UI: the firmware version, the provisioned version
+    /// (`none` before the first bundle) and the last rejection (empty when there was none).
+    pub(crate) fn capabilities(&self) -> Vec<(String, String)> {
+        let state = if self.store.is_dir() { Store::open(&self.store).and_then(|s| s.state()).ok() } else { None };
+        let state = state.unwrap_or_default();
+        vec![
+            ("lectern.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("lectern.provision.version".into(), state.version.map_or("none".into(), |v| v.to_string())),
+            ("lectern.provision.rejection".into(), state.last_rejection.map(|r| format!("{}: {}", r.at.to_rfc3339(), r.message)).unwrap_or_default()),
+        ]
+    }
+
     /// `status.provision`: the applied and previous versions, the floor, the last rejection.
     /// Never a secret (the store's state holds none). Null when the store does not exist.
     pub(crate) fn status_json(&self) -> Value {
@@ -171,7 +184,16 @@ impl crate::Daemon {
         let now = self.clock.now_ms();
         let busy = crate::update::Busy::of(self.recorder.state(), self.stitching.as_deref(), self.recorder.schedule(), self.power_fail, now);
         let utc = DateTime::<Utc>::from_timestamp_millis(now).ok_or("the wall clock is out of range")?;
-        self.provisioner.request(Path::new(bundle), busy.reason(now), self.config.source.as_deref(), utc)
+        let answer = self.provisioner.request(Path::new(bundle), busy.reason(now), self.config.source.as_deref(), utc);
+        self.report_provision();
+        answer
+    }
+
+    /// Tells Opencast (agent configuration) the provisioned version and the last rejection.
+    pub(crate) fn report_provision(&self) {
+        if let Some(agent) = self.agent.as_ref() {
+            agent.set_capabilities(self.provisioner.capabilities());
+        }
     }
 
     /// One main-loop turn: confirms a version on trial once the loop has turned for
@@ -200,6 +222,7 @@ impl crate::Daemon {
             if let Some(e) = self.enrol.as_mut() {
                 e.last_apply = Some(said);
             }
+            self.report_provision();
         }
     }
 
