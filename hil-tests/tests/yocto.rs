@@ -168,7 +168,9 @@ fn assignment<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// A variable's value over continuation lines (`VAR = "a \` ... `"`), as whitespace-separated words.
 fn words(text: &str, key: &str) -> Vec<String> {
-    let Some(start) = text.lines().position(|l| l.starts_with(key)) else { return Vec::new() };
+    // The whole variable name: `RDEPENDS:${PN}` must not find `RDEPENDS:${PN}-zsh-completion`.
+    let names = |l: &str| l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(['=', '+', '?', ':', '.']) && !rest.starts_with(':'));
+    let Some(start) = text.lines().position(names) else { return Vec::new() };
     let mut out = Vec::new();
     for (i, line) in text.lines().skip(start).enumerate() {
         let body = if i == 0 { line.split_once('"').map_or("", |(_, b)| b) } else { line };
