@@ -211,6 +211,13 @@ fn recipe_installs_the_tested_unit_config_and_sysusers() {
     let unit = read("packaging/lecternd.service");
     let exec = assignment(&unit, "ExecStart").expect("packaging/lecternd.service has ExecStart");
     assert!(exec.ends_with("--config /etc/lectern/lectern.toml"), "the unit reads {exec:?}, the recipe installs /etc/lectern/lectern.toml");
+    // Provisioning: the unit's enrolment file and lecternd's default key directory are where the
+    // recipe puts them.
+    assert!(exec.contains("--enrol /etc/lectern/enrol.toml"), "{exec}");
+    assert!(recipe.contains("${D}${sysconfdir}/lectern/enrol.toml"), "the recipe installs the enrolment file the unit names");
+    let main_rs = read("firmware/lecternd/src/main.rs");
+    assert!(main_rs.contains("default_value = \"/etc/lectern/fleet-keys\""), "lecternd's --fleet-keys default");
+    assert!(recipe.contains("install -d ${D}${sysconfdir}/lectern/fleet-keys"), "the recipe makes the key directory lecternd reads");
     let services = words(&recipe, "SYSTEMD_SERVICE:${PN}");
     assert_eq!(services, ["lecternd.service", "lectern-healthy.service"], "SYSTEMD_SERVICE");
     assert!(words(&recipe, "CONFFILES:${PN}").contains(&"${sysconfdir}/lectern/lectern.toml".to_owned()), "the config is a conffile");

@@ -41,6 +41,13 @@ GROUPADD_PARAM:${PN} = "--system gpio"
 USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/lectern --no-create-home --shell /sbin/nologin \
     --user-group --groups video,audio,gpio --comment 'Lectern lecture-capture daemon' lectern"
 
+# Provisioning (docs/provisioning.md): the fleet's public keys a box trusts bundles from and, for
+# zero-touch enrolment, the enrolment file. A site layer's lecternd_%.bbappend adds the files to
+# SRC_URI (file://fleet-2027.pub, file://enrol.toml) and names them here; the defaults ship an
+# empty key directory (every bundle refused) and no enrolment (zero-touch off).
+LECTERN_FLEET_KEYS ?= ""
+LECTERN_ENROL ?= ""
+
 SYSTEMD_PACKAGES = "${PN}"
 SYSTEMD_SERVICE:${PN} = "lecternd.service lectern-healthy.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -85,6 +92,16 @@ do_install:append() {
     install -m 0644 ${S}/packaging/completions/_lectern ${D}${datadir}/zsh/site-functions/_lectern
     install -m 0644 ${S}/packaging/completions/lectern.fish ${D}${datadir}/fish/vendor_completions.d/lectern.fish
     install -m 0644 ${S}/packaging/man/lectern.1 ${D}${mandir}/man1/lectern.1
+
+    # Provisioning: the trusted keys (public halves only) and the optional enrolment file, which
+    # may hold a bearer token: readable by the lectern group, not by everyone.
+    install -d ${D}${sysconfdir}/lectern/fleet-keys
+    for key in ${LECTERN_FLEET_KEYS}; do
+        install -m 0644 ${UNPACKDIR}/$key ${D}${sysconfdir}/lectern/fleet-keys/
+    done
+    if [ -n "${LECTERN_ENROL}" ]; then
+        install -m 0640 -g lectern ${UNPACKDIR}/${LECTERN_ENROL} ${D}${sysconfdir}/lectern/enrol.toml
+    fi
 }
 
 # The zsh and fish completions in packages of their own, like bash's: lectern-image installs none
