@@ -89,6 +89,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "lecternd", "cannot start: {e:#}");
+            // A version on trial that cannot even start (its media directory, socket or board
+            // does not exist on this box) goes back at once: counting its starts would take
+            // three more, and with the starts before them systemd's start limit (5 in 60 s)
+            // could leave the unit failed instead of rolled back.
+            if let Some(Ok(Some(to))) = store.as_ref().map(Store::fail_trial) {
+                log::error!(target: "lecternd", "rolled back to provisioned version {to}");
+            }
             ExitCode::from(1)
         }
     }
