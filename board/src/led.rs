@@ -16,6 +16,12 @@
 //! | `error`           | 4 Hz blink         | dark           | 4 Hz blink     | amber (red+green) blink |
 //! | `not_provisioned` | double blink / 1.5 s | dark         | double blink   | blue double blink       |
 //! | `backlog`         | 0.5 Hz blink       | dark           | 0.5 Hz blink   | cyan (green+blue) blink |
+//! | `recording_alarm` | on 0.7 s, off 0.3 s | steady        | on 0.7 s, off 0.3 s | magenta (red+blue), same |
+//!
+//! `recording_alarm` is a recording with a signal alarm raised (silent mic, black or frozen
+//! picture, no signal: `lectern-signals`): still capturing, so the tally stays steady, but
+//! the status LED dips once a second and the alert lamp joins in, so a lecturer or a passing
+//! technician sees at a glance that the recording may be worthless.
 //!
 //! The tally is lit exactly while media is being captured (`recording`; a recording waiting to
 //! retry after a capture error shows `error`, and nothing is captured then), so it can face the
@@ -60,17 +66,20 @@ pub enum LedPattern {
     /// Ready, but recordings are waiting to be uploaded for longer than they should (or were
     /// refused): a slow 0.5 Hz blink, so the AV team sees a stuck backlog from the door.
     Backlog,
+    /// Recording, with a signal alarm raised: on 0.7 s, off 0.3 s.
+    RecordingAlarm,
 }
 
 impl LedPattern {
     /// Every pattern, for tests and for listing in help text.
-    pub const ALL: [LedPattern; 6] = [
+    pub const ALL: [LedPattern; 7] = [
         LedPattern::Off,
         LedPattern::Idle,
         LedPattern::Recording,
         LedPattern::Error,
         LedPattern::NotProvisioned,
         LedPattern::Backlog,
+        LedPattern::RecordingAlarm,
     ];
 
     /// The lowercase name used in logs, the sim socket and serde.
@@ -82,6 +91,7 @@ impl LedPattern {
             LedPattern::Error => "error",
             LedPattern::NotProvisioned => "not_provisioned",
             LedPattern::Backlog => "backlog",
+            LedPattern::RecordingAlarm => "recording_alarm",
         }
     }
 
@@ -94,6 +104,7 @@ impl LedPattern {
             LedPattern::Error => &[(true, 125), (false, 125)],
             LedPattern::NotProvisioned => &[(true, 100), (false, 150), (true, 100), (false, 1150)],
             LedPattern::Backlog => &[(true, 1000), (false, 1000)],
+            LedPattern::RecordingAlarm => &[(true, 700), (false, 300)],
         }
     }
 }
@@ -154,13 +165,18 @@ impl LedRole {
             Error => (true, true, false),
             NotProvisioned => (false, false, true),
             Backlog => (false, true, true),
+            RecordingAlarm => (true, false, true),
         };
+        // The tally says "on air" and media is being captured: it does not blink with the alarm.
+        if self == LedRole::Tally && p == RecordingAlarm {
+            return true;
+        }
         // `Off` is dark on every light even if a caller passes `on` (its only segment is dark).
         on && p != Off
             && match self {
                 LedRole::Status => true,
                 LedRole::Tally => p == Recording,
-                LedRole::Alert => matches!(p, Error | NotProvisioned | Backlog),
+                LedRole::Alert => matches!(p, Error | NotProvisioned | Backlog | RecordingAlarm),
                 LedRole::Red => colour.0,
                 LedRole::Green => colour.1,
                 LedRole::Blue => colour.2,
@@ -411,6 +427,9 @@ mod tests {
             (Backlog, 0, (true, Some(1000))),
             (Backlog, 1000, (false, Some(1000))),
             (Backlog, 2500, (true, Some(500))),
+            (RecordingAlarm, 0, (true, Some(700))),
+            (RecordingAlarm, 700, (false, Some(300))),
+            (RecordingAlarm, 1100, (true, Some(600))),
         ];
         for &(p, t, e) in cases {
             check(p, t, e);
@@ -469,6 +488,12 @@ mod tests {
             (Backlog, Tally, false),
             (Off, Status, false),
             (Off, Alert, false),
+            (RecordingAlarm, Status, true),
+            (RecordingAlarm, Tally, true),
+            (RecordingAlarm, Alert, true),
+            (RecordingAlarm, Red, true),
+            (RecordingAlarm, Green, false),
+            (RecordingAlarm, Blue, true),
         ];
         for &(p, role, expect) in cases {
             assert_eq!(role.level(p, true), expect, "{role:?} during {p}");
@@ -487,6 +512,10 @@ mod tests {
         ];
         for p in LedPattern::ALL {
             for role in roles {
+                if (p, role) == (RecordingAlarm, LedRole::Tally) {
+                    assert!(role.level(p, false), "the tally stays lit through an alarm's dark part");
+                    continue;
+                }
                 assert!(
                     !role.level(p, false),
                     "{role:?} lit during the dark part of {p}"

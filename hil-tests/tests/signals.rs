@@ -132,11 +132,14 @@ fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns
     // The ball moves and has something lit in it, and the camera delivers: only the mic.
     assert_eq!(alarms(&d), ["silent_mic"], "{}", d.status());
     assert_eq!(count(&d, &format!("recording {id}: alarm silent_mic raised")), 1, "{}", d.log_text());
+    // The LED says so within a main-loop turn; a tally lamp would stay lit.
+    wait_until("the LED's recording_alarm", Duration::from_secs(3), || d.status()["led"] == "recording_alarm").unwrap();
 
     loud.store(true, Ordering::SeqCst);
     let back = Instant::now();
     wait_until("silent_mic cleared", Duration::from_secs(10), || !alarms(&d).contains(&"silent_mic".to_owned())).unwrap();
     eprintln!("silent_mic cleared {:?} after sound returned", back.elapsed());
+    wait_until("the LED back to recording", Duration::from_secs(3), || d.status()["led"] == "recording").unwrap();
     let report = d.status()["signals"]["report"].clone();
     let mic: Vec<&Value> = report.as_array().unwrap().iter().filter(|s| s["alarm"] == "silent_mic").collect();
     assert_eq!((mic.len(), report.as_array().unwrap().len()), (1, 1), "{report}");
@@ -152,6 +155,12 @@ fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns
     assert_eq!(d.status()["signals"]["alarms"], Value::Array(vec![]), "idle again");
     let q = quality(&d, &id);
     assert_eq!((q["verdict"].as_str(), q["stretches"].as_array().map(Vec::len)), (Some("flagged"), Some(1)), "{q}");
+    // `lectern recordings`: the verdict per recording, in JSON and in its quality column.
+    let listed = d.ctl(Request::Recordings).unwrap();
+    let r = listed["recordings"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(r["quality"], serde_json::json!({ "verdict": "flagged", "alarms": ["silent_mic"] }), "{r}");
+    let table = d.cli(&["recordings"]).unwrap();
+    assert!(table.lines().any(|l| l.starts_with(&id) && l.split_whitespace().nth(2) == Some("flagged")), "{table}");
     assert_eq!(q["stretches"][0]["alarm"], "silent_mic", "{q}");
     let lasted = q["stretches"][0]["duration_s"].as_f64().unwrap();
     assert!((1.5..15.0).contains(&lasted), "silent from the start until the tone: {q}");
@@ -188,5 +197,32 @@ fn a_black_camera_raises_black_picture_and_not_silent_mic() {
     let q = quality(&d, &id);
     assert_eq!((q["verdict"].as_str(), q["stretches"][0]["alarm"].as_str()), (Some("flagged"), Some("black_picture")), "{q}");
     assert!(q["stretches"][0]["to"].is_string(), "{q}");
+    assert!(d.terminate().unwrap().success());
+}
+
+#[test]
+fn opencast_hears_of_a_raised_alarm_within_seconds_and_of_its_end() {
+    // The agent configuration's `lectern.signals.alarms` (the shared Opencast double).
+    use lectern_opencast_double::{Config as DoubleConfig, Double};
+    let double = Double::start(DoubleConfig::digest("opencast_system_account", "CHANGE_ME")).unwrap();
+    let mut d = Daemon::start(&format!(
+        "{SMALL}video_pattern = \"black\"\n[signals]\nblack_hold_s = 1\n[opencast]\nurl = \"{}\"\nusername = \"opencast_system_account\"\npassword = \"CHANGE_ME\"\ncalendar_poll_s = 60\n",
+        double.url()
+    ))
+    .unwrap();
+    let shown = |want: &'static str| {
+        double
+            .wait_for(Duration::from_secs(15), |s| s.agent_configs.last().and_then(|c| c.properties.get("lectern.signals.alarms")).map(String::as_str) == Some(want))
+            .unwrap_or_else(|| panic!("lectern.signals.alarms never {want:?}: {:?}", double.snapshot().agent_configs.last()))
+    };
+    shown("");
+    d.ctl(Request::RecordStart { title: None }).unwrap();
+    wait_until("black_picture raised", Duration::from_secs(15), || alarms(&d).contains(&"black_picture".to_owned())).unwrap();
+    let raised = Instant::now();
+    // Posted at once, not at the next calendar poll (60 s).
+    shown("black_picture");
+    assert!(raised.elapsed() < Duration::from_secs(10), "posted {:?} after the raise", raised.elapsed());
+    d.ctl(Request::RecordStop).unwrap();
+    shown("");
     assert!(d.terminate().unwrap().success());
 }

@@ -184,13 +184,14 @@ fn human(kind: &str, v: &Value) -> String {
         "recordings" => {
             let empty = Vec::new();
             let list = v["recordings"].as_array().unwrap_or(&empty);
-            out_line!(out, "{:<36} {:<11} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "kind", "duration", "parts", "segs", "bytes");
+            out_line!(out, "{:<36} {:<11} {:<8} {:<9} {:>9} {:>5} {:>5} {:>12}  title", "id", "state", "quality", "kind", "duration", "parts", "segs", "bytes");
             for r in list {
                 let dur = r["media_duration_ns"].as_f64().unwrap_or(0.0) / 1e9;
                 out_line!(out, 
-                    "{:<36} {:<11} {:<9} {:>8.1}s {:>5} {:>5} {:>12}  {}",
+                    "{:<36} {:<11} {:<8} {:<9} {:>8.1}s {:>5} {:>5} {:>12}  {}",
                     s(&r["id"]),
                     s(&r["state"]),
+                    s(&r["quality"]["verdict"]),
                     s(&r["kind"]),
                     dur,
                     s(&r["parts"]),

@@ -45,8 +45,8 @@ pub struct Agent {
     /// The agent configuration Opencast shows for this box, and whether the server has the
     /// current one; the calendar poller (re-)posts it.
     capabilities: Arc<Mutex<(BTreeMap<String, String>, bool)>>,
-    /// Dropping it stops the poller at its next wake-up.
-    _stop: Sender<()>,
+    /// A message wakes the calendar poller early; dropping it stops the poller at its next wake-up.
+    poller: Sender<()>,
 }
 
 impl Agent {
@@ -96,9 +96,11 @@ impl Agent {
                 }
                 let etag = poller_etag.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 report(client.fetch_calendar(etag.as_deref(), poller_clock.now_ms()).map_err(|e| e.to_string()));
+                // A message wakes the poller early (the agent configuration changed); the
+                // sender's drop stops it.
                 match stopped.recv_timeout(poll) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => break,
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         })?;
@@ -106,7 +108,7 @@ impl Agent {
             Some(url) => format!("{url}/calendars"),
             None => format!("{} (scheduler by service discovery)", config.url),
         };
-        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, etag, source, config: config.clone(), capabilities, _stop: stop };
+        let mut agent = Agent { queue: Queue::new(Outbox::open(db_path)?), uploading, states, etag, source, config: config.clone(), capabilities, poller: stop };
         agent.agent_state(AgentState::Idle, clock.now_ms());
         Ok(agent)
     }
@@ -117,15 +119,21 @@ impl Agent {
         crate::uploads::AgentHooks { db_path: db_path.to_owned(), wake_states: Arc::new(wake), uploading: self.uploading.clone() }
     }
 
-    /// Sets agent configuration entries; a change is posted at the calendar poller's next turn
-    /// (within `opencast.calendar_poll_s`).
+    /// Sets agent configuration entries; a change wakes the calendar poller, which posts it
+    /// at once (and fetches the calendar, with its ETag: usually a 304).
     pub fn set_capabilities(&self, entries: impl IntoIterator<Item = (String, String)>) {
         let mut caps = self.capabilities.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
         for (k, v) in entries {
             if caps.0.get(&k) != Some(&v) {
                 caps.0.insert(k, v);
                 caps.1 = false;
+                changed = true;
             }
+        }
+        drop(caps);
+        if changed {
+            let _ = self.poller.send(());
         }
     }
 

@@ -162,6 +162,8 @@ struct Daemon {
     /// Zero-touch enrolment (`--enrol`): the last check and the bundle waiting for an idle turn.
     enrol: Option<enrol::EnrolState>,
     _enrol_fetch: Option<Sender<()>>,
+    /// The signal alarms last told to Opencast (comma-separated; `alarm_turn`).
+    reported_alarms: String,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
     /// request is out, when the next one is due, and whether a recording has claimed the devices.
     prober: Option<Prober>,
@@ -451,6 +453,7 @@ impl Daemon {
             _ics_fetch: None,
             enrol: None,
             _enrol_fetch: None,
+            reported_alarms: String::new(),
             prober,
             probe_in_flight: false,
             // The first probe right away: a box booted without its camera should say so at once.
@@ -561,6 +564,7 @@ impl Daemon {
                 self.uploads_turn();
                 self.update_turn();
                 self.provision_turn();
+                self.alarm_turn();
             }
             self.publish_status();
             if stop {
@@ -898,6 +902,13 @@ impl Daemon {
                     v["stitch"] = stitch.map_or(Value::Null, |s| {
                         json!({ "state": s.state, "path": s.path, "manifest": s.manifest_path, "bytes": s.bytes, "sha256": s.sha256, "error": s.error })
                     });
+                    // The signal report's verdict (the manifest's `quality`): flagged when any
+                    // alarm was raised during a stored part, with the alarms' names.
+                    let stretches = self.journal.signal_stretches(&r.id).map_err(|e| e.to_string())?;
+                    let mut alarms: Vec<&str> = stretches.iter().map(|s| s.alarm.as_str()).collect();
+                    alarms.sort_unstable();
+                    alarms.dedup();
+                    v["quality"] = json!({ "verdict": if alarms.is_empty() { "ok" } else { "flagged" }, "alarms": alarms });
                     out.push(v);
                 }
                 Ok(json!({ "recordings": out }))
@@ -1164,6 +1175,7 @@ impl Daemon {
         capabilities.insert("capture.device.presenter.flavor".to_owned(), oc.flavor.clone());
         capabilities.insert("capture.device.presenter.src".to_owned(), format!("{:?}", self.settings.video));
         capabilities.extend(self.provisioner.capabilities());
+        capabilities.insert("lectern.signals.alarms".to_owned(), String::new());
         let tx = self.tx.clone();
         let agent = Agent::start(&oc, &self.config.agent_name, capabilities, &self.journal.db_path(), self.clock.clone(), etag, move |reply| {
             let _ = tx.send(Event::Calendar(reply));
@@ -1285,6 +1297,35 @@ impl Daemon {
 
     /// systemd STATUS= on change, WATCHDOG=1 at half the watchdog interval unless `watchdog.rs`
     /// withholds it (a recording's pipeline stalled).
+    /// Signal alarms reach the room and the server within a turn (≤ 1 s) of being raised: the
+    /// LED shows `recording_alarm` instead of `recording` while one is raised, and Opencast's
+    /// agent configuration `lectern.signals.alarms` lists them (posted at once: the calendar
+    /// poller is woken). Cleared the same way.
+    fn alarm_turn(&mut self) {
+        let alarms: Vec<&'static str> = match (self.recorder.state(), self.session.as_ref()) {
+            (State::Recording { .. }, Some(s)) => s.signals().active_names(),
+            _ => Vec::new(),
+        };
+        let led = self.board.led.pattern();
+        let want = match (led, alarms.is_empty()) {
+            (LedPattern::Recording, false) => Some(LedPattern::RecordingAlarm),
+            (LedPattern::RecordingAlarm, true) if matches!(self.recorder.state(), State::Recording { .. }) => Some(LedPattern::Recording),
+            // Not recording any more and the recorder did not say otherwise: what it would show idle.
+            (LedPattern::RecordingAlarm, true) => Some(led_pattern(self.recorder.idle_led())),
+            _ => None,
+        };
+        if let Some(p) = want {
+            self.board.led.set_pattern(p);
+        }
+        let joined = alarms.join(",");
+        if joined != self.reported_alarms {
+            if let Some(agent) = self.agent.as_ref() {
+                agent.set_capabilities([("lectern.signals.alarms".to_owned(), joined.clone())]);
+            }
+            self.reported_alarms = joined;
+        }
+    }
+
     fn publish_status(&mut self) {
         let mut line = match self.recorder.state().active() {
             Some(a) => format!("{} {}", self.recorder.state().name(), a.spec.id),

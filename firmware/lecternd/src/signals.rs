@@ -70,6 +70,13 @@ impl SignalWatch {
         self.with(now, |m, t| m.tick(t));
     }
 
+    /// The names of the alarms raised now, in the monitor's order.
+    pub fn active_names(&self) -> Vec<&'static str> {
+        let Some(inner) = &self.inner else { return Vec::new() };
+        let g = inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.monitor.active().into_iter().map(|(a, _)| a.name()).collect()
+    }
+
     /// `{ "alarms": [{alarm, since_s, for_s}], "report": [{alarm, from_s, to_s}] }`.
     pub fn json(&self, now: Instant) -> Value {
         let Some(inner) = &self.inner else { return json!({ "alarms": [], "report": [] }) };

@@ -337,7 +337,7 @@ impl Store {
             fs::remove_dir_all(&dir).map_err(io(&dir))?;
             fsync_dir(&self.root)?;
         }
-        log::warn!(target: "provision", "rolled back from version {bad:?} to {previous}");
+        log::warn!(target: "provision", "rolled back from version {} to {previous}", bad.map_or("(none)".to_owned(), |v| v.to_string()));
         Ok(previous)
     }
 

@@ -12,13 +12,17 @@
 //!    watchdog pings: systemd kills the daemon (SIGABRT) and starts it again;
 //!    and a recording from a virtual camera (vivid) whose frames stop (every buffer dropped)
 //!    stops them too (no bytes for a whole WatchdogSec: `watchdog.rs`);
-//! 4. a crash loop hits the start limit and the unit stays failed;
+//! 4. provisioning under systemd (docs/provisioning.md): `lectern provision` of a good bundle
+//!    makes the daemon stop itself and systemd start it on the store's version; a bundle whose
+//!    config cannot start on this box is rolled back in its first start and systemd starts the
+//!    previous version again (the unit's own `--provision-store`); then a crash loop hits the
+//!    start limit and the unit stays failed;
 //! 5. with `power.poweroff_after_ms`, the power-fail line held (`lectern sim powerfail on`) makes
 //!    the unprivileged daemon power the machine off through logind and polkit.
 //!
 //! Needs qemu-system-x86, busybox-static (scripts/install-deps.sh), systemd, dbus, polkitd and jq
-//! on the host (the guest boots the host's own root), `cargo build --bins` for `lecternd` and
-//! `lectern`, and fetches Debian's kernel like the crash-state check. Without them it skips and
+//! on the host (the guest boots the host's own root), `cargo build --bins` for `lecternd`,
+//! `lectern` and `lectern-fleet`, and fetches Debian's kernel like the crash-state check. Without them it skips and
 //! says why; under CI (`CI=true`) it fails.
 
 use std::io::Write;
@@ -53,7 +57,7 @@ fn missing() -> Option<String> {
             return Some(format!("{tool} not found (apt: {apt})"));
         }
     }
-    for bin in ["lecternd", "lectern"] {
+    for bin in ["lecternd", "lectern", "lectern-fleet"] {
         if !bin_dir().join(bin).exists() {
             return Some(format!("{} missing: run `cargo build -p lecternd -p lectern-cli --bins` first", bin_dir().join(bin).display()));
         }
@@ -229,7 +233,29 @@ L record stop >/dev/null || die "record stop refused (camera)"
 cp /etc/lectern/test-sources.toml /etc/lectern/lectern.toml
 systemctl restart lecternd.service || die "restart with the test sources"
 
-# 4. A crash loop: kill each new process until the start limit stops the restarts.
+# 4. Provisioning under systemd. A fresh start-rate window first: the steps above restarted often.
+systemctl reset-failed lecternd.service
+prov_version() { [ "$(L --json status | jq -r .provision.version)" = "$1" ]; }
+agent_is() { [ "$(L --json status | jq -r .agent)" = "$1" ]; }
+n0=$(prop NRestarts)
+t=$(now)
+out=$(L provision /etc/lectern/v1.bundle) || die "lectern provision v1: $out"
+echo "$out" | grep -q "provisioned: version 1" || die "lectern provision v1 said: $out"
+wait_for "the restart into provisioned version 1" 120 restarts_above "$n0"
+wait_for "version 1 running" 120 agent_is guest-v1
+prov_version 1 || die "status.provision.version is not 1: $(L --json status | jq -c .provision)"
+say "provision-v1-s $(since "$t")"
+n0=$(prop NRestarts)
+t=$(now)
+out=$(L provision /etc/lectern/v2.bundle) || die "lectern provision v2: $out"
+rolled() { journalctl -b -o cat -u lecternd.service | grep -q 'rolled back to provisioned version 1'; }
+wait_for "the rollback of version 2" 120 rolled
+wait_for "version 1 running again" 120 agent_is guest-v1
+prov_version 1 || die "not back on version 1: $(L --json status | jq -c .provision)"
+say "provision-rollback-s $(since "$t") floor=$(L --json status | jq -r .provision.floor) state=$(prop ActiveState) restarts=$(( $(prop NRestarts) - n0 ))"
+journalctl -b -o cat -u lecternd.service | grep -E 'cannot start|rolled back' | tail -n 2 | sed 's/^/LECTERN-GUEST provision-log /'
+
+# 4b. A crash loop: kill each new process until the start limit stops the restarts.
 kills=0
 while [ "$(prop ActiveState)" != failed ] && [ $kills -lt 12 ]; do
     pid=$(prop MainPID)
@@ -300,6 +326,27 @@ fn packaged_unit_under_real_systemd() {
     let registry = dir.path().join("gstreamer-registry.bin");
     let out = std::process::Command::new("gst-inspect-1.0").arg("coreelements").env("GST_REGISTRY", &registry).output().expect("gst-inspect-1.0 (apt: gstreamer1.0-tools)");
     assert!(out.status.success() && registry.exists(), "gst-inspect-1.0 made no registry: {}", String::from_utf8_lossy(&out.stderr));
+    // The AV team's key and two bundles (lectern-fleet, as docs/provisioning.md says): version 1
+    // is this test's config under another agent name; version 2 names a media directory this box
+    // does not have, so the daemon cannot start with it.
+    let fleet = |args: &[&str]| {
+        let out = std::process::Command::new(bins.join("lectern-fleet")).args(args).output().expect("lectern-fleet");
+        assert!(out.status.success(), "lectern-fleet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let keys = dir.path().join("fleet");
+    std::fs::create_dir(&keys).unwrap();
+    fleet(&["keygen", "guest-fleet", keys.to_str().unwrap()]);
+    let overlay: String = CONFIG.lines().filter(|l| !l.starts_with("name = ")).map(|l| l.strip_prefix('[').map_or(format!("{l}\n"), |t| format!("[config.{t}\n"))).collect();
+    let overlay = overlay.replace("[config.agent]\n", "");
+    let bundle = |v: u64, overlay: &str| {
+        let p = dir.path().join(format!("v{v}.toml"));
+        std::fs::write(&p, format!("version = {v}\ndevice = \"*\"\nnot_after = \"2099-01-01T00:00:00Z\"\nagent_name = \"guest-v1\"\n{overlay}")).unwrap();
+        let b = dir.path().join(format!("v{v}.bundle"));
+        fleet(&["sign", "--key", keys.join("guest-fleet.secret").to_str().unwrap(), p.to_str().unwrap(), "-o", b.to_str().unwrap()]);
+        std::fs::read(b).unwrap()
+    };
+    let v1 = bundle(1, &overlay);
+    let v2 = bundle(2, &overlay.replace("[config.journal]\n", "[config.journal]\nmedia_dir = \"/var/lib/lectern-missing\"\n"));
     let guest = SystemdGuest {
         kernel,
         files: vec![
@@ -309,6 +356,9 @@ fn packaged_unit_under_real_systemd() {
             GuestFile::new("/var/cache/lectern/gstreamer-registry.bin", 0o644, std::fs::read(&registry).unwrap()),
             GuestFile::new("/etc/lectern/lectern.toml", 0o644, CONFIG),
             GuestFile::new("/etc/lectern/room.ics", 0o644, ICS),
+            GuestFile::new("/etc/lectern/fleet-keys/guest-fleet.pub", 0o644, std::fs::read(keys.join("guest-fleet.pub")).unwrap()),
+            GuestFile::new("/etc/lectern/v1.bundle", 0o644, v1),
+            GuestFile::new("/etc/lectern/v2.bundle", 0o644, v2),
             GuestFile::new("/etc/systemd/system/lectern-guest.target", 0o644, TARGET),
             GuestFile::new("/etc/systemd/system/lectern-guest-run.service", 0o644, RUN_UNIT),
             GuestFile::new("/lectern-guest/run.sh", 0o755, SCRIPT),
@@ -380,7 +430,15 @@ fn packaged_unit_under_real_systemd() {
     // 15 s without bytes, then at most 15 s to systemd's deadline.
     assert!((10.0..45.0).contains(&stall_s), "a stalled capture was restarted after {stall_s} s (WatchdogSec=15: expected 15-30 s)");
 
-    // 4. The start limit.
+    // 4. Provisioning: applied and restarted into by systemd; a version that cannot start is
+    // rolled back in its first start, and systemd starts the previous one again.
+    let v1_s: f64 = get(&r, "provision-v1-s", console).parse().unwrap();
+    let rollback = get(&r, "provision-rollback-s", console);
+    assert!(rollback.contains("floor=2") && rollback.contains("state=active"), "{rollback}");
+    let plog: Vec<&str> = r.iter().filter(|(k, _)| k == "provision-log").map(|(_, v)| v.as_str()).collect();
+    assert!(plog.iter().any(|l| l.contains("rolled back to provisioned version 1")), "{plog:?}");
+
+    // 4b. The start limit.
     let limit = get(&r, "start-limit", console);
     assert!(limit.contains("state=failed") && !limit.contains("repeated-too-quickly=0"), "{limit}");
 
@@ -393,7 +451,7 @@ fn packaged_unit_under_real_systemd() {
     let _ = writeln!(
         std::io::stderr(),
         "systemd guest: boot {} s, READY {} s, SIGKILL → new process {restart_delay} s, → resumed {} s, manifest gap {gap_s:.3} s, media gap {media_gap_s:.3} s, \
-         wedge → restart {watchdog_s} s, camera stall → restart {stall_s} s, {limit}; whole guest {:.0} s",
+         wedge → restart {watchdog_s} s, camera stall → restart {stall_s} s, provision v1 {v1_s} s, v2 rollback {rollback}, {limit}; whole guest {:.0} s",
         get(&r, "booted", console),
         get(&r, "ready-s", console),
         get(&r, "sigkill-resumed-s", console),
