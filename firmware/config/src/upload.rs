@@ -47,6 +47,7 @@ pub(crate) struct RawTarget {
     prefix: Option<String>,
     access_key: Option<String>,
     secret_key: Option<String>,
+    secret_key_file: Option<PathBuf>,
     path_style: Option<bool>,
     same_storage: Option<bool>,
     verify_etag: Option<bool>,
@@ -258,7 +259,18 @@ impl Validator<'_> {
                 region: t.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".to_owned()),
                 prefix: t.prefix.unwrap_or_default(),
                 access_key: required("access_key", t.access_key)?,
-                secret_key: required("secret_key", t.secret_key)?,
+                secret_key: match (t.secret_key.filter(|s| !s.is_empty()), t.secret_key_file) {
+                    (Some(_), Some(_)) => return Err(self.invalid(&key("secret_key_file"), "either secret_key or secret_key_file, not both", "both set")),
+                    (None, Some(f)) => {
+                        // A file (0600) holding the key, relative to the config's directory; what
+                        // provisioning writes (docs/provisioning.md). One trailing newline is not part of it.
+                        let f = self.path(f);
+                        let text = std::fs::read_to_string(&f)
+                            .map_err(|e| self.invalid(&key("secret_key_file"), "a readable file holding the secret key", format!("{}: {e}", f.display())))?;
+                        required("secret_key_file", Some(text.strip_suffix('\n').unwrap_or(&text).to_owned()))?
+                    }
+                    (inline, None) => required("secret_key", inline)?,
+                },
                 path_style: t.path_style.unwrap_or(true),
                 same_storage: t.same_storage.unwrap_or(false),
                 verify_etag: t.verify_etag.unwrap_or(true),
@@ -319,6 +331,30 @@ mod tests {
         assert_eq!(u.target_for(false).unwrap().name, "s3");
         assert!(matches!(&u.targets[2].kind, TargetKind::Folder { dirs } if dirs == &[PathBuf::from("/etc/lectern/nas")]));
         assert!(!format!("{:?}", u.targets[1]).contains("hush"), "the secret never reaches a log");
+    }
+
+    #[test]
+    fn an_s3_secret_key_can_live_in_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("lectern-config-s3key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s3.secret"), "hush\n").unwrap();
+        let config = dir.join("lectern.toml");
+        let load = |extra: &str| {
+            std::fs::write(&config, format!("[[upload.target]]\nkind = \"s3\"\nendpoints = [\"http://s3\"]\nbucket = \"b\"\naccess_key = \"k\"\n{extra}")).unwrap();
+            crate::Config::load(&config)
+        };
+        let c = load("secret_key_file = \"s3.secret\"\n").unwrap();
+        assert!(matches!(&c.upload.targets[0].kind, TargetKind::S3(s) if s.secret_key == "hush"), "relative to the config, one newline stripped");
+        for (extra, want) in [
+            ("secret_key = \"x\"\nsecret_key_file = \"s3.secret\"\n", "not both"),
+            ("secret_key_file = \"nope.secret\"\n", "nope.secret"),
+            ("", "upload.target[0].secret_key"),
+        ] {
+            let e = load(extra).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("upload.target[0]"), "{extra:?}: {e}");
+            assert!(!e.contains("hush"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub const FORMAT: &str = "lectern-bundle/1";
 pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
 
 /// Secret names a bundle may carry, and the config key each one feeds (through a `*_file` key).
-pub const SECRETS: &[(&str, &str)] = &[("opencast_password", "opencast.password_file")];
+/// `s3_secret_key` goes to every `[[config.upload.target]]` of kind `s3` (one campus bucket).
+pub const SECRETS: &[(&str, &str)] = &[("opencast_password", "opencast.password_file"), ("s3_secret_key", "upload.target[kind = s3].secret_key_file")];
 
 /// Why a bundle was refused. Nothing on the box changes for any of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -207,6 +208,9 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, Rejection> {
             return Err(Rejection::Malformed("payload: config.opencast.password: put the password in [secrets] opencast_password".into()));
         }
     }
+    if s3_targets(&raw.config).any(|t| t.contains_key("secret_key")) {
+        return Err(Rejection::Malformed("payload: config.upload.target.secret_key: put the key in [secrets] s3_secret_key".into()));
+    }
     for (field, key) in [(&raw.agent_name, ("agent", "name")), (&raw.pinmap, ("board", "pinmap"))] {
         if field.is_some() {
             if let Some(toml::Value::Table(t)) = raw.config.get(key.0) {
@@ -288,16 +292,29 @@ impl Payload {
         if let Some(pinmap) = &self.pinmap {
             set("board", "pinmap", toml::Value::String(pinmap.clone()));
         }
-        for (name, key) in SECRETS {
-            if self.secrets.contains_key(*name) {
-                let (table, key) = key.split_once('.').expect("secret keys are table.key");
-                set(table, key, toml::Value::String(secret_file_name(name)));
+        if self.secrets.contains_key("opencast_password") {
+            set("opencast", "password_file", toml::Value::String(secret_file_name("opencast_password")));
+        }
+        if self.secrets.contains_key("s3_secret_key") {
+            for t in s3_targets_mut(&mut config) {
+                t.insert("secret_key_file".into(), toml::Value::String(secret_file_name("s3_secret_key")));
             }
         }
         let mut text = format!("# Written by lectern provision from bundle version {}; do not edit.\n", self.version);
         text.push_str(&toml::to_string(&config).expect("a TOML table serialises"));
         text
     }
+}
+
+/// The overlay's `[[upload.target]]` tables of kind `s3`.
+fn s3_targets(config: &toml::Table) -> impl Iterator<Item = &toml::Table> {
+    let targets = config.get("upload").and_then(|u| u.get("target")).and_then(|t| t.as_array());
+    targets.into_iter().flatten().filter_map(|t| t.as_table()).filter(|t| t.get("kind").and_then(|k| k.as_str()) == Some("s3"))
+}
+
+fn s3_targets_mut(config: &mut toml::Table) -> impl Iterator<Item = &mut toml::Table> {
+    let targets = config.get_mut("upload").and_then(|u| u.get_mut("target")).and_then(|t| t.as_array_mut());
+    targets.into_iter().flatten().filter_map(|t| t.as_table_mut()).filter(|t| t.get("kind").and_then(|k| k.as_str()) == Some("s3"))
 }
 
 /// The file name a secret is stored under, next to the config.

@@ -215,3 +215,28 @@ fn a_version_on_trial_rolls_back_after_its_starts_unless_confirmed() {
     assert_eq!(store.state().unwrap().version, Some(6));
     assert_eq!(store.fail_trial().unwrap(), None, "no trial left");
 }
+
+#[test]
+fn an_s3_secret_key_goes_to_its_own_file_and_never_into_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("provision")).unwrap();
+    let s3 = "[[config.upload.target]]\nkind = \"s3\"\nendpoints = [\"https://s3.example.edu\"]\nbucket = \"lectures\"\naccess_key = \"AKIA1\"\n";
+    let with_secret = format!("{}s3_secret_key = \"s3-k3y-s3cret\"\n", payload(1, s3));
+    assert_eq!(provision(&store, &sign(with_secret.as_bytes(), &fleet()).unwrap()).unwrap(), 1);
+    let dir = store.root().join("v1");
+    let config_text = std::fs::read_to_string(dir.join("lectern.toml")).unwrap();
+    assert!(!config_text.contains("s3-k3y-s3cret") && config_text.contains("secret_key_file = \"s3_secret_key.secret\""), "{config_text}");
+    assert_eq!(mode(&dir.join("s3_secret_key.secret")), 0o600);
+    let loaded = lectern_config::Config::load(&store.config_path()).unwrap();
+    assert!(format!("{:?}", loaded.upload.targets).contains("lectures"));
+    assert!(!format!("{loaded:?}").contains("s3-k3y-s3cret"), "never in a Debug output");
+
+    // The key inline in the config is refused; so is an S3 target without the secret.
+    let inline = payload(2, &format!("{s3}secret_key = \"s3-k3y-s3cret\"\n"));
+    let err = provision(&store, &lectern_provision::sign_unchecked(inline.as_bytes(), "fleet", &fleet().signing)).unwrap_err().to_string();
+    assert!(err.contains("[secrets] s3_secret_key") && !err.contains("s3-k3y-s3cret"), "{err}");
+    let missing = payload(2, s3);
+    let err = provision(&store, &sign(missing.as_bytes(), &fleet()).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("upload.target[0].secret_key"), "{err}");
+    assert_eq!(store.state().unwrap().version, Some(1));
+}
