@@ -81,6 +81,8 @@ fn a_bundle_signed_with_the_fleet_tool_is_applied_reported_to_opencast_and_a_rol
     let caps = wait_config(&double, "the rejection", |p| p.get("lectern.provision.rejection").is_some_and(|r| r.contains("not newer")));
     assert_eq!(caps.get("lectern.provision.version").map(String::as_str), Some("2"));
     assert_eq!(daemon.status()["provision"]["version"], 2);
+    let human = daemon.cli(&["status"]).unwrap();
+    assert!(human.lines().any(|l| l.starts_with("bundle:") && l.contains("version 2 (key fleet-2027") && l.contains("last rejected: bundle version 1 is not newer")), "{human}");
     // The same version again is "up to date", not a rejection.
     let said = daemon.cli(&["provision", d.join("v2.bundle").to_str().unwrap()]).unwrap();
     assert!(said.contains("up to date"), "{said}");

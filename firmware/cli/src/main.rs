@@ -260,6 +260,9 @@ fn human(kind: &str, v: &Value) -> String {
             if !v["update"].is_null() && v.get("led").is_some() {
                 out_line!(out, "update:    {}", update_line(&v["update"]));
             }
+            if !v["provision"].is_null() && v.get("led").is_some() {
+                out_line!(out, "bundle:    {}", bundle_line(&v["provision"]));
+            }
             if v["provisioned"] == false {
                 out_line!(out, "provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
             }
@@ -318,6 +321,36 @@ fn update_line(u: &Value) -> String {
     line
 }
 
+/// One line for `status.provision` (docs/provisioning.md): the applied bundle version, a trial,
+/// the last rejection and the zero-touch URL's last check.
+fn bundle_line(p: &Value) -> String {
+    let mut line = match p["version"].as_u64() {
+        Some(v) => format!("version {v}"),
+        None => "none applied".to_owned(),
+    };
+    if let Some(k) = p["applied_key_id"].as_str() {
+        line.push_str(&format!(" (key {k}"));
+        if let Some(at) = p["applied_at"].as_str() {
+            line.push_str(&format!(", applied {at}"));
+        }
+        line.push(')');
+    }
+    if let Some(t) = p["trial"].as_object() {
+        line.push_str(&format!(", on trial (start {})", t.get("starts").and_then(Value::as_u64).unwrap_or(0)));
+    }
+    if let Some(r) = p["last_rejection"]["message"].as_str() {
+        line.push_str(&format!("; last rejected: {r}"));
+    }
+    if let Some(remote) = p["remote"].as_object() {
+        let get = |k: &str| remote.get(k).and_then(Value::as_str);
+        line.push_str(&format!("; zero-touch {}", get("url").filter(|u| !u.is_empty()).unwrap_or("off")));
+        if let Some(r) = get("last_apply").or(get("last_result")) {
+            line.push_str(&format!(": {r}"));
+        }
+    }
+    line
+}
+
 /// One line for a probed input of `status.devices`: its device and whether it opened when last
 /// checked (docs/control-api.md).
 fn device_line(d: &Value) -> String {
@@ -347,6 +380,18 @@ mod tests {
         assert!(upload_line(&parked).starts_with("r                            parked  [....................]   0% 0.0 MB/0.0 MB  s3 -> -"), "{}", upload_line(&parked));
     }
     use serde_json::json;
+
+    #[test]
+    fn bundle_lines() {
+        let check = |p: serde_json::Value, want: &str| assert_eq!(super::bundle_line(&p), want);
+        check(json!({"version": null, "trial": null, "last_rejection": null}), "none applied");
+        check(
+            json!({"version": 7, "applied_key_id": "fleet-2027", "applied_at": "2027-01-10T12:00:00Z", "trial": {"version": 7, "starts": 1},
+                   "last_rejection": {"message": "bundle version 6 is not newer than the applied version 7"},
+                   "remote": {"url": "https://files.example.edu/b/x.bundle", "last_result": "not modified", "last_apply": "up to date (version 7)"}}),
+            "version 7 (key fleet-2027, applied 2027-01-10T12:00:00Z), on trial (start 1); last rejected: bundle version 6 is not newer than the applied version 7; zero-touch https://files.example.edu/b/x.bundle: up to date (version 7)",
+        );
+    }
 
     #[test]
     fn update_lines() {
