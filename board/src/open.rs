@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use crate::detect;
 use crate::error::{BoardError, Result};
-use crate::led::{LedDriver, LedRole};
+use crate::led::LedDriver;
 use crate::pinmap::PinMap;
-use crate::pins::{EdgeInput, LedOutput};
+use crate::pins::EdgeInput;
 use crate::sim::{SimBoard, SimHandle};
 use crate::sim_server::SimServer;
 
@@ -224,10 +224,10 @@ fn open_gpiocdev(_: PinMap) -> Result<BoardIo> {
 
 /// Boxes a backend's lights for the LED driver.
 #[cfg(any(feature = "rppal", feature = "gpiocdev"))]
-fn boxed<L: LedOutput + 'static>(lights: Vec<(LedRole, L)>) -> Vec<(LedRole, Box<dyn LedOutput>)> {
+fn boxed<L: crate::pins::LedOutput + 'static>(lights: Vec<(crate::led::LedRole, L)>) -> Vec<(crate::led::LedRole, Box<dyn crate::pins::LedOutput>)> {
     lights
         .into_iter()
-        .map(|(role, l)| (role, Box::new(l) as Box<dyn LedOutput>))
+        .map(|(role, l)| (role, Box::new(l) as Box<dyn crate::pins::LedOutput>))
         .collect()
 }
 
