@@ -23,6 +23,7 @@ mod chunker;
 mod encoder;
 mod error;
 pub mod level;
+pub mod mixer;
 mod probe;
 mod settings;
 mod stats;

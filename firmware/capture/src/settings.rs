@@ -107,6 +107,14 @@ impl CaptureSettings {
         }
     }
 
+    /// The ALSA PCM of the mic, when the mic is a real one.
+    pub fn alsa_mic(&self) -> Option<&str> {
+        match &self.audio {
+            AudioSource::Alsa { device } => Some(device),
+            _ => None,
+        }
+    }
+
     /// Keyframe interval expressed in frames, at least 1.
     pub fn keyframe_interval_frames(&self) -> u32 {
         let frames = (self.keyframe_interval.as_secs_f64() * f64::from(self.framerate)).round();

@@ -133,6 +133,9 @@ struct RawCapture {
     retry_initial_s: Option<u64>,
     retry_max_s: Option<u64>,
     probe_interval_s: Option<u64>,
+    mixer_fix: Option<bool>,
+    mixer_element: Option<String>,
+    mic_gain_db: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +234,12 @@ pub struct CaptureConfig {
     /// How often the idle daemon checks that the camera and mic can be opened; `None`: never
     /// (`probe_interval_s = 0`).
     pub probe_interval: Option<Duration>,
+    /// Before each recording, check the ALSA mic's card mixer: turn a muted capture switch on
+    /// and, with `mic_gain_db`, set a capture volume more than 3 dB off back to it.
+    pub mixer_fix: bool,
+    /// The mixer control to look after (`None`: the usual capture names, `lectern_capture::mixer`).
+    pub mixer_element: Option<String>,
+    pub mic_gain_db: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -633,6 +642,12 @@ impl Validator<'_> {
             probe_interval: Some(self.range("capture.probe_interval_s", c.probe_interval_s, 60, 0, 86_400)?)
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
+            mixer_fix: c.mixer_fix.unwrap_or(true),
+            mixer_element: c.mixer_element.filter(|e| !e.is_empty()),
+            mic_gain_db: match c.mic_gain_db {
+                None => None,
+                Some(g) => Some(self.range("capture.mic_gain_db", Some(g), 0.0, -100.0, 100.0)?),
+            },
         };
 
         let j = raw.journal;

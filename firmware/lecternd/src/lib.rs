@@ -16,6 +16,7 @@ mod clock;
 mod enrol;
 mod ics_url;
 pub mod logging;
+mod mixer;
 mod prober;
 mod provision;
 mod session;
@@ -164,6 +165,8 @@ struct Daemon {
     _enrol_fetch: Option<Sender<()>>,
     /// The signal alarms last told to Opencast (comma-separated; `alarm_turn`).
     reported_alarms: String,
+    /// The mic card's capture mixer: its last check and the cards (`mixer.rs`).
+    mixer: mixer::MixerState,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
     /// request is out, when the next one is due, and whether a recording has claimed the devices.
     prober: Option<Prober>,
@@ -454,6 +457,7 @@ impl Daemon {
             enrol: None,
             _enrol_fetch: None,
             reported_alarms: String::new(),
+            mixer: mixer::MixerState::new(),
             prober,
             probe_in_flight: false,
             // The first probe right away: a box booted without its camera should say so at once.
@@ -675,6 +679,7 @@ impl Daemon {
                 }
                 Action::StartCapture { recording_id } => {
                     self.claim_devices(&recording_id);
+                    self.mixer.before_recording(&self.config.capture, &self.settings, &recording_id);
                     self.generation += 1;
                     let generation = self.generation;
                     // `Sender` is Clone + Sync, so the reporter is a plain cloneable closure.
@@ -1021,7 +1026,12 @@ impl Daemon {
             "update": self.updater.status_json(),
             "provision": self.provision_status(),
             "signals": signals::status_json(&self.config.signals, self.session.as_ref().map(Session::signals), Instant::now()),
-            "devices": { "camera": self.camera.json(), "mic": self.mic.as_ref().map(DeviceView::json) },
+            "devices": {
+                "camera": self.camera.json(),
+                "mic": self.mic.as_ref().map(DeviceView::json),
+                "mixer": self.mixer.last,
+                "cards": self.mixer.cards,
+            },
             "provisioned": provisioned(&self.config),
             "uptime_s": self.started.elapsed().as_secs(),
         })

@@ -10,8 +10,9 @@ LICENSE = "GPL-3.0-or-later"
 # nooelint: oelint.var.licenseremotefile
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/GPL-3.0-or-later;md5=1c76c4cc354acaac30ed4d5eefea7245"
 
-# gstreamer-rs links libgstreamer-1.0 and libgstapp-1.0 (pkg-config); rusqlite bundles SQLite.
-DEPENDS += "gstreamer1.0 gstreamer1.0-plugins-base"
+# gstreamer-rs links libgstreamer-1.0 and libgstapp-1.0 (pkg-config); alsa-sys links alsa-lib
+# (the capture mixer check); rusqlite bundles SQLite.
+DEPENDS += "alsa-lib gstreamer1.0 gstreamer1.0-plugins-base"
 
 # The source is the repository this layer lives in, at the commit the layer comes from
 # (lectern-source.inc): the crate list below (lecternd-crates.inc) is generated from that
