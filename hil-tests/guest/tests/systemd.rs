@@ -11,7 +11,8 @@
 //! 3. a wedged main loop (its `.ics` replaced by a FIFO, so the reload blocks in `open`) stops the
 //!    watchdog pings: systemd kills the daemon (SIGABRT) and starts it again;
 //!    and a recording from a virtual camera (vivid) whose frames stop (every buffer dropped)
-//!    stops them too (no bytes for a whole WatchdogSec: `watchdog.rs`);
+//!    stops them too (no bytes for a whole WatchdogSec: `watchdog.rs`); and a real sound card's
+//!    mixer (`snd-dummy`) whose Mic capture switch is off is turned on by the next recording;
 //! 4. provisioning under systemd (docs/provisioning.md): `lectern provision` of a good bundle
 //!    makes the daemon stop itself and systemd start it on the store's version; a bundle whose
 //!    config cannot start on this box is rolled back in its first start and systemd starts the
@@ -233,6 +234,23 @@ L record stop >/dev/null || die "record stop refused (camera)"
 cp /etc/lectern/test-sources.toml /etc/lectern/lectern.toml
 systemctl restart lecternd.service || die "restart with the test sources"
 
+# 3c. The mic card's capture mixer (issue 11): snd-dummy's Mic capture switch off, as a muted mic
+# on a box; the next recording from that card turns it on and says so. No udev here: the audio group.
+chgrp audio /dev/snd/* && chmod 0660 /dev/snd/* || die "no /dev/snd from snd-dummy"
+amixer -q -c Dummy sset Mic nocap || die "amixer sset Mic nocap failed; controls: $(amixer -c Dummy scontrols | tr '\n' ' ')"
+say "mixer-before $(amixer -c Dummy sget Mic | tr -s '\n ' '  ')"
+sed -e 's/^\[capture\]$/[capture]\naudio = "alsa"\naudio_device = "plughw:CARD=Dummy,DEV=0"/' /etc/lectern/test-sources.toml > /etc/lectern/lectern.toml
+systemctl restart lecternd.service || die "restart with the snd-dummy mic"
+L record start --title mixer >/dev/null || die "record start refused (mixer)"
+mixer_checked() { [ "$(L --json status | jq -r .devices.mixer.card)" = "hw:CARD=Dummy" ]; }
+wait_for "the mixer check" 60 mixer_checked
+say "mixer-report $(L --json status | jq -c .devices.mixer)"
+say "mixer-after $(amixer -c Dummy sget Mic | tr -s '\n ' '  ')"
+wait_for "recording from the snd-dummy mic" 60 state_is recording
+L record stop >/dev/null || die "record stop refused (mixer)"
+cp /etc/lectern/test-sources.toml /etc/lectern/lectern.toml
+systemctl restart lecternd.service || die "restart with the test sources (after the mixer)"
+
 # 4. Provisioning under systemd. A fresh start-rate window first: the steps above restarted often.
 systemctl reset-failed lecternd.service
 prov_version() { [ "$(L --json status | jq -r .provision.version)" = "$1" ]; }
@@ -364,7 +382,7 @@ fn packaged_unit_under_real_systemd() {
             GuestFile::new("/lectern-guest/run.sh", 0o755, SCRIPT),
         ],
         // vivid: a virtual V4L2 camera whose frames the test can stop (the capture stall).
-        modules: vec!["vivid".into()],
+        modules: vec!["vivid".into(), "snd-dummy".into()],
         binds: vec![(bins.join("lecternd"), "/usr/bin/lecternd".into()), (bins.join("lectern"), "/usr/bin/lectern".into())],
         target: "lectern-guest.target".into(),
         memory_mb: 1024,
@@ -429,6 +447,13 @@ fn packaged_unit_under_real_systemd() {
     let stall_s: f64 = get(&r, "stall-restart-s", console).parse().unwrap();
     // 15 s without bytes, then at most 15 s to systemd's deadline.
     assert!((10.0..45.0).contains(&stall_s), "a stalled capture was restarted after {stall_s} s (WatchdogSec=15: expected 15-30 s)");
+
+    // 3c. The muted capture switch of a real (virtual) sound card, turned on before the recording.
+    assert!(get(&r, "mixer-before", console).contains("[off]"), "the test did not mute the Mic capture switch");
+    let mixer = get(&r, "mixer-report", console);
+    assert!(mixer.contains("Mic: capture switch was off, turned on") && mixer.contains("\"error\":null"), "{mixer}");
+    let after = get(&r, "mixer-after", console);
+    assert!(after.contains("[on]") && !after.contains("[off]"), "the capture switch is still off: {after}");
 
     // 4. Provisioning: applied and restarted into by systemd; a version that cannot start is
     // rolled back in its first start, and systemd starts the previous one again.
