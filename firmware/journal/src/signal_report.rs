@@ -61,6 +61,58 @@ impl Journal {
     pub fn signal_stretches(&self, recording_id: &str) -> Result<Vec<SignalStretch>> {
         load(&self.conn, &self.ctx, recording_id)
     }
+
+    /// The recording's verdict ([`verdict`]) and the alarms raised in it, by name, for
+    /// `lectern recordings`.
+    pub fn quality(&self, recording_id: &str, scheduled: bool) -> Result<(&'static str, Vec<String>)> {
+        let stretches = load(&self.conn, &self.ctx, recording_id)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, started_at_ms, ended_at_ms FROM parts WHERE recording_id = ?1 ORDER BY seq")
+            .db("prepare part spans query", &self.ctx.db_path)?;
+        let spans: Vec<(u32, i64, Option<i64>)> = stmt
+            .query_map([recording_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .db("query part spans", &self.ctx.db_path)?;
+        let mut alarms: Vec<String> = stretches.iter().map(|s| s.alarm.clone()).collect();
+        alarms.sort_unstable();
+        alarms.dedup();
+        Ok((verdict(&stretches, &spans, scheduled), alarms))
+    }
+}
+
+/// The share of a recording's captured time that both a silent mic and a still picture must
+/// cover for [`verdict`] to call a scheduled lecture an empty room.
+pub const EMPTY_ROOM_SHARE: f64 = 0.8;
+
+/// A recording's one-word verdict from its stretches and its parts' spans `(seq, start, end)`:
+/// `empty_room` for a *scheduled* recording whose captured time was at least
+/// [`EMPTY_ROOM_SHARE`] silent mic and at least as much still picture (frozen or black) — a
+/// lecture that did not happen, usually a stale timetable; never deleted, only flagged;
+/// `flagged` for any other alarm; `ok` for none. An open stretch ends with its part.
+pub fn verdict(stretches: &[SignalStretch], spans: &[(u32, i64, Option<i64>)], scheduled: bool) -> &'static str {
+    if stretches.is_empty() {
+        return "ok";
+    }
+    let captured: i64 = spans.iter().map(|&(_, start, end)| end.map_or(0, |e| (e - start).max(0))).sum();
+    if scheduled && captured > 0 {
+        let covered = |names: &[&str]| -> i64 {
+            stretches
+                .iter()
+                .filter(|s| names.contains(&s.alarm.as_str()))
+                .map(|s| {
+                    let end = s.to_ms.or_else(|| spans.iter().find(|p| p.0 == s.part_seq).and_then(|p| p.2)).unwrap_or(s.from_ms);
+                    (end - s.from_ms).max(0)
+                })
+                .sum()
+        };
+        let need = (EMPTY_ROOM_SHARE * captured as f64) as i64;
+        let still = covered(&["frozen_picture"]).max(covered(&["black_picture"]));
+        if covered(&["silent_mic"]) >= need && still >= need {
+            return "empty_room";
+        }
+    }
+    "flagged"
 }
 
 pub(crate) fn load(conn: &Connection, ctx: &Ctx, recording_id: &str) -> Result<Vec<SignalStretch>> {
@@ -72,9 +124,9 @@ pub(crate) fn load(conn: &Connection, ctx: &Ctx, recording_id: &str) -> Result<V
         .db("query signal report", &ctx.db_path)
 }
 
-/// The manifest's `quality`: a one-word verdict (`ok` with no stretch, else `flagged`) and each
-/// stretch with its times; an open stretch ends with its part.
-pub fn quality_json(stretches: &[SignalStretch], parts: &[StitchPart]) -> Value {
+/// The manifest's `quality`: a one-word verdict ([`verdict`]: `ok`, `flagged`, `empty_room`) and
+/// each stretch with its times; an open stretch ends with its part.
+pub fn quality_json(stretches: &[SignalStretch], parts: &[StitchPart], scheduled: bool) -> Value {
     let items: Vec<Value> = stretches
         .iter()
         .map(|s| {
@@ -88,5 +140,6 @@ pub fn quality_json(stretches: &[SignalStretch], parts: &[StitchPart]) -> Value 
             })
         })
         .collect();
-    json!({ "verdict": if items.is_empty() { "ok" } else { "flagged" }, "stretches": items })
+    let spans: Vec<(u32, i64, Option<i64>)> = parts.iter().map(|p| (p.seq, p.started_at_ms, p.ended_at_ms)).collect();
+    json!({ "verdict": verdict(stretches, &spans, scheduled), "stretches": items })
 }

@@ -357,7 +357,8 @@ impl StitchJob {
         let dir = self.ctx.media_dir.join(rel_dir(&id));
         let mut manifest = manifest(&self.recording, &self.parts, info, device, now_ms);
         let stretches = crate::signal_report::load(&self.conn, &self.ctx, &id)?;
-        manifest["quality"] = crate::signal_report::quality_json(&stretches, &self.parts);
+        let scheduled = self.recording.kind == crate::RecordingKind::Scheduled;
+        manifest["quality"] = crate::signal_report::quality_json(&stretches, &self.parts, scheduled);
         let manifest_partial = dir.join("manifest.json.partial");
         {
             let mut f = File::create(&manifest_partial).io("create manifest", &manifest_partial)?;

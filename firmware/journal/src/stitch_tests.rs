@@ -212,7 +212,32 @@ fn the_manifest_carries_the_quality_report() {
     );
     let (_dir, mut clean) = new_journal();
     two_part_recording(&mut clean, "ok");
-    assert_eq!(quality_json(&clean.signal_stretches("ok").unwrap(), &[]), json!({ "verdict": "ok", "stretches": [] }));
+    assert_eq!(quality_json(&clean.signal_stretches("ok").unwrap(), &[], true), json!({ "verdict": "ok", "stretches": [] }));
+}
+
+#[test]
+fn a_scheduled_lecture_of_silence_and_a_still_picture_is_an_empty_room_and_kept() {
+    use crate::signal_report::{verdict, EMPTY_ROOM_SHARE};
+    let s = |alarm: &str, from_ms, to_ms| SignalStretch { part_seq: 1, alarm: alarm.into(), from_ms, to_ms };
+    let span = [(1u32, 0i64, Some(100_000i64))];
+    let quiet_and_still = [s("silent_mic", 10_000, None), s("frozen_picture", 12_000, None)];
+    assert_eq!(verdict(&quiet_and_still, &span, true), "empty_room");
+    assert_eq!(verdict(&quiet_and_still, &span, false), "flagged", "an ad-hoc recording someone started is never an empty room");
+    assert_eq!(verdict(&[s("silent_mic", 10_000, None), s("black_picture", 0, Some(90_000))], &span, true), "empty_room");
+    // Silent but a moving picture (a lecture with a dead mic), or below the share: flagged.
+    assert_eq!(verdict(&[s("silent_mic", 0, None)], &span, true), "flagged");
+    let short = (EMPTY_ROOM_SHARE * 100_000.0) as i64 - 1_000;
+    assert_eq!(verdict(&[s("silent_mic", 0, Some(short)), s("frozen_picture", 0, None)], &span, true), "flagged");
+    assert_eq!(verdict(&[], &span, true), "ok");
+
+    // Through the journal, as `lectern recordings` asks; the recording and its media stay.
+    let (_dir, mut journal) = new_journal();
+    two_part_recording(&mut journal, "stale");
+    journal.record_signal_stretches("stale", 1, &[s("silent_mic", T0_MS, None), s("frozen_picture", T0_MS, None)]).unwrap();
+    journal.record_signal_stretches("stale", 2, &[SignalStretch { part_seq: 2, ..s("silent_mic", T0_MS + 10_000, None) }, SignalStretch { part_seq: 2, ..s("frozen_picture", T0_MS + 10_000, None) }]).unwrap();
+    let (v, alarms) = journal.quality("stale", true).unwrap();
+    assert_eq!((v, alarms), ("empty_room", vec!["frozen_picture".to_owned(), "silent_mic".to_owned()]));
+    assert_eq!(journal.segments("stale").unwrap().len(), 4, "flagged, never deleted");
 }
 
 #[test]

@@ -907,13 +907,10 @@ impl Daemon {
                     v["stitch"] = stitch.map_or(Value::Null, |s| {
                         json!({ "state": s.state, "path": s.path, "manifest": s.manifest_path, "bytes": s.bytes, "sha256": s.sha256, "error": s.error })
                     });
-                    // The signal report's verdict (the manifest's `quality`): flagged when any
-                    // alarm was raised during a stored part, with the alarms' names.
-                    let stretches = self.journal.signal_stretches(&r.id).map_err(|e| e.to_string())?;
-                    let mut alarms: Vec<&str> = stretches.iter().map(|s| s.alarm.as_str()).collect();
-                    alarms.sort_unstable();
-                    alarms.dedup();
-                    v["quality"] = json!({ "verdict": if alarms.is_empty() { "ok" } else { "flagged" }, "alarms": alarms });
+                    // The signal report's verdict (the manifest's `quality`): ok, flagged, or
+                    // empty_room, with the alarms' names.
+                    let (verdict, alarms) = self.journal.quality(&r.id, r.kind == RecordingKind::Scheduled).map_err(|e| e.to_string())?;
+                    v["quality"] = json!({ "verdict": verdict, "alarms": alarms });
                     out.push(v);
                 }
                 Ok(json!({ "recordings": out }))
