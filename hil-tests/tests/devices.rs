@@ -212,3 +212,20 @@ fn the_mic_cards_mixer_is_checked_before_each_recording_and_a_missing_card_repor
     let _ = d.ctl(Request::RecordStop);
     assert!(d.terminate().unwrap().success());
 }
+
+#[test]
+fn a_camera_named_by_an_identity_that_matches_nothing_is_reported_with_what_is_there() {
+    // No V4L2 device on this machine: the identity resolves to nothing, the report says so (and
+    // which nodes exist), and the recording goes its way (the camera cannot open: it retries).
+    // vivid in the systemd guest checks the found case, the controls and the read-back.
+    let mut d = Daemon::start(&format!("{SMALL}video = \"v4l2\"\nvideo_device = \"card:Lectern No Such Camera\"\npower_line_hz = 50\nprobe_interval_s = 0\n")).unwrap();
+    d.ctl(Request::RecordStart { title: None }).unwrap();
+    wait_until("the camera report", Duration::from_secs(10), || d.status()["devices"]["camera_setup"].is_object()).unwrap();
+    let c = d.status()["devices"]["camera_setup"].clone();
+    assert_eq!(c["spec"], "card:Lectern No Such Camera", "{c}");
+    let errors = c["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e.as_str().unwrap().starts_with("no camera with card \"Lectern No Such Camera\"; video capture nodes:")), "{c}");
+    assert!(d.log_text().contains("camera: no camera with card"), "logged");
+    let _ = d.ctl(Request::RecordStop);
+    assert!(d.terminate().unwrap().success());
+}

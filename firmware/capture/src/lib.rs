@@ -24,6 +24,7 @@ mod encoder;
 mod error;
 pub mod level;
 pub mod mixer;
+pub mod v4l2;
 mod probe;
 mod settings;
 mod stats;

@@ -136,6 +136,8 @@ struct RawCapture {
     mixer_fix: Option<bool>,
     mixer_element: Option<String>,
     mic_gain_db: Option<f64>,
+    power_line_hz: Option<u32>,
+    camera_controls: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +242,10 @@ pub struct CaptureConfig {
     /// The mixer control to look after (`None`: the usual capture names, `lectern_capture::mixer`).
     pub mixer_element: Option<String>,
     pub mic_gain_db: Option<f64>,
+    /// A V4L2 camera's controls set at the start of each recording, by key (the control's name
+    /// as v4l2-ctl writes it: `power_line_frequency`, `brightness`, …). `power_line_hz` (50, 60,
+    /// or 0 to turn the filter off) is folded in as `power_line_frequency`.
+    pub camera_controls: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -642,6 +648,18 @@ impl Validator<'_> {
             probe_interval: Some(self.range("capture.probe_interval_s", c.probe_interval_s, 60, 0, 86_400)?)
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
+            camera_controls: {
+                let mut controls = c.camera_controls.unwrap_or_default();
+                match c.power_line_hz {
+                    None => {}
+                    // V4L2_CID_POWER_LINE_FREQUENCY's menu: 0 disabled, 1 50 Hz, 2 60 Hz.
+                    Some(hz @ (0 | 50 | 60)) => {
+                        controls.insert("power_line_frequency".into(), match hz { 50 => 1, 60 => 2, _ => 0 });
+                    }
+                    Some(other) => return Err(self.invalid("capture.power_line_hz", "50, 60, or 0 (anti-flicker off)", other)),
+                }
+                controls
+            },
             mixer_fix: c.mixer_fix.unwrap_or(true),
             mixer_element: c.mixer_element.filter(|e| !e.is_empty()),
             mic_gain_db: match c.mic_gain_db {
@@ -883,6 +901,18 @@ mod tests {
         let missing = load(&format!("{oc}password_file = \"nope.secret\"")).unwrap_err().to_string();
         assert!(missing.contains("opencast.password_file") && missing.contains("nope.secret"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn camera_controls_and_the_power_line_frequency() {
+        let c = Config::parse("[capture]\npower_line_hz = 50\ncamera_controls = { brightness = 200, auto_exposure = 3 }", None).unwrap();
+        let want: std::collections::BTreeMap<String, i64> = [("auto_exposure", 3), ("brightness", 200), ("power_line_frequency", 1)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(c.capture.camera_controls, want);
+        assert_eq!(Config::parse("[capture]\npower_line_hz = 60", None).unwrap().capture.camera_controls["power_line_frequency"], 2);
+        assert_eq!(Config::parse("[capture]\npower_line_hz = 0", None).unwrap().capture.camera_controls["power_line_frequency"], 0);
+        assert!(Config::defaults().capture.camera_controls.is_empty());
+        let e = Config::parse("[capture]\npower_line_hz = 55", None).unwrap_err().to_string();
+        assert!(e.contains("capture.power_line_hz") && e.contains("50, 60, or 0"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod board_encoder;
 mod clock;
 mod enrol;
 mod ics_url;
+mod camera;
 pub mod logging;
 mod mixer;
 mod prober;
@@ -167,6 +168,8 @@ struct Daemon {
     reported_alarms: String,
     /// The mic card's capture mixer: its last check and the cards (`mixer.rs`).
     mixer: mixer::MixerState,
+    /// The V4L2 camera's identity, sizes and controls at the last recording's start (`camera.rs`).
+    camera_setup: camera::CameraState,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
     /// request is out, when the next one is due, and whether a recording has claimed the devices.
     prober: Option<Prober>,
@@ -228,7 +231,9 @@ fn capture_settings(config: &Config) -> CaptureSettings {
     CaptureSettings {
         video: match &c.video {
             VideoInput::Test { pattern } => VideoSource::Test { pattern: pattern.clone() },
-            VideoInput::V4l2 { device } => VideoSource::V4l2 { device: device.clone() },
+            // A stable identity (`bus:…`, `card:…`) is resolved to today's node here, for the
+            // idle probe, and again at each recording's start (`camera.rs`): nodes renumber.
+            VideoInput::V4l2 { device } => VideoSource::V4l2 { device: lectern_capture::v4l2::resolve(&device.display().to_string()).unwrap_or_else(|_| device.clone()) },
         },
         audio: match &c.audio {
             AudioInput::None => AudioSource::None,
@@ -458,6 +463,7 @@ impl Daemon {
             _enrol_fetch: None,
             reported_alarms: String::new(),
             mixer: mixer::MixerState::new(),
+            camera_setup: camera::CameraState::default(),
             prober,
             probe_in_flight: false,
             // The first probe right away: a box booted without its camera should say so at once.
@@ -680,6 +686,7 @@ impl Daemon {
                 Action::StartCapture { recording_id } => {
                     self.claim_devices(&recording_id);
                     self.mixer.before_recording(&self.config.capture, &self.settings, &recording_id);
+                    self.camera_setup.before_recording(&self.config.capture, &mut self.settings, &recording_id);
                     self.generation += 1;
                     let generation = self.generation;
                     // `Sender` is Clone + Sync, so the reporter is a plain cloneable closure.
@@ -1027,6 +1034,7 @@ impl Daemon {
                 "camera": self.camera.json(),
                 "mic": self.mic.as_ref().map(DeviceView::json),
                 "mixer": self.mixer.last,
+                "camera_setup": self.camera_setup.last,
                 "cards": self.mixer.cards,
             },
             "provisioned": provisioned(&self.config),

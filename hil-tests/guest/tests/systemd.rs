@@ -207,7 +207,8 @@ wait_for "active after the watchdog restart" 120 active
 # 3b. A camera that stops delivering while recording: vivid drops every frame, the pipeline
 # delivers nothing, no error comes; the daemon withholds the pings and systemd restarts it.
 # vivid's webcam input offers 320x180 (not 160x120), and nothing in the pipeline scales.
-sed -e 's/^\[capture\]$/[capture]\nvideo = "v4l2"\nvideo_device = "\/dev\/video0"/' -e 's/^width = .*/width = 320/' -e 's/^height = .*/height = 180/' \
+# The camera by its stable identity (bus info), not /dev/video0, and one control set at the start.
+sed -e 's/^\[capture\]$/[capture]\nvideo = "v4l2"\nvideo_device = "bus:platform:vivid-000"\ncamera_controls = { brightness = 200 }/' -e 's/^width = .*/width = 320/' -e 's/^height = .*/height = 180/' \
     /etc/lectern/lectern.toml > /etc/lectern/camera.toml
 cp /etc/lectern/lectern.toml /etc/lectern/test-sources.toml
 cp /etc/lectern/camera.toml /etc/lectern/lectern.toml
@@ -217,6 +218,8 @@ say "camera $(ls -l /dev/video0 | awk '{ print $1, $3, $4 }')"
 systemctl restart lecternd.service || die "restart with the vivid camera"
 L record start --title camera >/dev/null || die "record start refused (camera)"
 wait_for "recording from the camera" 60 state_is recording
+say "camera-setup $(L --json status | jq -c .devices.camera_setup)"
+say "camera-brightness $(v4l2-ctl -d /dev/video0 -C brightness | tr -d ' ')"
 sleep 4
 bytes_now() { L --json status | jq -r .capture.frames_in; }
 b0=$(bytes_now)
@@ -447,6 +450,13 @@ fn packaged_unit_under_real_systemd() {
     let stall_s: f64 = get(&r, "stall-restart-s", console).parse().unwrap();
     // 15 s without bytes, then at most 15 s to systemd's deadline.
     assert!((10.0..45.0).contains(&stall_s), "a stalled capture was restarted after {stall_s} s (WatchdogSec=15: expected 15-30 s)");
+
+    // 3b. The camera found by its bus info, its size checked, a control set and read back.
+    let setup: Value = serde_json::from_str(get(&r, "camera-setup", console)).expect("camera setup JSON");
+    assert_eq!((setup["device"].as_str(), setup["size_ok"].as_bool()), (Some("/dev/video0"), Some(true)), "{setup}");
+    assert_eq!(setup["controls"]["brightness"], serde_json::json!({ "wanted": 200, "now": 200 }), "{setup}");
+    assert_eq!(setup["errors"], serde_json::json!([]), "{setup}");
+    assert_eq!(get(&r, "camera-brightness", console), "brightness:200");
 
     // 3c. The muted capture switch of a real (virtual) sound card, turned on before the recording.
     assert!(get(&r, "mixer-before", console).contains("[off]"), "the test did not mute the Mic capture switch");
