@@ -226,3 +226,26 @@ fn opencast_hears_of_a_raised_alarm_within_seconds_and_of_its_end() {
     shown("");
     assert!(d.terminate().unwrap().success());
 }
+
+#[test]
+fn lectern_preview_saves_the_running_recordings_picture_and_prints_the_meter() {
+    let mut d = Daemon::start(SMALL).unwrap();
+    let out = d.dir.path().join("look.jpg");
+    let idle = d.cli(&["preview", "--out", out.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(idle.contains("not recording"), "{idle}");
+    let id = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();
+    wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let said = d.cli(&["preview", "--out", out.to_str().unwrap()]).unwrap();
+    let jpeg = std::fs::read(&out).unwrap();
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]), "a whole JPEG ({} bytes)", jpeg.len());
+    assert!(said.contains(&format!("of {id}")) && said.contains("audio:     peak"), "{said}");
+    // A second look a moment later gets a newer picture while the preview stays open.
+    let v = d.ctl(Request::Preview).unwrap();
+    assert_eq!(v["pending"], false, "{v}");
+    assert!(v["age_ms"].as_u64().unwrap() < 2_500, "{v}");
+    d.ctl(Request::RecordStop).unwrap();
+    let frames = d.status()["capture"].clone();
+    assert_eq!(frames["frames_dropped"], 0, "the preview cost the recording no frame: {frames}");
+    assert!(d.terminate().unwrap().success());
+}

@@ -339,6 +339,9 @@ const ELEMENTS: &[(&str, Option<&str>)] = &[
     ("appsink", Some("gstreamer1.0-plugins-base-app")),
     ("decodebin", Some("gstreamer1.0-plugins-base-playback")),
     ("jpegdec", Some("gstreamer1.0-plugins-good-jpeg")),
+    // The confidence preview (issue 11): JPEGs behind a valve (coreelements).
+    ("jpegenc", Some("gstreamer1.0-plugins-good-jpeg")),
+    ("valve", Some("gstreamer1.0")),
     ("queue", Some("gstreamer1.0")),
     ("capsfilter", Some("gstreamer1.0")),
     // Fallbacks the probe tries when the first choice is missing; the image ships the first choice.
@@ -349,7 +352,6 @@ const ELEMENTS: &[(&str, Option<&str>)] = &[
     // Test sources and test-only elements (capture.video = "test"; unit tests).
     ("videotestsrc", None),
     ("audiotestsrc", None),
-    ("jpegenc", None),
     ("filesink", None),
     // Element *names* inside the pipeline (name=vsrc ...) and other words, not elements.
     ("vsrc", None),
@@ -366,6 +368,7 @@ const ELEMENTS: &[(&str, Option<&str>)] = &[
     ("framerate", None),
     ("crate", None),
     ("enumerate", None),
+    ("generate", None),
 ];
 
 /// Packages `decodebin` needs besides its own: typefinding of the camera's stream.

@@ -28,6 +28,9 @@ _lectern() {
             lectern,man)
                 cmd="lectern__subcmd__man"
                 ;;
+            lectern,preview)
+                cmd="lectern__subcmd__preview"
+                ;;
             lectern,provision)
                 cmd="lectern__subcmd__provision"
                 ;;
@@ -78,6 +81,9 @@ _lectern() {
                 ;;
             lectern__subcmd__help,man)
                 cmd="lectern__subcmd__help__subcmd__man"
+                ;;
+            lectern__subcmd__help,preview)
+                cmd="lectern__subcmd__help__subcmd__preview"
                 ;;
             lectern__subcmd__help,provision)
                 cmd="lectern__subcmd__help__subcmd__provision"
@@ -212,7 +218,7 @@ _lectern() {
 
     case "${cmd}" in
         lectern)
-            opts="-c -h -V --config --socket --json --help --version status record recordings segments uploads update provision schedule config sim completions man help"
+            opts="-c -h -V --config --socket --json --help --version status record recordings segments uploads update provision preview schedule config sim completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -358,7 +364,7 @@ _lectern() {
             return 0
             ;;
         lectern__subcmd__help)
-            opts="status record recordings segments uploads update provision schedule config sim completions man help"
+            opts="status record recordings segments uploads update provision preview schedule config sim completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -428,6 +434,20 @@ _lectern() {
             return 0
             ;;
         lectern__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lectern__subcmd__help__subcmd__preview)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -686,6 +706,40 @@ _lectern() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lectern__subcmd__preview)
+            opts="-o -c -h -V --out --config --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

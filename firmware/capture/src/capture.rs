@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     pub levels_dropped: AtomicU64,
     pub analysed: AtomicU64,
     pub analysis_dropped: AtomicU64,
+    /// The newest preview JPEG and when it arrived.
+    pub preview: Mutex<Option<(Vec<u8>, std::time::Instant)>>,
 }
 
 /// Why an event could not be queued.
@@ -155,6 +157,7 @@ impl Shared {
             levels_dropped: AtomicU64::new(0),
             analysed: AtomicU64::new(0),
             analysis_dropped: AtomicU64::new(0),
+            preview: Mutex::new(None),
         }
     }
 
@@ -311,6 +314,15 @@ impl Capture {
     ) -> Result<Capture, CaptureError> {
         settings.validate()?;
         crate::init()?;
+        // The preview is a convenience: a box without jpegenc records without it.
+        let without_preview;
+        let settings = if settings.preview_width > 0 && ["valve", "jpegenc"].iter().any(|e| gst::ElementFactory::find(e).is_none()) {
+            warn!(target: "capture", "no valve or jpegenc element: recording without the confidence preview");
+            without_preview = CaptureSettings { preview_width: 0, ..settings.clone() };
+            &without_preview
+        } else {
+            settings
+        };
         let encoder = encoder::probe_encoder(&settings.encoder)?;
         let audio_encoder = match settings.audio {
             AudioSource::None => None,
@@ -358,6 +370,12 @@ impl Capture {
                 .downcast::<gst_app::AppSink>()
                 .map_err(|_| build_err("element \"analysis\" is not an appsink".into()))?;
             install_analysis_callbacks(&analysis, &shared);
+        }
+        if settings.preview_width > 0 {
+            let preview = by_name("preview")?
+                .downcast::<gst_app::AppSink>()
+                .map_err(|_| build_err("element \"preview\" is not an appsink".into()))?;
+            install_preview_callbacks(&preview, &shared);
         }
 
         let bus = pipeline
@@ -449,6 +467,21 @@ impl Capture {
     /// The H.264 encoder in use and why it was chosen.
     pub fn encoder(&self) -> &EncoderInfo {
         &self.encoder
+    }
+
+    /// Opens (or closes) the confidence preview: while open, about one JPEG a second comes out
+    /// of the preview branch. Closed, its valve drops every frame before it is scaled or encoded.
+    /// A no-op without a preview branch.
+    pub fn want_preview(&self, open: bool) {
+        if let Some(valve) = self.pipeline.by_name("preview_valve") {
+            valve.set_property("drop", !open);
+        }
+    }
+
+    /// The newest preview JPEG and its age, if one came since the capture started.
+    pub fn preview(&self) -> Option<(Vec<u8>, Duration)> {
+        let p = self.shared.preview.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_ref().map(|(jpeg, at)| (jpeg.clone(), at.elapsed()))
     }
 
     /// Current counters; cheap enough to poll.
@@ -596,6 +629,24 @@ fn install_analysis_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) 
     );
 }
 
+/// Wires the preview branch's appsink: the newest JPEG replaces the last one in [`Shared`]. The
+/// branch sits behind a leaky queue and a valve, so it never holds up the encoder.
+fn install_preview_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) {
+    let s = Arc::clone(shared);
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                if let Some(buffer) = sample.buffer() {
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    *s.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some((map.as_slice().to_vec(), std::time::Instant::now()));
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
 /// GStreamer pads GRAY8 rows to a multiple of 4 bytes; returns the rows packed (`width` bytes
 /// each), or `None` when `data` is too short for `height` such rows.
 pub(crate) fn pack_rows(data: &[u8], width: usize, height: usize) -> Option<Vec<u8>> {
@@ -624,6 +675,9 @@ fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
         AudioSource::None => {}
         AudioSource::Test { .. } => needed.push(("audiotestsrc", "the simulated microphone")),
         AudioSource::Alsa { .. } => needed.push(("alsasrc", "the ALSA microphone")),
+    }
+    if s.preview_width > 0 {
+        needed.extend([("tee", "the confidence preview branch"), ("videorate", "the preview rate"), ("videoscale", "downscaling preview frames")]);
     }
     if s.analysis_fps > 0 {
         needed.extend([
@@ -686,17 +740,25 @@ pub(crate) fn describe(
     // queue: when it falls behind it loses analysed frames, never recorded ones. videorate
     // drops down to `analysis_fps` before anything is scaled, so the cost is the scaling of a
     // few frames a second.
-    let (tee, analysis) = if s.analysis_fps > 0 {
-        (
-            "tee name=vtee ! ",
-            format!(
-                "  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! video/x-raw,width={ANALYSIS_WIDTH},height={ANALYSIS_HEIGHT} ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false",
-                s.analysis_fps
-            ),
+    let mut analysis = if s.analysis_fps > 0 {
+        format!(
+            "  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! video/x-raw,width={ANALYSIS_WIDTH},height={ANALYSIS_HEIGHT} ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false",
+            s.analysis_fps
         )
     } else {
-        ("", String::new())
+        String::new()
     };
+    // The confidence preview: the same kind of branch, closed by a valve until someone looks
+    // (`Capture::want_preview`), then about one JPEG a second.
+    if s.preview_width > 0 {
+        analysis.push_str(&format!(
+            "  vtee. ! queue name=preview_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! valve name=preview_valve drop=true ! videorate drop-only=true max-rate=1 ! videoscale ! video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ! jpegenc quality=75 ! appsink name=preview sync=false async=false max-buffers=1 drop=true emit-signals=false",
+            s.preview_width,
+            // The picture's aspect, rounded to an even height (I420).
+            ((u64::from(s.preview_width) * u64::from(s.height) / u64::from(s.width.max(1))).max(2) / 2 * 2)
+        ));
+    }
+    let tee = if analysis.is_empty() { "" } else { "tee name=vtee ! " };
     let mut d = format!(
         "{vsrc} ! video/x-raw,width={},height={},framerate={}/1 ! videoconvert ! video/x-raw,format=I420 ! {tee}queue name=venc_queue ! {} ! h264parse config-interval=-1 ! queue name=vmux_queue ! mpegtsmux name=mux ! appsink name=sink sync=false emit-signals=false{analysis}",
         s.width,

@@ -63,6 +63,9 @@ pub struct CaptureSettings {
     /// Video frames a second sent down the analysis branch (a downscaled luma plane per frame as
     /// [`crate::MediaEvent::Luma`], for the signal alarms); 0: no analysis branch at all.
     pub analysis_fps: u32,
+    /// Width of the confidence preview's JPEGs (height follows the picture); 0: no preview
+    /// branch. The branch is closed (its valve drops everything) until [`crate::Capture::want_preview`].
+    pub preview_width: u32,
 }
 
 impl Default for CaptureSettings {
@@ -85,6 +88,7 @@ impl Default for CaptureSettings {
             level_interval: Duration::from_millis(100),
             chunk_bytes: 7 * 188,
             analysis_fps: 0,
+            preview_width: 0,
         }
     }
 }

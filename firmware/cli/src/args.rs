@@ -58,6 +58,13 @@ pub enum Command {
         /// The bundle; a relative path is made absolute (the daemon must be able to read it).
         bundle: PathBuf,
     },
+    /// Save the running recording's newest preview picture (a JPEG, about one a second while
+    /// asked for) and print the audio meter: is the camera pointed right, is the mic live?
+    Preview {
+        /// Where to write the JPEG.
+        #[arg(short, long, default_value = "preview.jpg")]
+        out: PathBuf,
+    },
     /// Calendar files.
     #[command(subcommand)]
     Schedule(Schedule),

@@ -78,6 +78,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Uploads { action: Some(Uploads::Retry { id }) } => ("uploads retry", ask(cli, Request::UploadRetry { recording_id: id.clone() })?),
         Command::Update { bundle } => ("update", ask(cli, Request::Update { bundle: absolute(bundle)? })?),
         Command::Provision { bundle } => ("provision", ask(cli, Request::Provision { bundle: absolute(bundle)? })?),
+        Command::Preview { out } => ("preview", preview(cli, out)?),
         Command::Schedule(Schedule::Parse(f)) => return schedule_parse(&f.file),
         Command::Config(ConfigCmd::Check(f)) => return config_check(&f.file),
         Command::Sim(sim_cmd) => return sim(cli, sim_cmd),
@@ -178,6 +179,27 @@ fn s(v: &Value) -> String {
 }
 
 /// The human form of a reply; `kind` is the command (`"uploads retry"` for the retry).
+/// Asks for the preview until a JPEG comes (the first one takes up to a second after the branch
+/// opens), writes it to `out` and returns the reply with the JPEG replaced by where it went.
+fn preview(cli: &Cli, out: &std::path::Path) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let mut v = ask(cli, Request::Preview)?;
+        if let Some(b64) = v["jpeg_base64"].as_str() {
+            let jpeg = base64::engine::general_purpose::STANDARD.decode(b64)?;
+            std::fs::write(out, &jpeg).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            v["jpeg_base64"] = Value::Null;
+            v["saved"] = serde_json::json!({ "path": out.display().to_string(), "bytes": jpeg.len() });
+            return Ok(v);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("no preview picture within 6 s (is the camera delivering? see lectern status)");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn human(kind: &str, v: &Value) -> String {
     let mut out = String::new();
     match kind {
@@ -226,6 +248,18 @@ fn human(kind: &str, v: &Value) -> String {
             }
         }
         "update" => out_line!(out, "update:    {}", update_line(v)),
+        "preview" => {
+            out_line!(out, "preview:   {} ({} bytes, {} ms old) of {}", s(&v["saved"]["path"]), s(&v["saved"]["bytes"]), s(&v["age_ms"]), s(&v["recording_id"]));
+            match v["meter"].as_object() {
+                Some(m) => out_line!(
+                    out,
+                    "audio:     peak {:.1} dBFS, rms {:.1} dBFS",
+                    m.get("peak_db").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                    m.get("rms_db").and_then(Value::as_f64).unwrap_or(f64::NAN)
+                ),
+                None => out_line!(out, "audio:     no level yet (no mic, or signals.enabled = false)"),
+            }
+        }
         "provision" if v.get("up_to_date").is_some() => out_line!(out, "up to date: version {} is already applied; nothing changed", s(&v["up_to_date"])),
         "provision" => out_line!(out, "provisioned: version {} (previous {}); {}", s(&v["applied"]), s(&v["previous"]), s(&v["note"])),
         "segments" => {

@@ -137,6 +137,7 @@ struct RawCapture {
     mixer_element: Option<String>,
     mic_gain_db: Option<f64>,
     power_line_hz: Option<u32>,
+    preview_width: Option<u32>,
     camera_controls: Option<std::collections::BTreeMap<String, i64>>,
 }
 
@@ -246,6 +247,8 @@ pub struct CaptureConfig {
     /// as v4l2-ctl writes it: `power_line_frequency`, `brightness`, …). `power_line_hz` (50, 60,
     /// or 0 to turn the filter off) is folded in as `power_line_frequency`.
     pub camera_controls: std::collections::BTreeMap<String, i64>,
+    /// Width of the confidence preview's JPEGs (`lectern preview`); 0 = no preview branch.
+    pub preview_width: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -661,6 +664,10 @@ impl Validator<'_> {
                 controls
             },
             mixer_fix: c.mixer_fix.unwrap_or(true),
+            preview_width: match self.range("capture.preview_width", c.preview_width, 320, 0, 1920)? {
+                w if w % 2 == 1 => return Err(self.invalid("capture.preview_width", "an even number of pixels (0 = off)", w)),
+                w => w,
+            },
             mixer_element: c.mixer_element.filter(|e| !e.is_empty()),
             mic_gain_db: match c.mic_gain_db {
                 None => None,

@@ -61,6 +61,9 @@ pub enum Request {
     /// Apply a signed provisioning bundle (an absolute path on the box, docs/provisioning.md);
     /// refused, with the reason, while the box is not idle as for `Update`.
     Provision { bundle: String },
+    /// The confidence preview of the running recording: opens it for a while and answers with
+    /// the newest JPEG (base64) and the audio meter, or `pending` until the first JPEG comes.
+    Preview,
 }
 
 /// The envelope of every response: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
@@ -197,6 +200,7 @@ mod tests {
             (Request::Segments { recording_id: "r".into() }, r#"{"cmd":"segments","recording_id":"r"}"#),
             (Request::Update { bundle: "/data/updates/b.raucb".into() }, r#"{"cmd":"update","bundle":"/data/updates/b.raucb"}"#),
             (Request::Provision { bundle: "/media/usb/hall-a.bundle".into() }, r#"{"cmd":"provision","bundle":"/media/usb/hall-a.bundle"}"#),
+            (Request::Preview, r#"{"cmd":"preview"}"#),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), wire);

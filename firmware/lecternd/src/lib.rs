@@ -18,6 +18,7 @@ mod ics_url;
 mod camera;
 pub mod logging;
 mod mixer;
+mod preview;
 mod prober;
 mod provision;
 mod session;
@@ -170,6 +171,8 @@ struct Daemon {
     mixer: mixer::MixerState,
     /// The V4L2 camera's identity, sizes and controls at the last recording's start (`camera.rs`).
     camera_setup: camera::CameraState,
+    /// The confidence preview is open until then (`preview.rs`).
+    preview_until: Option<Instant>,
     /// The idle-time device probe (`None` with `capture.probe_interval_s = 0`), whether a
     /// request is out, when the next one is due, and whether a recording has claimed the devices.
     prober: Option<Prober>,
@@ -250,6 +253,7 @@ fn capture_settings(config: &Config) -> CaptureSettings {
         x264_tune: c.x264_tune.clone(),
         keyframe_interval: config.journal.segment,
         analysis_fps: if config.signals.enabled { config.signals.analysis_fps } else { 0 },
+        preview_width: c.preview_width,
         ..CaptureSettings::default()
     }
 }
@@ -464,6 +468,7 @@ impl Daemon {
             reported_alarms: String::new(),
             mixer: mixer::MixerState::new(),
             camera_setup: camera::CameraState::default(),
+            preview_until: None,
             prober,
             probe_in_flight: false,
             // The first probe right away: a box booted without its camera should say so at once.
@@ -575,6 +580,7 @@ impl Daemon {
                 self.update_turn();
                 self.provision_turn();
                 self.alarm_turn();
+                self.preview_turn();
             }
             self.publish_status();
             if stop {
@@ -936,6 +942,7 @@ impl Daemon {
             },
             Request::Update { bundle } => self.update_request(&bundle),
             Request::Provision { bundle } => self.provision_request(&bundle),
+            Request::Preview => self.preview_request(),
         }
     }
 

@@ -117,6 +117,16 @@ impl Session {
         &self.signals
     }
 
+    /// Opens or closes the confidence preview branch (`lectern_capture::Capture::want_preview`).
+    pub fn want_preview(&self, open: bool) {
+        self.capture.want_preview(open);
+    }
+
+    /// The newest preview JPEG and its age.
+    pub fn preview(&self) -> Option<(Vec<u8>, Duration)> {
+        self.capture.preview()
+    }
+
     /// Stops the pipeline (EOS, so every buffered byte reaches the journal), joins the writer and
     /// finishes the part. A journal error seen while writing turns `end` into a failure.
     pub fn stop(self, end: PartEnd, clock: &dyn Clock) -> Result<(PartSummary, CaptureStats), String> {

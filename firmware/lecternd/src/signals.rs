@@ -29,6 +29,8 @@ struct Inner {
     /// The wall clock at `started`, for the stored report.
     started_ms: i64,
     recording_id: String,
+    /// The newest audio level (peak, RMS dBFS), for the preview's meter.
+    last_level: Option<(f64, f64)>,
 }
 
 impl SignalWatch {
@@ -36,7 +38,7 @@ impl SignalWatch {
     /// inert when the alarms are turned off (`signals.enabled = false`).
     pub fn new(cfg: &SignalsConfig, recording_id: &str, started: Instant, started_ms: i64) -> SignalWatch {
         let inner = cfg.enabled.then(|| {
-            Arc::new(Mutex::new(Inner { monitor: Monitor::new(cfg), started, started_ms, recording_id: recording_id.to_owned() }))
+            Arc::new(Mutex::new(Inner { monitor: Monitor::new(cfg), started, started_ms, recording_id: recording_id.to_owned(), last_level: None }))
         });
         SignalWatch { inner }
     }
@@ -52,7 +54,15 @@ impl SignalWatch {
     }
 
     pub fn level(&self, now: Instant, peak_db: f64, rms_db: f64) {
+        if let Some(inner) = &self.inner {
+            inner.lock().unwrap_or_else(|e| e.into_inner()).last_level = Some((peak_db, rms_db));
+        }
         self.with(now, |m, t| m.level(t, peak_db, rms_db));
+    }
+
+    /// The newest audio level (peak, RMS dBFS), when the alarms are on and a level came.
+    pub fn last_level(&self) -> Option<(f64, f64)> {
+        self.inner.as_ref().and_then(|i| i.lock().unwrap_or_else(|e| e.into_inner()).last_level)
     }
 
     pub fn luma(&self, now: Instant, luma: &[u8]) {
