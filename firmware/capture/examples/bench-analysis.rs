@@ -5,6 +5,9 @@
 //! the end of each run, frames dropped on the way to the encoder, and analysed frames delivered
 //! and dropped. The consumer only drains the channel, so the numbers are the pipeline's.
 //!
+//! Then the confidence preview (320 px wide JPEGs) with analysis at 5 fps: the branch built but
+//! closed (what every recording carries), and open for the whole run (someone watching).
+//!
 //! `cargo run --release -p lectern-capture --example bench-analysis -- [SECONDS] [ROUNDS] [PATTERN]`
 //! (defaults 30, 2 and `ball`, the daemon's default; `smpte` loads x264 like a camera). Run it
 //! on an otherwise quiet machine: it prints the load average.
@@ -38,8 +41,16 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Preview {
+    None,
+    Closed,
+    Open,
+}
+
 struct Run {
     fps: u32,
+    jpegs: u64,
     cpu_pct: f64,
     pss_kib: u64,
     frames_in: u64,
@@ -48,21 +59,34 @@ struct Run {
     analysis_dropped: u64,
 }
 
-fn run(pattern: &str, fps: u32, secs: u64, hz: f64) -> Run {
+fn run(pattern: &str, fps: u32, preview: Preview, secs: u64, hz: f64) -> Run {
     let settings = CaptureSettings {
         video: VideoSource::Test { pattern: pattern.into() },
         audio: AudioSource::Test { freq_hz: 440.0 },
         encoder: EncoderChoice::Named("x264enc".into()),
         analysis_fps: fps,
+        preview_width: if preview == Preview::None { 0 } else { 320 },
         ..Default::default()
     };
     let (tx, rx) = sync_channel(4096);
     let drain = std::thread::spawn(move || rx.into_iter().filter(|e| matches!(e, MediaEvent::Luma { .. })).count());
     let cap = Capture::start(&settings, tx, Box::new(|_| {})).expect("start");
+    cap.want_preview(preview == Preview::Open);
     // The first second (encoder start, preroll) is left out of the CPU figure.
     std::thread::sleep(Duration::from_secs(1));
     let (t0, c0) = (Instant::now(), cpu_ticks());
-    std::thread::sleep(Duration::from_secs(secs));
+    // Count the JPEGs as a viewer would see them: a new one each time the newest changes age.
+    let mut jpegs = 0;
+    let mut last: Option<Duration> = None;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some((_, age)) = cap.preview() {
+            if last.is_none_or(|l| age < l) {
+                jpegs += 1;
+            }
+            last = Some(age);
+        }
+    }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_ticks() - c0);
     let pss = pss_kib();
     let stats = cap.stop(Duration::from_secs(5)).expect("stop");
@@ -70,6 +94,7 @@ fn run(pattern: &str, fps: u32, secs: u64, hz: f64) -> Run {
     assert_eq!(received, stats.analysed);
     Run {
         fps,
+        jpegs,
         cpu_pct: 100.0 * cpu as f64 / hz / wall,
         pss_kib: pss,
         frames_in: stats.frames_in,
@@ -87,20 +112,26 @@ fn main() {
     let hz = ticks_per_second();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     println!("pattern {pattern}, load average before: {}", load());
-    println!("| analysis | run | CPU % of one core | PSS MiB | frames in | frames dropped | analysed | analysis dropped |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| analysis | preview | run | CPU % of one core | PSS MiB | frames in | frames dropped | analysed | analysis dropped | JPEGs |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for round in 1..=rounds {
-        for fps in [0, 5, 30] {
-            let r = run(pattern, fps, secs, hz);
+        for (fps, preview) in [(0, Preview::None), (5, Preview::None), (30, Preview::None), (5, Preview::Closed), (5, Preview::Open)] {
+            let r = run(pattern, fps, preview, secs, hz);
             let name = if r.fps == 0 { "off".to_owned() } else { format!("{} fps", r.fps) };
+            let p = match preview {
+                Preview::None => "none",
+                Preview::Closed => "closed",
+                Preview::Open => "open",
+            };
             println!(
-                "| {name} | {round} | {:.1} | {:.1} | {} | {} | {} | {} |",
+                "| {name} | {p} | {round} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
                 r.cpu_pct,
                 r.pss_kib as f64 / 1024.0,
                 r.frames_in,
                 r.dropped,
                 r.analysed,
-                r.analysis_dropped
+                r.analysis_dropped,
+                r.jpegs
             );
         }
     }
