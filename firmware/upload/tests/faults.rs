@@ -187,7 +187,8 @@ fn opencast_a_restarted_server_that_lost_its_jobs_gets_the_recording_once() {
     let row = wait_row(&j.db, "oc-restart", "the upload done", done);
     r.shutdown(Duration::from_secs(5));
     assert_eq!(before.ingest_count(), 0);
-    assert!(before.upload_jobs.first().is_some_and(|job| job.chunks_received >= 8), "{:?}", before.upload_jobs);
+    // A `newjob` answered after the read timeout (CPU load) leaves an empty job beside the used one.
+    assert!(before.upload_jobs.iter().any(|job| job.chunks_received >= 8), "{:?}", before.upload_jobs);
     assert_ingested_once(&d.snapshot(), &spec, "after the restart");
     assert!(row.endpoint_log.iter().any(|m| m.why.contains("server lost the upload")), "a clean Restart: {:?}", row.endpoint_log);
     // What the lost server held is sent again, and at most one chunk more.
