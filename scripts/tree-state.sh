@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 0
-git status --porcelain --ignored --untracked-files=all | grep -v -E '^(!!|\?\?) target/' | sort || true
+git status --porcelain --ignored --untracked-files=all | grep -v -E '^(!!|\?\?) "?target/' | sort || true
