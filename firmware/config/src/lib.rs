@@ -313,6 +313,19 @@ pub enum OpencastAuth {
     Basic,
 }
 
+/// Reads a file of CA certificates and checks it holds a PEM certificate, so a wrong path or file
+/// fails where it is configured, not at the first TLS handshake. The error names the file and
+/// what is wrong with it (for a config key's "got"). Shared by `opencast.ca_file` and the
+/// provisioning enrolment file's `ca_file`.
+pub fn read_ca_pem(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&pem);
+    if !(text.contains("-----BEGIN CERTIFICATE-----") && text.contains("-----END CERTIFICATE-----")) {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(pem)
+}
+
 /// The `[opencast]` section: the server this box is a capture agent of.
 #[derive(Clone)]
 pub struct OpencastConfig {
@@ -528,12 +541,7 @@ impl Validator<'_> {
     /// first TLS handshake.
     fn ca_pem(&self, key: &str, file: Option<PathBuf>) -> Result<(Option<PathBuf>, Option<Vec<u8>>), ConfigError> {
         let Some(f) = file.map(|f| self.path(f)) else { return Ok((None, None)) };
-        let expect = "a readable PEM file of CA certificates (-----BEGIN CERTIFICATE-----)";
-        let pem = std::fs::read(&f).map_err(|e| self.invalid(key, expect, format!("{}: {e}", f.display())))?;
-        let text = String::from_utf8_lossy(&pem);
-        if !(text.contains("-----BEGIN CERTIFICATE-----") && text.contains("-----END CERTIFICATE-----")) {
-            return Err(self.invalid(key, expect, format!("{}: no PEM certificate in it", f.display())));
-        }
+        let pem = read_ca_pem(&f).map_err(|got| self.invalid(key, "a readable PEM file of CA certificates (-----BEGIN CERTIFICATE-----)", got))?;
         Ok((Some(f), Some(pem)))
     }
 

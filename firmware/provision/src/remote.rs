@@ -77,10 +77,7 @@ impl Enrolment {
             None => (None, None),
             Some(f) => {
                 let f = if f.is_absolute() { f } else { path.parent().unwrap_or(Path::new(".")).join(f) };
-                let pem = std::fs::read(&f).map_err(|e| bad("ca_file", "a readable PEM file of CA certificates", format!("{}: {e}", f.display())))?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(bad("ca_file", "a PEM file of CA certificates", format!("{}: no PEM certificate in it", f.display())));
-                }
+                let pem = lectern_config::read_ca_pem(&f).map_err(|got| bad("ca_file", "a readable PEM file of CA certificates", got))?;
                 (Some(f), Some(pem))
             }
         };
