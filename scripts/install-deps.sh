@@ -14,6 +14,7 @@ PACKAGES=(
   qemu-system-x86 busybox-static dmsetup e2fsprogs
   systemd dbus polkitd jq v4l-utils      # the systemd guest boots this root (hil-tests/guest, docs/systemd.md)
   device-tree-compiler
+  chromium chromium-driver               # the status page test drives headless Chromium over WebDriver (hil-tests/src/browser.rs)
 )
 
 missing=()

@@ -408,6 +408,7 @@ mod tests {
     }
 }
 
+pub mod browser;
 pub mod lab;
 pub mod powercut;
 pub mod powercut_upload;

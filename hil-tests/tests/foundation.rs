@@ -318,7 +318,7 @@ fn an_untrusted_clock_holds_the_schedule() {
 fn cli_json_shapes_are_the_documented_ones() {
     let mut d = Daemon::start(SMALL).unwrap();
     let status: Value = serde_json::from_str(&d.cli(&["--json", "status"]).unwrap()).unwrap();
-    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "stitching", "clock", "opencast", "devices", "signals", "provisioned", "uptime_s"] {
+    for key in ["agent", "version", "state", "recording", "led", "power_fail", "encoder", "capture", "schedule", "media_dir", "stitching", "clock", "opencast", "devices", "signals", "provisioned", "status_page", "uptime_s"] {
         assert!(status.get(key).is_some(), "status has no {key}: {status}");
     }
     d.cli(&["record", "start", "--title", "Shapes"]).unwrap();

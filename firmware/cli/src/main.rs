@@ -300,6 +300,11 @@ fn human(kind: &str, v: &Value) -> String {
             if v["provisioned"] == false {
                 out_line!(out, "provision: none (no schedule.ics, schedule.ics_url or opencast.url): ad-hoc recordings only");
             }
+            match (v["status_page"]["url"].as_str(), v["status_page"]["error"].as_str()) {
+                (Some(url), _) => out_line!(out, "page:      {url} (loopback; docs/status-page.md)"),
+                (None, Some(e)) => out_line!(out, "page:      none: {e}"),
+                _ => {}
+            }
         }
     }
     out

@@ -63,6 +63,14 @@ struct Raw {
     upload: upload::RawUpload,
     #[serde(default)]
     signals: signals::RawSignals,
+    #[serde(default)]
+    status_page: RawStatusPage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatusPage {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,6 +421,9 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Signal alarms: silent mic, clipping, black or frozen picture, lost inputs (`[signals]`).
     pub signals: SignalsConfig,
+    /// Where the local status page listens (`[status_page] listen`): `None` (the default) runs no
+    /// page; otherwise always a loopback address, because the page has no login.
+    pub status_page: Option<std::net::SocketAddr>,
 }
 
 /// The embedded defaults, as a TOML document; `lecternd --print-default-config` prints it.
@@ -589,6 +600,25 @@ impl Validator<'_> {
         }))
     }
 
+    /// `status_page.listen`: empty or absent is off; otherwise IP:PORT on loopback only. The page
+    /// shows the picture and has no login, so it is never offered to the network: from another
+    /// machine it is reached through an SSH tunnel (docs/status-page.md).
+    fn status_page(&self, listen: Option<String>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(listen) = listen.filter(|l| !l.trim().is_empty()) else { return Ok(None) };
+        let addr: std::net::SocketAddr = listen
+            .trim()
+            .parse()
+            .map_err(|_| self.invalid("status_page.listen", "IP:PORT such as \"127.0.0.1:8480\" (empty = no page)", format!("{listen:?}")))?;
+        if !addr.ip().is_loopback() {
+            return Err(self.invalid(
+                "status_page.listen",
+                "a loopback address such as \"127.0.0.1:8480\" or \"[::1]:8480\" (the page has no login; reach it through an SSH tunnel)",
+                format!("{listen:?}"),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     fn validate(&self, raw: Raw, source: Option<PathBuf>) -> Result<Config, ConfigError> {
         let agent_name = raw.agent.name.unwrap_or_else(|| "lectern".to_owned());
         if agent_name.is_empty()
@@ -719,8 +749,10 @@ impl Validator<'_> {
         let opencast = self.opencast(raw.opencast)?;
         let upload = self.upload(raw.upload, opencast.as_ref().map(|o| o.url.as_str()), journal.min_free_bytes)?;
         let signals = self.signals(raw.signals)?;
+        let status_page = self.status_page(raw.status_page.listen)?;
         Ok(Config {
             signals,
+            status_page,
             opencast,
             upload,
             source,
@@ -950,5 +982,18 @@ mod tests {
         }
         assert_eq!(Config::parse("[opencast]\nurl = \"https://oc\"", None).unwrap().opencast.unwrap().ca_pem, None, "public roots by default");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn status_page_is_off_by_default_and_listens_on_loopback_only() {
+        assert_eq!(Config::defaults().status_page, None);
+        assert_eq!(Config::parse("[status_page]\nlisten = \"\"", None).unwrap().status_page, None);
+        let on = |l: &str| Config::parse(&format!("[status_page]\nlisten = \"{l}\""), None);
+        assert_eq!(on("127.0.0.1:8480").unwrap().status_page, Some("127.0.0.1:8480".parse().unwrap()));
+        assert_eq!(on("[::1]:8480").unwrap().status_page, Some("[::1]:8480".parse().unwrap()));
+        for (bad, want) in [("0.0.0.0:8480", "loopback"), ("192.168.1.5:80", "SSH tunnel"), ("localhost:8480", "IP:PORT"), ("8480", "IP:PORT")] {
+            let e = on(bad).unwrap_err().to_string();
+            assert!(e.contains("status_page.listen") && e.contains(want) && e.contains(bad), "{bad}: {e}");
+        }
     }
 }

@@ -23,6 +23,7 @@ mod prober;
 mod provision;
 mod session;
 mod signals;
+mod status_page;
 mod stitcher;
 mod update;
 mod uploads;
@@ -130,6 +131,10 @@ struct Daemon {
     /// The local schedule's (`ics` / `ics_url`) bad events, skipped; logged once per change.
     schedule_skipped: Vec<SkippedEvent>,
     _control: lectern_control::Server,
+    /// The local status page (`[status_page] listen`), `None` when off or when it could not listen.
+    _status_page: Option<lectern_statuspage::StatusPage>,
+    /// Where the page listens, or why it does not: `status.status_page`.
+    status_page_json: Value,
     stop_monitors: Arc<AtomicBool>,
     watchdog: Option<watchdog::Watchdog>,
     status_line: String,
@@ -225,6 +230,18 @@ impl DeviceView {
 
 /// A box with no schedule source at all (no `.ics`, no `ics_url`, no Opencast) records only
 /// when someone presses the button: it is not provisioned, and its idle LED says so.
+/// What the control socket and the status page call: the request goes to the main loop as an
+/// event and the answer comes back on a channel of its own.
+fn control_handler(tx: Sender<Event>) -> Box<lectern_control::Handler> {
+    Box::new(move |req| {
+        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(Event::Control(req, reply_tx)).map_err(|_| "daemon is stopping".to_string())?;
+        // Stopping a recording waits for the pipeline to drain, which is bounded by the capture
+        // stop timeout; allow for it.
+        reply_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "daemon did not answer".to_string())?
+    })
+}
+
 fn provisioned(config: &Config) -> bool {
     config.schedule.ics.is_some() || config.schedule.ics_url.is_some() || config.opencast.is_some()
 }
@@ -370,17 +387,8 @@ impl Daemon {
         let stop_monitors = Arc::new(AtomicBool::new(false));
         Self::spawn_inputs(&config, &board, &tx, &stop_monitors)?;
 
-        let control_tx = tx.clone();
-        let control = lectern_control::Server::spawn(
-            &config.control_socket,
-            Box::new(move |req| {
-                let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
-                control_tx.send(Event::Control(req, reply_tx)).map_err(|_| "daemon is stopping".to_string())?;
-                // Stopping a recording waits for the pipeline to drain, which is bounded by the
-                // capture stop timeout; allow for it.
-                reply_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "daemon did not answer".to_string())?
-            }),
-        )?;
+        let control = lectern_control::Server::spawn(&config.control_socket, control_handler(tx.clone()))?;
+        let (status_page, status_page_json) = status_page::spawn(config.status_page, control_handler(tx.clone()));
 
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]).context("signals")?;
         let sig_tx = tx.clone();
@@ -443,6 +451,8 @@ impl Daemon {
             schedule_error: None,
             schedule_skipped: Vec::new(),
             _control: control,
+            _status_page: status_page,
+            status_page_json,
             stop_monitors,
             watchdog,
             status_line: String::new(),
@@ -1045,6 +1055,7 @@ impl Daemon {
                 "cards": self.mixer.cards,
             },
             "provisioned": provisioned(&self.config),
+            "status_page": self.status_page_json,
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }
