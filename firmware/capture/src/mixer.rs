@@ -18,10 +18,18 @@ pub struct Element {
     pub index: u32,
     /// `Some(on)` when it has a capture switch: on only if every channel is on.
     pub switch: Option<bool>,
-    /// Capture volume in dB (the first channel's), when the element has a dB scale.
-    pub volume_db: Option<f64>,
+    /// Every capture channel's volume in dB (empty without a dB scale): a stereo mic with one
+    /// channel turned down is as wrong as one turned down whole.
+    pub volumes_db: Vec<f64>,
     /// The dB range, when it has one.
     pub range_db: Option<(f64, f64)>,
+}
+
+impl Element {
+    /// The quietest channel's capture volume, what `status` reports.
+    pub fn volume_db(&self) -> Option<f64> {
+        self.volumes_db.iter().copied().reduce(f64::min)
+    }
 }
 
 /// What to check, from `[capture]` (`mixer_element`, `mic_gain_db`).
@@ -62,7 +70,7 @@ impl fmt::Display for Fix {
 
 /// The element `policy` looks after, among `elements`, or why there is none.
 pub fn pick<'a>(elements: &'a [Element], policy: &MixerPolicy) -> Result<&'a Element, String> {
-    let usable = |e: &&Element| e.switch.is_some() || e.volume_db.is_some();
+    let usable = |e: &&Element| e.switch.is_some() || !e.volumes_db.is_empty();
     if let Some(want) = &policy.element {
         return elements.iter().find(|e| &e.name == want).ok_or_else(|| {
             let names: Vec<&str> = elements.iter().map(|e| e.name.as_str()).collect();
@@ -83,9 +91,11 @@ pub fn plan(element: &Element, policy: &MixerPolicy) -> Vec<Fix> {
     if element.switch == Some(false) {
         fixes.push(Fix::Unmute { element: element.name.clone() });
     }
-    if let (Some(want), Some(now)) = (policy.gain_db, element.volume_db) {
+    if let Some(want) = policy.gain_db {
         let to = element.range_db.map_or(want, |(lo, hi)| want.clamp(lo, hi));
-        if (now - to).abs() > policy.tolerance_db {
+        // The channel furthest from the wanted level decides; the fix sets them all.
+        let furthest = element.volumes_db.iter().copied().max_by(|a, b| (a - to).abs().total_cmp(&(b - to).abs()));
+        if let Some(now) = furthest.filter(|now| (now - to).abs() > policy.tolerance_db) {
             fixes.push(Fix::Volume { element: element.name.clone(), from: now, to });
         }
     }
@@ -184,9 +194,8 @@ impl CaptureMixer for AlsaMixer {
             let switch = s.has_capture_switch().then(|| channels.iter().all(|c| s.get_capture_switch(*c).map(|v| v != 0).unwrap_or(false)));
             let (lo, hi) = s.get_capture_db_range();
             let has_db = s.has_capture_volume() && hi.0 > lo.0;
-            let first = channels.first().copied().unwrap_or(SelemChannelId::mono());
-            let volume_db = if has_db { s.get_capture_vol_db(first).ok().map(|v| v.0 as f64 / 100.0) } else { None };
-            out.push(Element { name, index: id.get_index(), switch, volume_db, range_db: has_db.then(|| (lo.0 as f64 / 100.0, hi.0 as f64 / 100.0)) });
+            let volumes_db = if has_db { channels.iter().filter_map(|c| s.get_capture_vol_db(*c).ok()).map(|v| v.0 as f64 / 100.0).collect() } else { Vec::new() };
+            out.push(Element { name, index: id.get_index(), switch, volumes_db, range_db: has_db.then(|| (lo.0 as f64 / 100.0, hi.0 as f64 / 100.0)) });
         }
         Ok(out)
     }
@@ -214,7 +223,7 @@ mod tests {
     use super::*;
 
     fn el(name: &str, switch: Option<bool>, volume_db: Option<f64>) -> Element {
-        Element { name: name.into(), index: 0, switch, volume_db, range_db: volume_db.map(|_| (-12.0, 30.0)) }
+        Element { name: name.into(), index: 0, switch, volumes_db: volume_db.into_iter().collect(), range_db: volume_db.map(|_| (-12.0, 30.0)) }
     }
 
     /// A simulated card: what a real one does with the same calls.
@@ -231,7 +240,9 @@ mod tests {
             Ok(())
         }
         fn set_volume_db(&mut self, e: &Element, db: f64) -> Result<(), String> {
-            self.0.iter_mut().find(|x| x.name == e.name).unwrap().volume_db = Some(db);
+            for v in &mut self.0.iter_mut().find(|x| x.name == e.name).unwrap().volumes_db {
+                *v = db;
+            }
             Ok(())
         }
     }
@@ -242,15 +253,29 @@ mod tests {
         let mut card = Sim(vec![el("Master", None, None), el("Capture", Some(false), Some(-6.0))], false);
         let r = check_and_fix("hw:1", &mut card, &policy);
         assert_eq!(r.fixed, [Fix::Unmute { element: "Capture".into() }, Fix::Volume { element: "Capture".into(), from: -6.0, to: 20.0 }]);
-        assert_eq!((r.error, card.0[1].switch, card.0[1].volume_db), (None, Some(true), Some(20.0)));
+        assert_eq!((r.error, card.0[1].switch, card.0[1].volume_db()), (None, Some(true), Some(20.0)));
         // A second check finds nothing to do.
         assert!(check_and_fix("hw:1", &mut card, &policy).fixed.is_empty());
         // Within the tolerance, and with no configured gain, the volume is left alone.
-        card.0[1].volume_db = Some(18.0);
+        card.0[1].volumes_db = vec![18.0];
         assert!(check_and_fix("hw:1", &mut card, &policy).fixed.is_empty());
-        card.0[1].volume_db = Some(-12.0);
+        card.0[1].volumes_db = vec![-12.0];
         assert!(check_and_fix("hw:1", &mut card, &MixerPolicy::default()).fixed.is_empty());
         assert_eq!(Fix::Unmute { element: "Capture".into() }.to_string(), "Capture: capture switch was off, turned on");
+    }
+
+    #[test]
+    fn one_channel_turned_down_is_found_and_every_channel_set() {
+        let policy = MixerPolicy { gain_db: Some(20.0), ..MixerPolicy::default() };
+        // Left where it should be, right turned all the way down: the first channel alone looks fine.
+        let mut card = Sim(vec![Element { volumes_db: vec![20.0, -12.0], ..el("Capture", Some(true), Some(20.0)) }], false);
+        assert_eq!(card.0[0].volume_db(), Some(-12.0), "status reports the quietest channel");
+        let r = check_and_fix("hw:1", &mut card, &policy);
+        assert_eq!(r.fixed, [Fix::Volume { element: "Capture".into(), from: -12.0, to: 20.0 }]);
+        assert_eq!(card.0[0].volumes_db, [20.0, 20.0]);
+        // A channel too loud counts the same way.
+        card.0[0].volumes_db = vec![20.0, 30.0];
+        assert_eq!(plan(&card.0[0], &policy), [Fix::Volume { element: "Capture".into(), from: 30.0, to: 20.0 }]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(crate) fn report_json(r: &MixerReport, recording_id: &str) -> Value {
         "recording_id": recording_id,
         "element": r.element.as_ref().map(|e| e.name.clone()),
         "switch_was_on": r.element.as_ref().and_then(|e| e.switch),
-        "volume_db_was": r.element.as_ref().and_then(|e| e.volume_db),
+        "volume_db_was": r.element.as_ref().and_then(|e| e.volume_db()),
         "fixed": r.fixed.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "error": r.error,
     })
@@ -68,7 +68,7 @@ mod tests {
     fn the_report_says_what_was_found_and_fixed() {
         let r = MixerReport {
             card: "hw:1".into(),
-            element: Some(Element { name: "Capture".into(), index: 0, switch: Some(false), volume_db: Some(-6.0), range_db: Some((-12.0, 30.0)) }),
+            element: Some(Element { name: "Capture".into(), index: 0, switch: Some(false), volumes_db: vec![-6.0], range_db: Some((-12.0, 30.0)) }),
             fixed: vec![Fix::Unmute { element: "Capture".into() }],
             error: None,
         };
