@@ -557,6 +557,20 @@ impl Drop for Capture {
     }
 }
 
+/// The appsinks' shared new-sample prologue: pull the sample, map its buffer readable, and hand
+/// the buffer (flags, PTS) and its bytes to `f`. A sample without a buffer is skipped.
+fn each_buffer<F>(f: F) -> impl FnMut(&gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> + Send + 'static
+where
+    F: Fn(&gst::BufferRef, &[u8]) -> Result<gst::FlowSuccess, gst::FlowError> + Send + 'static,
+{
+    move |sink| {
+        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+        let Some(buffer) = sample.buffer() else { return Ok(gst::FlowSuccess::Ok) };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        f(buffer, map.as_slice())
+    }
+}
+
 /// Wires the appsink: chunks go out on the streaming thread (which is what makes a full channel
 /// back-pressure), EOS flushes the last partial chunk and sends `End`.
 fn install_sink_callbacks(
@@ -568,13 +582,10 @@ fn install_sink_callbacks(
     let (s_eos, c_eos) = (Arc::clone(shared), Arc::clone(chunker));
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                let Some(buffer) = sample.buffer() else { return Ok(gst::FlowSuccess::Ok) };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            .new_sample(each_buffer(move |buffer, data| {
                 let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let pts = buffer.pts().map(|t| t.nseconds());
-                let done = c_sample.lock().unwrap_or_else(|e| e.into_inner()).push(map.as_slice(), pts, keyframe);
+                let done = c_sample.lock().unwrap_or_else(|e| e.into_inner()).push(data, pts, keyframe);
                 for chunk in done {
                     if s_sample.send_chunk(chunk).is_err() {
                         // EOS (not Error) upstream: the sources wind down quietly instead of
@@ -583,7 +594,7 @@ fn install_sink_callbacks(
                     }
                 }
                 Ok(gst::FlowSuccess::Ok)
-            })
+            }))
             .eos(move |_| {
                 let last = c_eos.lock().unwrap_or_else(|e| e.into_inner()).flush();
                 if let Some(chunk) = last {
@@ -605,12 +616,9 @@ fn install_analysis_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) 
     let s = Arc::clone(shared);
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                let Some(buffer) = sample.buffer() else { return Ok(gst::FlowSuccess::Ok) };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                let Some(luma) = pack_rows(map.as_slice(), ANALYSIS_WIDTH as usize, ANALYSIS_HEIGHT as usize) else {
-                    debug!(target: "capture", "analysis frame of {} bytes is not {ANALYSIS_WIDTH}x{ANALYSIS_HEIGHT} GRAY8", map.size());
+            .new_sample(each_buffer(move |buffer, data| {
+                let Some(luma) = pack_rows(data, ANALYSIS_WIDTH as usize, ANALYSIS_HEIGHT as usize) else {
+                    debug!(target: "capture", "analysis frame of {} bytes is not {ANALYSIS_WIDTH}x{ANALYSIS_HEIGHT} GRAY8", data.len());
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let ev = MediaEvent::Luma { pts_ns: buffer.pts().map(|t| t.nseconds()), width: ANALYSIS_WIDTH, height: ANALYSIS_HEIGHT, luma };
@@ -624,7 +632,7 @@ fn install_analysis_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) 
                     Err(TrySendError::Disconnected(_)) => s.consumer_gone.store(true, Ordering::SeqCst),
                 }
                 Ok(gst::FlowSuccess::Ok)
-            })
+            }))
             .build(),
     );
 }
@@ -635,14 +643,10 @@ fn install_preview_callbacks(appsink: &gst_app::AppSink, shared: &Arc<Shared>) {
     let s = Arc::clone(shared);
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                if let Some(buffer) = sample.buffer() {
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    *s.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some((map.as_slice().to_vec(), std::time::Instant::now()));
-                }
+            .new_sample(each_buffer(move |_, jpeg| {
+                *s.preview.lock().unwrap_or_else(|e| e.into_inner()) = Some((jpeg.to_vec(), std::time::Instant::now()));
                 Ok(gst::FlowSuccess::Ok)
-            })
+            }))
             .build(),
     );
 }
