@@ -39,6 +39,26 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     bail!("timed out after {timeout:?} waiting for {what}")
 }
 
+/// Writes `dir/asound.conf`: alsa-lib's own configuration plus `pcm.NAME`, a `file` PCM over the
+/// `null` PCM whose capture reads `infile` (a plain file or a FIFO the test feeds; how and why:
+/// firmware/capture/tests/alsa_file_pcm.rs). Give its path to the daemon as `ALSA_CONFIG_PATH`
+/// ([`Daemon::start_in_env`]). `None` (with a SKIPPED line) when alsa-lib's data is not installed.
+pub fn file_pcm(dir: &Path, name: &str, infile: &Path) -> Option<PathBuf> {
+    let base = Path::new("/usr/share/alsa/alsa.conf");
+    if !base.exists() {
+        eprintln!("SKIPPED: {} missing (alsa-lib data not installed)", base.display());
+        return None;
+    }
+    let conf = dir.join("asound.conf");
+    let text = format!(
+        "<{}>\npcm.{name} {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
+        base.display(),
+        infile.display()
+    );
+    std::fs::write(&conf, text).expect("write asound.conf");
+    Some(conf)
+}
+
 /// A running daemon in its own temporary directory.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -47,6 +67,8 @@ pub struct Daemon {
     log: PathBuf,
     /// lecternd arguments after `--config FILE` (kept across restarts).
     args: Vec<String>,
+    /// Environment variables for this daemon alone (kept across restarts).
+    env: Vec<(String, PathBuf)>,
 }
 
 /// A small, fast capture for scenarios that do not measure media quality.
@@ -66,6 +88,13 @@ impl Daemon {
 
     /// [`Daemon::start_in`] with more lecternd arguments (`--provision-store DIR`, …).
     pub fn start_in_with(dir: tempfile::TempDir, extra: &str, args: &[&str]) -> Result<Daemon> {
+        let mut d = Self::start_deferred(dir, extra, args)?;
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Writes the config (unless `dir` has one) and the daemon's record, without starting it.
+    fn start_deferred(dir: tempfile::TempDir, extra: &str, args: &[&str]) -> Result<Daemon> {
         let config = dir.path().join("lectern.toml");
         if !config.exists() {
             // The storage reserve is 16 MB rather than the default 256 MB, so the scenarios do not
@@ -79,7 +108,15 @@ impl Daemon {
             std::fs::create_dir_all(dir.path().join("media"))?;
         }
         let log = dir.path().join("lecternd.log");
-        let mut d = Daemon { dir, config, child: None, log, args: args.iter().map(|a| a.to_string()).collect() };
+        Ok(Daemon { dir, config, child: None, log, args: args.iter().map(|a| a.to_string()).collect(), env: Vec::new() })
+    }
+
+    /// [`Daemon::start_in`] with environment variables for this daemon alone, such as
+    /// `ALSA_CONFIG_PATH` (see [`file_pcm`]) or `NOTIFY_SOCKET`: they go to the child process,
+    /// never into the test process that other tests share.
+    pub fn start_in_env(dir: tempfile::TempDir, extra: &str, env: &[(&str, &Path)]) -> Result<Daemon> {
+        let mut d = Self::start_deferred(dir, extra, &[])?;
+        d.env = env.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
         d.spawn()?;
         Ok(d)
     }
@@ -91,6 +128,7 @@ impl Daemon {
             .arg(&self.config)
             .args(&self.args)
             .env("LECTERN_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -3,29 +3,15 @@
 //! All run the real daemon binary on the sim board.
 //!
 //! Two tests hand the daemon an environment variable (`NOTIFY_SOCKET` to read its systemd
-//! STATUS= lines, `ALSA_CONFIG_PATH` for a PCM whose presence the test controls). The harness
-//! spawns the daemon with the test process's environment, so those tests set the variable,
-//! start the daemon and remove it again under one lock, and no other daemon inherits it.
+//! STATUS= lines, `ALSA_CONFIG_PATH` for a PCM whose presence the test controls), to that
+//! daemon's process alone (`Daemon::start_in_env`).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use lectern_control::Request;
-use lectern_hil_tests::{wait_until, Daemon, SMALL};
-
-/// Serialises "set a variable, start a daemon, remove the variable" (module doc).
-static ENV: Mutex<()> = Mutex::new(());
-
-/// Starts a daemon in `dir` with `var` set for it alone.
-fn start_with_env(dir: tempfile::TempDir, extra: &str, var: &str, value: &Path) -> Daemon {
-    let _held = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::set_var(var, value);
-    let d = Daemon::start_in(dir, extra);
-    std::env::remove_var(var);
-    d.unwrap()
-}
+use lectern_hil_tests::{file_pcm, wait_until, Daemon, SMALL};
 
 /// An empty but valid calendar: the box is provisioned, and nothing gets recorded.
 fn empty_schedule(dir: &Path) -> &'static str {
@@ -43,12 +29,12 @@ fn a_missing_camera_is_reported_while_idle_with_an_error_led_and_no_recording() 
     let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
     notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let notify_path = dir.path().join("notify.sock");
-    let mut d = start_with_env(
+    let mut d = Daemon::start_in_env(
         dir,
         &format!("{SMALL}video = \"v4l2\"\nvideo_device = \"/dev/video-lectern-missing\"\nprobe_interval_s = 1\n"),
-        "NOTIFY_SOCKET",
-        &notify_path,
-    );
+        &[("NOTIFY_SOCKET", &notify_path)],
+    )
+    .unwrap();
     wait_until("the camera reported missing", Duration::from_secs(10), || d.status()["devices"]["camera"]["ok"] == false).unwrap();
     let status = d.status();
     let camera = &status["devices"]["camera"];
@@ -85,11 +71,6 @@ fn a_missing_camera_is_reported_while_idle_with_an_error_led_and_no_recording() 
 fn a_mic_that_disappears_and_comes_back_is_followed_by_status_and_led_both_ways() {
     // alsa-lib's `file` PCM opens its `infile` in snd_pcm_open (alsasrc's NULL→READY): with the
     // file gone the PCM cannot be opened, as with an unplugged USB mic; put back, it opens again.
-    let base = Path::new("/usr/share/alsa/alsa.conf");
-    if !base.exists() {
-        eprintln!("SKIPPED devices mic: {} missing (alsa-lib data not installed)", base.display());
-        return;
-    }
     if !std::process::Command::new("gst-inspect-1.0").args(["--exists", "alsasrc"]).status().is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED devices mic: GStreamer's alsasrc is not installed (apt: gstreamer1.0-alsa)");
         return;
@@ -97,18 +78,10 @@ fn a_mic_that_disappears_and_comes_back_is_followed_by_status_and_led_both_ways(
     let dir = tempfile::tempdir().unwrap();
     let infile = dir.path().join("mic.raw");
     std::fs::write(&infile, vec![0u8; 4096]).unwrap();
-    let conf = dir.path().join("asound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<{}>\npcm.lectern_hil_mic {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
-            base.display(),
-            infile.display()
-        ),
-    )
-    .unwrap();
+    let Some(conf) = file_pcm(dir.path(), "lectern_hil_mic", &infile) else { return };
     let schedule = empty_schedule(dir.path());
-    let mut d = start_with_env(dir, &format!("{SMALL}audio = \"alsa\"\naudio_device = \"lectern_hil_mic\"\nprobe_interval_s = 1\n{schedule}"), "ALSA_CONFIG_PATH", &conf);
+    let extra = format!("{SMALL}audio = \"alsa\"\naudio_device = \"lectern_hil_mic\"\nprobe_interval_s = 1\n{schedule}");
+    let mut d = Daemon::start_in_env(dir, &extra, &[("ALSA_CONFIG_PATH", &conf)]).unwrap();
     let mic = |d: &Daemon| d.status()["devices"]["mic"].clone();
     wait_until("the mic probed", Duration::from_secs(10), || mic(&d)["ok"] == true).unwrap();
     let status = d.status();

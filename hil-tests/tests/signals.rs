@@ -5,9 +5,9 @@
 //!
 //! The silent mic is an ALSA PCM the test controls: alsa-lib's `file` plugin over the `null` PCM
 //! reading a FIFO that this test fills at real-time pace with silence or a tone (how and why:
-//! firmware/capture/tests/alsa_file_pcm.rs). The config's own test source is a steady sine, so
-//! it could not go quiet and come back within one recording. `ALSA_CONFIG_PATH` reaches only the
-//! daemon: it is set, the daemon spawned, and removed again under one lock.
+//! firmware/capture/tests/alsa_file_pcm.rs; `lectern_hil_tests::file_pcm`). The config's own
+//! test source is a steady sine, so it could not go quiet and come back within one recording.
+//! `ALSA_CONFIG_PATH` reaches only the daemon (`Daemon::start_in_env`).
 //!
 //! Seen while writing this test (1 run in 3, load average about 2, the daemon inheriting
 //! `nice -n 19` from the test): `no_video` raised for 1.8 s with 0 frames dropped by the
@@ -20,14 +20,12 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lectern_control::Request;
-use lectern_hil_tests::{wait_until, Daemon, SMALL};
+use lectern_hil_tests::{file_pcm, wait_until, Daemon, SMALL};
 use serde_json::Value;
-
-static ENV: Mutex<()> = Mutex::new(());
 
 const RATE: usize = 48_000;
 
@@ -90,37 +88,17 @@ fn count(d: &Daemon, needle: &str) -> usize {
 
 #[test]
 fn a_silent_mic_raises_the_alarm_within_seconds_and_it_clears_when_sound_returns() {
-    let base = Path::new("/usr/share/alsa/alsa.conf");
-    if !base.exists() {
-        eprintln!("SKIPPED signals: {} missing (alsa-lib data not installed)", base.display());
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("mic.s16");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let conf = dir.path().join("asound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<{}>\npcm.lectern_hil_mic {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
-            base.display(),
-            fifo.display()
-        ),
-    )
-    .unwrap();
+    let Some(conf) = file_pcm(dir.path(), "lectern_hil_mic", &fifo) else { return };
     let loud = Arc::new(AtomicBool::new(false));
     feed_fifo(&fifo, loud.clone());
     // Short holds so the test takes seconds; the rules are the same as with Extron's 10 s.
     let extra = format!(
         "{SMALL}audio = \"alsa\"\naudio_device = \"lectern_hil_mic\"\nprobe_interval_s = 0\n[signals]\nsilence_hold_s = 2\nclear_hold_s = 1\n"
     );
-    let mut d = {
-        let _held = ENV.lock().unwrap_or_else(|e| e.into_inner());
-        std::env::set_var("ALSA_CONFIG_PATH", &conf);
-        let d = Daemon::start_in(dir, &extra);
-        std::env::remove_var("ALSA_CONFIG_PATH");
-        d.unwrap()
-    };
+    let mut d = Daemon::start_in_env(dir, &extra, &[("ALSA_CONFIG_PATH", &conf)]).unwrap();
     assert_eq!(d.status()["signals"], serde_json::json!({ "enabled": true, "alarms": [], "report": [] }), "idle: nothing");
 
     let started = Instant::now();
