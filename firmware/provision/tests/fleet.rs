@@ -33,6 +33,12 @@ fn keygen_sign_inspect_verify() {
     expect(&fleet(d, &["keygen", "fleet-2027", "keys"]), 2, "never overwritten");
     assert_eq!(std::fs::read(&secret).unwrap(), before);
     expect(&fleet(d, &["keygen", "bad/id", "keys"]), 2, "key id");
+    // A directory that is not there yet is made, owner only.
+    expect(&fleet(d, &["keygen", "spare", "new/keys"]), 0, "new/keys/spare.pub");
+    assert_eq!(std::fs::metadata(d.join("new/keys")).unwrap().permissions().mode() & 0o777, 0o700);
+    // A path under a file cannot be a directory: the error says what could not be made.
+    std::fs::write(d.join("plain"), "").unwrap();
+    expect(&fleet(d, &["keygen", "x", "plain/keys"]), 2, "cannot create the key directory plain/keys");
 
     std::fs::write(d.join("payload.toml"), PAYLOAD).unwrap();
     expect(&fleet(d, &["sign", "--key", "keys/fleet-2027.secret", "payload.toml", "-o", "b.json"]), 0, "signed payload.toml with key fleet-2027");

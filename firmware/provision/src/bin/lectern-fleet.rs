@@ -5,7 +5,7 @@
 //! 2 usage or I/O error.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -72,7 +72,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .with_context(|| format!("cannot create {} (an existing key is never overwritten)", path.display()))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!("{} exists: an existing key is never overwritten", path.display()),
+            _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+        })?;
     f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -100,6 +103,10 @@ fn run(args: &[String]) -> anyhow::Result<u8> {
             std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed).context("reading /dev/urandom")?;
             let key = SecretKey::from_seed(id, seed);
             let dir = Path::new(dir);
+            if !dir.is_dir() {
+                // Owner only: it is about to hold a secret key.
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create the key directory {}", dir.display()))?;
+            }
             write_new(&dir.join(format!("{id}.secret")), key.to_file_text().as_bytes(), 0o600)?;
             write_new(&dir.join(format!("{id}.pub")), key.public_file_text().as_bytes(), 0o644)?;
             println!("wrote {0}/{id}.secret (keep it offline) and {0}/{id}.pub (goes into the image)", dir.display());
