@@ -70,6 +70,12 @@ wait_stitched 60
 
 echo; echo "demo: pressing the front-panel button (ad-hoc recording)"
 lectern sim button press; wait_state recording 10; lectern sim led
+page=$(lectern --json status | python3 -c "import json,sys; print((json.load(sys.stdin)['status_page'] or {}).get('url') or '')")
+if [ -n "$page" ]; then
+  echo "demo: the status page is at $page (open it now); saving its picture to $OUT/preview.jpg"
+  for _ in $(seq 30); do curl -sf -o "$OUT/preview.jpg" "${page}preview.jpg" && break; sleep 0.2; done
+  [ -s "$OUT/preview.jpg" ] || { echo "demo: the status page gave no picture" >&2; exit 1; }
+fi
 sleep 8
 echo "demo: pressing the button again"
 lectern sim button press; wait_state idle 15; lectern sim led
