@@ -1,7 +1,8 @@
 //! The HTTP shell over `ureq`: one [`Client`] per agent, doing each Opencast call once — service
-//! discovery, agent state and configuration, recording state, the calendar with ETag, and the
-//! ingest sequence with a streamed track upload. Retrying, queueing and ordering are not done
-//! here; that is [`crate::uplink`]'s job over the outbox.
+//! discovery, agent state and configuration, recording state, the calendar with ETag, and (in
+//! [`crate::fileupload`]) the calls of a resumable upload with streamed multipart bodies.
+//! Retrying, queueing and ordering are not done here; that is [`crate::uplink`]'s job over the
+//! outbox, and `lectern-upload`'s for recordings.
 //!
 //! Every request has a connect timeout, a per-read (and per-write) silence timeout and an overall
 //! timeout from `[opencast]` (pyCA 4.4 sets none and can hang forever on a half-open
@@ -10,7 +11,6 @@
 //! credentials or the auth method are wrong ([`OpencastError::Auth`]).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +22,6 @@ use ureq::{Agent, Body, SendBody};
 use crate::auth::{self, Challenge};
 use crate::discovery::{self, Endpoints, Service};
 use crate::error::{OpencastError, Result};
-use crate::ingest::IngestJob;
 use crate::ops::{AgentState, RecordingState};
 
 /// Largest answer read into memory (a calendar of a few weeks with catalogs is well below this).
@@ -50,8 +49,6 @@ pub(crate) type OpenBody<'a> = &'a dyn Fn() -> std::io::Result<Box<dyn Read + Se
 pub(crate) enum Payload<'a> {
     None,
     Form(&'a [(&'a str, &'a str)]),
-    /// multipart/form-data: text fields, then one streamed file field.
-    Multipart { fields: &'a [(&'a str, &'a str)], file_field: &'a str, file: &'a Path },
     /// multipart/form-data: text fields, then one file field of exactly `len` bytes from `open`
     /// (a range of a file read through the upload bandwidth cap).
     Stream { fields: &'a [(&'a str, &'a str)], file_field: &'a str, filename: &'a str, len: u64, open: OpenBody<'a> },
@@ -234,32 +231,6 @@ impl Client {
         }
     }
 
-    /// The ingest sequence for one finished recording: `createMediaPackage` → `addDCCatalog`
-    /// (episode, then series as `dublincore/series`) → `addTrack` per track (streamed) →
-    /// `ingest/{workflow}` with `workflowInstanceId` = the event UID. Returns the final media
-    /// package XML. Not resumable: a failure anywhere means starting again from
-    /// `createMediaPackage` (see [`crate::ingest`] for why that is safe).
-    pub fn ingest(&mut self, job: &IngestJob) -> Result<String> {
-        let base = self.endpoints()?.ingest;
-        let mut mp = self.media_package("GET", &format!("{base}/createMediaPackage"), Payload::None, false)?;
-        for (flavor, dc) in [("dublincore/episode", &job.episode_dc), ("dublincore/series", &job.series_dc)] {
-            if let Some(dc) = dc {
-                let fields = [("mediaPackage", mp.as_str()), ("flavor", flavor), ("dublinCore", dc.as_str())];
-                mp = self.media_package("POST", &format!("{base}/addDCCatalog"), Payload::Form(&fields), false)?;
-            }
-        }
-        for t in &job.tracks {
-            let fields = [("mediaPackage", mp.as_str()), ("flavor", t.flavor.as_str())];
-            let payload = Payload::Multipart { fields: &fields, file_field: "BODY", file: &t.path };
-            mp = self.media_package("POST", &format!("{base}/addTrack"), payload, true)?;
-        }
-        let workflow = job.workflow.clone().unwrap_or_else(|| self.cfg.workflow.clone());
-        let mut fields: Vec<(&str, &str)> = vec![("mediaPackage", &mp), ("workflowInstanceId", &job.event_uid)];
-        fields.extend(job.workflow_config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let url = format!("{base}/ingest/{}", encode(&workflow));
-        self.final_ingest(&url, &fields)
-    }
-
     /// `POST {ingest}/ingest/{workflow}`: any 2xx is success. Opencast answers with the workflow
     /// instance it started; a 2xx whose body lacks a media package (a proxy's page, an older
     /// server) still means the server accepted the ingest, so it is logged, never reported as a
@@ -380,14 +351,6 @@ impl Client {
             ("GET", Payload::None) => common!(http.get(url)).call().map_err(transport),
             ("POST", Payload::None) => common!(http.post(url)).send_empty().map_err(transport),
             ("POST", Payload::Form(fields)) => common!(http.post(url)).send_form(fields.iter().copied()).map_err(transport),
-            ("POST", Payload::Multipart { fields, file_field, file }) => {
-                let (body, len, content_type) = multipart(fields, file_field, file)?;
-                common!(http.post(url))
-                    .header("Content-Type", content_type)
-                    .header("Content-Length", len.to_string())
-                    .send(SendBody::from_owned_reader(body))
-                    .map_err(transport)
-            }
             ("POST", Payload::Stream { fields, file_field, filename, len, open }) => {
                 let file = open().map_err(|source| OpencastError::Io { action: "read upload", path: Path::new(filename).to_owned(), source })?;
                 let (body, total, content_type) = multipart_stream(fields, file_field, filename, file, *len);
@@ -404,19 +367,8 @@ impl Client {
 }
 
 /// A streamed multipart/form-data body: the text fields and the file part's header from memory,
-/// then the file itself read as ureq sends it, then the closing boundary. Returns the reader,
-/// its exact length (for `Content-Length`) and the content type with the boundary.
-fn multipart(fields: &[(&str, &str)], file_field: &str, path: &Path) -> Result<(impl Read + 'static, u64, String)> {
-    let file = File::open(path).map_err(|source| OpencastError::Io { action: "open track", path: path.to_owned(), source })?;
-    let file_len = file
-        .metadata()
-        .map_err(|source| OpencastError::Io { action: "stat track", path: path.to_owned(), source })?
-        .len();
-    let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "track".to_owned());
-    Ok(multipart_stream(fields, file_field, &filename, file, file_len))
-}
-
-/// The multipart body around `len` bytes of `file`: see [`multipart`].
+/// then `len` bytes of `file` read as ureq sends it, then the closing boundary. Returns the
+/// reader, its exact length (for `Content-Length`) and the content type with the boundary.
 fn multipart_stream<R: Read>(fields: &[(&str, &str)], file_field: &str, filename: &str, file: R, len: u64) -> (impl Read + use<R>, u64, String) {
     let boundary = format!("lectern-{}{}", auth::cnonce(), auth::cnonce());
     let mut head = String::new();

@@ -110,8 +110,8 @@ impl OpencastError {
         match self {
             OpencastError::Transport { .. } | OpencastError::Auth { .. } | OpencastError::Journal(_) => true,
             OpencastError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            // A track file that is gone will not come back; parking its ingest keeps it from
-            // blocking every ingest behind it. Any other read error (a flaky card) may pass.
+            // A file that is gone will not come back; any other read error (a flaky card) may
+            // pass.
             OpencastError::Io { source, .. } => source.kind() != std::io::ErrorKind::NotFound,
             // A half-written calendar or registry answer (a proxy cut it) may be whole next time.
             OpencastError::Calendar { .. } | OpencastError::Discovery { .. } => true,

@@ -324,8 +324,9 @@ impl Client {
     }
 
     /// `POST {ingest}/ingest[/{workflow}]` of a finished media package, with
-    /// `workflowInstanceId` and the workflow configuration. Any 2xx is success (see
-    /// [`Client::ingest`]'s final call). `workflow` `None` uses `opencast.workflow`.
+    /// `workflowInstanceId` and the workflow configuration. Any 2xx is success, even one whose
+    /// body lacks a media package (logged): retrying an accepted ingest would ingest twice.
+    /// `workflow` `None` uses `opencast.workflow`.
     pub fn ingest_media_package(&mut self, mp: &str, workflow: Option<&str>, workflow_instance_id: &str, config: &[(&str, &str)]) -> Result<String> {
         let workflow = workflow.map(str::to_owned).unwrap_or_else(|| self.cfg.workflow.clone());
         let url = format!("{}/ingest/{}", self.upload_services()?.ingest, encode(&workflow));

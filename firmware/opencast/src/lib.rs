@@ -1,5 +1,5 @@
 //! The Opencast capture-agent client: service discovery, agent and recording states, the
-//! calendar, ingest, and offline operation through a persistent outbox.
+//! calendar, the calls of a resumable upload, and offline operation through a persistent outbox.
 //!
 //! # Pieces
 //!
@@ -12,10 +12,9 @@
 //! - [`fileupload`]: the calls of a resumable upload — Opencast's chunked upload service, a
 //!   media package with our id, attachments, the ingest of a finished package, and the lookup
 //!   that tells whether a package was already ingested (driven by `lectern-upload`).
-//! - [`ingest`]: what an ingest needs, ad-hoc jobs, and why a repeated ingest is safe.
+//! - [`ingest`]: what an ingest needs: ad-hoc jobs, and the ingests earlier firmware queued.
 //! - [`uplink`]: the outbox (in the journal database) filled through a [`Queue`] and replayed in
-//!   order through the client by two [`Uplink`] lanes (states; ingests), with back-off on an
-//!   injected clock.
+//!   order through the client by the states [`Uplink`], with back-off on an injected clock.
 //!
 //! Calendar *parsing* is not here: [`Client::fetch_calendar`] returns the bytes of a complete
 //! VCALENDAR (or "not modified") for `lectern-schedule`.
@@ -23,11 +22,11 @@
 //! # Offline operation
 //!
 //! Recording never waits for the server: the daemon records from its cached calendar, and every
-//! state change and ingest goes into the outbox in one SQLite transaction. While the server is
-//! unreachable the uplink retries with exponential back-off; when it answers again, the queue is
-//! replayed in the order it was written (recording states are never merged, so Opencast gets the
-//! whole history it would otherwise lose — opencast issue #1335), each recording is ingested once,
-//! after its capture states, and the current agent state is sent last.
+//! state change goes into the outbox in one SQLite transaction. While the server is unreachable
+//! the uplink retries with exponential back-off; when it answers again, the queue is replayed in
+//! the order it was written (recording states are never merged, so Opencast gets the whole
+//! history it would otherwise lose — opencast issue #1335), and the current agent state is sent
+//! last. Recordings themselves are `lectern-upload`'s jobs, exactly once each.
 
 pub mod auth;
 pub mod client;

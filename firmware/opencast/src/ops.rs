@@ -1,6 +1,6 @@
-//! The operations the agent owes the server, as values: agent states, recording states and
-//! ingests. [`Operation`] is what goes into the outbox (as JSON, with a kind) and what the
-//! [`crate::uplink`] replays.
+//! The operations the agent owes the server, as values: agent states and recording states, and
+//! the ingests an earlier firmware queued. [`Operation`] is what goes into the outbox (as JSON,
+//! with a kind) and what the [`crate::uplink`] replays.
 //!
 //! **Agent state rule.** `offline` is what Opencast shows when an agent has stopped talking; it is
 //! not something an agent says. [`AgentState`] therefore has no `Offline` variant: the type cannot
@@ -71,7 +71,9 @@ pub enum Operation {
     AgentState(AgentState),
     /// `POST {capture-admin}/recordings/{event_uid}`.
     RecordingState { event_uid: String, state: RecordingState },
-    /// The ingest sequence for one recording, delivered at most once per recording id.
+    /// An ingest of one recording, queued at most once per recording id by a firmware from
+    /// before the upload room. Never sent from the outbox any more: the daemon adopts each as an
+    /// upload job (`lecternd`'s `uploads.rs`), so only its decoding matters.
     Ingest(IngestJob),
 }
 
@@ -112,5 +114,24 @@ impl Operation {
             return Err(OpencastError::BadEntry { id: e.id, kind: e.kind.clone(), detail: format!("payload is a {}", op.kind()) });
         }
         Ok(op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ingest exactly as an earlier firmware wrote it into the outbox still decodes, so the
+    /// daemon can adopt it as an upload job.
+    #[test]
+    fn an_ingest_queued_by_an_earlier_firmware_still_decodes() {
+        let payload = r#"{"Ingest":{"recording_id":"rec-1","event_uid":"ev-1","title":"Lecture","scheduled":true,"episode_dc":"<dublincore/>","series_dc":null,"tracks":[{"path":"/var/lib/lectern/rec-1/rec-1.mp4","flavor":"presenter/source"}],"workflow":"fast","workflow_config":{"straightToPublishing":"true"}}}"#;
+        let entry = |kind: &str| lectern_journal::OutboxEntry { id: 7, kind: kind.into(), payload: payload.into(), once_key: Some("ingest:rec-1".into()), enqueued_at_ms: 0, attempts: 0, last_error: None };
+        let Ok(Operation::Ingest(job)) = Operation::from_entry(&entry("ingest")) else { panic!("not decoded as an ingest") };
+        assert_eq!((job.recording_id.as_str(), job.event_uid.as_str(), job.scheduled, job.workflow.as_deref()), ("rec-1", "ev-1", true, Some("fast")));
+        assert_eq!(job.tracks[0].path, std::path::Path::new("/var/lib/lectern/rec-1/rec-1.mp4"));
+        assert_eq!(job.workflow_config.get("straightToPublishing").map(String::as_str), Some("true"));
+        assert_eq!(Operation::Ingest(job.clone()).to_payload(), payload, "written as before");
+        assert!(Operation::from_entry(&entry("recording_state")).is_err(), "a payload of another kind is refused");
     }
 }

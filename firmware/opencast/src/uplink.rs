@@ -1,37 +1,32 @@
 //! Delivery: the outbox replayed through the [`Client`] with retry back-off on an injected clock.
-//! This is how every state change and every ingest reaches Opencast; nothing calls the client for
-//! them directly, so an unreachable server only ever delays them, in order.
+//! This is how every agent and recording state reaches Opencast; nothing calls the client for
+//! them directly, so an unreachable server only ever delays them, in order. Recordings do not go
+//! this way: they are `lectern-upload`'s jobs.
 //!
 //! # Shape
 //!
-//! - [`Queue`] is the producer's handle (the main loop): [`Queue::agent_state`],
-//!   [`Queue::recording_state`] and [`Queue::ingest`] only enqueue, one SQLite transaction each,
-//!   and never touch the network.
-//! - [`Uplink`] is a consumer with its own outbox connection and client, serving one [`Lane`]:
-//!   - [`Lane::States`] delivers agent and recording states, oldest first;
-//!   - [`Lane::Ingests`] delivers ingests, oldest first, each only once every state queued
-//!     before it has been delivered (so a recording's `capture_finished` always precedes its
-//!     `uploading`).
-//!
-//!   The lanes run on two threads because an upload can take an hour on a slow uplink, and the
-//!   next lecture's `capturing` must not wait behind it (pyCA runs capture, ingest and agent state
-//!   as separate services for the same reason). Within a lane nothing overtakes anything.
+//! - [`Queue`] is the producer's handle (the main loop, the upload room): [`Queue::agent_state`]
+//!   and [`Queue::recording_state`] only enqueue, one SQLite transaction each, and never touch
+//!   the network.
+//! - [`Uplink`] is the consumer with its own outbox connection and client, serving the one
+//!   [`Lane`], [`Lane::States`]: agent and recording states, oldest first; nothing overtakes
+//!   anything.
+//! - Ingests an earlier firmware queued (`Operation::Ingest`, kind `ingest`) are never sent from
+//!   here: the lane skips them, and the daemon adopts each as an upload job and acks it.
 //!
 //! # Rules of [`Uplink::pump`]
 //!
 //! - Entries are sent oldest first until the lane is empty or one fails. A transient failure
 //!   ([`OpencastError::is_transient`]) leaves the entry at the head and arms the lane's
-//!   [`Backoff`]. A permanent refusal (a 4xx other than 408/429, a track file that is gone) parks
-//!   the entry with the reason, for an operator, and goes on with the next one.
-//! - An ingest is acked only after its final `ingest/` call succeeded (see [`crate::ingest`]);
-//!   around it the lane reports `uploading` and then `upload_finished` (or `upload_error` when
-//!   the server refuses the ingest for good) for scheduled events.
-//! - Agent state (states lane): the state reported is the newest one queued, except that `idle`
-//!   is reported as `uploading` while the ingest lane is uploading. After the lane drains, if the
-//!   server's last word differs from that, or a heartbeat interval passed since anything reached
-//!   the server, it is sent again. `offline` is never sent (see [`crate::ops`]).
+//!   [`Backoff`]. A permanent refusal (a 4xx other than 408/429) parks the entry with the reason,
+//!   for an operator, and goes on with the next one.
+//! - Agent state: the state reported is the newest one queued, except that `idle` is reported as
+//!   `uploading` while the shared `uploading` flag is set (the upload room sets it while a job
+//!   runs). After the lane drains, if the server's last word differs from that, or a heartbeat
+//!   interval passed since anything reached the server, it is sent again. `offline` is never
+//!   sent (see [`crate::ops`]).
 //!
-//! `pump` blocks for as long as its HTTP calls take (bounded by the client's timeouts), so each
+//! `pump` blocks for as long as its HTTP calls take (bounded by the client's timeouts), so the
 //! lane runs on its own thread ([`spawn`]), never on the main loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +37,6 @@ use lectern_journal::{Enqueued, NewEntry, Outbox, OutboxEntry};
 
 use crate::client::Client;
 use crate::error::{OpencastError, Result};
-use crate::ingest::IngestJob;
 use crate::ops::{AgentState, Operation, RecordingState};
 
 /// Exponential back-off, sans-IO: `initial`, doubling per consecutive failure up to `max`.
@@ -130,26 +124,18 @@ impl Queue {
     pub fn recording_state(&mut self, event_uid: &str, state: RecordingState, now_ms: i64) -> Result<Enqueued> {
         self.push(&Operation::RecordingState { event_uid: event_uid.to_owned(), state }, now_ms)
     }
-
-    /// A recording is finished and stitched: queue its ingest (once per recording id, ever).
-    pub fn ingest(&mut self, job: IngestJob, now_ms: i64) -> Result<Enqueued> {
-        self.push(&Operation::Ingest(job), now_ms)
-    }
 }
 
-/// Which operations an [`Uplink`] delivers.
+/// Which operations an [`Uplink`] delivers. Ingests had a lane of their own until recordings
+/// moved to `lectern-upload`; the states lane is the one left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Agent and recording states.
     States,
-    /// Ingests.
-    Ingests,
 }
 
+/// The outbox kind of [`Operation::Ingest`], which the lane leaves to the daemon.
 const INGEST: &str = "ingest";
-
-/// How often an ingests lane thread that waits for the states lane looks again.
-const WAITING_RECHECK: Duration = Duration::from_secs(1);
 
 /// What one [`Uplink::pump`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -162,8 +148,6 @@ pub struct PumpReport {
     pub failed: Option<String>,
     /// Whether the pump waited for the back-off and sent nothing.
     pub backing_off: bool,
-    /// Ingests lane: an ingest is queued but waits for older states on the other lane.
-    pub waiting_for_states: bool,
 }
 
 /// One delivery lane; see the module doc.
@@ -173,15 +157,13 @@ pub struct Uplink {
     outbox: Outbox,
     backoff: Backoff,
     heartbeat_ms: i64,
-    /// Set by the ingest lane while it uploads; read by the states lane.
+    /// Set while an upload job runs (the daemon's upload room); `idle` is reported as `uploading`.
     uploading: Arc<AtomicBool>,
     /// The newest agent state delivered from the queue: what the agent really is.
     current: Option<AgentState>,
     /// What the server last accepted as the agent state.
     last_sent: Option<AgentState>,
     last_contact_ms: Option<i64>,
-    /// Called after an ack queued a follow-up for the other lane (an ingest's `upload_finished`).
-    follow_up_waker: Option<Box<dyn Fn() + Send>>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -191,8 +173,8 @@ impl std::fmt::Debug for Uplink {
 }
 
 impl Uplink {
-    /// A lane over its own `client` and `outbox` connection. Both lanes of one agent share
-    /// `uploading`; `heartbeat` is how often the states lane re-sends the agent state when
+    /// A lane over its own `client` and `outbox` connection. `uploading` is shared with whoever
+    /// uploads recordings; `heartbeat` is how often the lane re-sends the agent state when
     /// nothing else reaches the server.
     pub fn new(lane: Lane, client: Client, outbox: Outbox, backoff: Backoff, heartbeat: Duration, uploading: Arc<AtomicBool>) -> Uplink {
         Uplink {
@@ -205,14 +187,7 @@ impl Uplink {
             current: None,
             last_sent: None,
             last_contact_ms: None,
-            follow_up_waker: None,
         }
-    }
-
-    /// Wakes the other lane after an ack queued a follow-up for it (see [`LaneThread::waker`]).
-    pub fn with_follow_up_waker(mut self, wake: impl Fn() + Send + 'static) -> Uplink {
-        self.follow_up_waker = Some(Box::new(wake));
-        self
     }
 
     /// The client, for the calls that are not queued (calendar, configuration).
@@ -235,18 +210,10 @@ impl Uplink {
         &self.backoff
     }
 
-    /// The next entry of this lane that may be sent now.
+    /// The next entry of this lane that may be sent now: the oldest that is not an ingest.
     fn next(&self) -> Result<Option<OutboxEntry>> {
         match self.lane {
             Lane::States => Ok(self.outbox.peek_other_than(INGEST)?),
-            Lane::Ingests => {
-                let Some(ingest) = self.outbox.peek_kind(INGEST)? else { return Ok(None) };
-                // States queued before this ingest go first (the states lane delivers them).
-                match self.outbox.peek_other_than(INGEST)? {
-                    Some(state) if state.id < ingest.id => Ok(None),
-                    _ => Ok(Some(ingest)),
-                }
-            }
         }
     }
 
@@ -271,27 +238,7 @@ impl Uplink {
             match self.deliver(&op) {
                 Ok(()) => {
                     let t = now();
-                    // A scheduled event's `upload_finished` is queued in the ingest's ack
-                    // transaction (the states lane sends it): telling the server before the ack
-                    // would let a crash in between replay an ingest the server reported done.
-                    let follow_up = match &op {
-                        Operation::Ingest(job) if job.scheduled => Some(Operation::RecordingState {
-                            event_uid: job.event_uid.clone(),
-                            state: RecordingState::UploadFinished,
-                        }),
-                        _ => None,
-                    };
-                    match &follow_up {
-                        Some(f) => {
-                            let payload = f.to_payload();
-                            let e = NewEntry { kind: f.kind(), payload: &payload, coalesce: false, once_key: None };
-                            self.outbox.ack_then(entry.id, t, Some(&e))?;
-                            if let Some(wake) = &self.follow_up_waker {
-                                wake();
-                            }
-                        }
-                        None => self.outbox.ack(entry.id, t)?,
-                    }
+                    self.outbox.ack(entry.id, t)?;
                     self.contact(t);
                     report.delivered.push(op);
                 }
@@ -303,37 +250,28 @@ impl Uplink {
                     log::error!(target: "opencast", "{} refused for good, parked: {e}", describe(&op));
                     self.contact(now());
                     self.outbox.park(entry.id, &e.to_string())?;
-                    if let Operation::Ingest(job) = &op {
-                        // Best effort: the server refused the ingest, say so for the event.
-                        let _ = self.upload_state(job, RecordingState::UploadError);
-                    }
                     report.parked += 1;
                 }
             }
         }
-        if self.lane == Lane::Ingests {
-            report.waiting_for_states = self.outbox.peek_kind(INGEST)?.is_some();
-        }
-        if self.lane == Lane::States {
-            if let Some(reported) = self.current.map(|s| self.reported(s)) {
-                let t = now();
-                let stale = self.last_contact_ms.is_none_or(|c| t - c >= self.heartbeat_ms);
-                if self.last_sent != Some(reported) || stale {
-                    match self.client.set_agent_state(reported) {
-                        Ok(()) => {
-                            self.last_sent = Some(reported);
-                            self.contact(now());
-                        }
-                        Err(e) if e.is_transient() => return Ok(self.fail(e, now(), report)),
-                        Err(e) => log::error!(target: "opencast", "agent state {} refused: {e}", reported.as_str()),
+        if let Some(reported) = self.current.map(|s| self.reported(s)) {
+            let t = now();
+            let stale = self.last_contact_ms.is_none_or(|c| t - c >= self.heartbeat_ms);
+            if self.last_sent != Some(reported) || stale {
+                match self.client.set_agent_state(reported) {
+                    Ok(()) => {
+                        self.last_sent = Some(reported);
+                        self.contact(now());
                     }
+                    Err(e) if e.is_transient() => return Ok(self.fail(e, now(), report)),
+                    Err(e) => log::error!(target: "opencast", "agent state {} refused: {e}", reported.as_str()),
                 }
             }
         }
         Ok(report)
     }
 
-    /// `idle` while the other lane uploads is `uploading`.
+    /// `idle` while an upload runs is `uploading`.
     fn reported(&self, s: AgentState) -> AgentState {
         if s == AgentState::Idle && self.uploading.load(Ordering::SeqCst) {
             AgentState::Uploading
@@ -371,32 +309,9 @@ impl Uplink {
                 Ok(())
             }
             Operation::RecordingState { event_uid, state } => self.client.set_recording_state(event_uid, *state),
-            Operation::Ingest(job) => {
-                log::info!(target: "opencast", "recording {}: ingest of {:?} (event {}) starts", job.recording_id, job.title, job.event_uid);
-                self.upload_state(job, RecordingState::Uploading)?;
-                self.uploading.store(true, Ordering::SeqCst);
-                let r = self.client.ingest(job);
-                self.uploading.store(false, Ordering::SeqCst);
-                r?;
-                log::info!(target: "opencast", "recording {}: ingested", job.recording_id);
-                Ok(())
-            }
-        }
-    }
-
-    /// A recording state around an ingest. The ingest matters more than the state: a refusal
-    /// (the event was deleted meanwhile) is logged and the ingest goes on; an unreachable server
-    /// fails the ingest attempt like any other call.
-    fn upload_state(&mut self, job: &IngestJob, state: RecordingState) -> Result<()> {
-        if !job.scheduled {
-            return Ok(());
-        }
-        match self.client.set_recording_state(&job.event_uid, state) {
-            Err(e) if !e.is_transient() => {
-                log::warn!(target: "opencast", "recording {}: state {} refused: {e}", job.recording_id, state.as_str());
-                Ok(())
-            }
-            r => r,
+            // `next` never yields an entry of kind `ingest`, and `Operation::from_entry` checks
+            // that the payload is of the entry's kind.
+            Operation::Ingest(_) => unreachable!("the states lane never takes an ingest"),
         }
     }
 }
@@ -406,13 +321,13 @@ impl Uplink {
 #[derive(Debug)]
 pub struct LaneThread {
     /// The only strong reference: dropping it disconnects the channel and stops the thread,
-    /// even while [`LaneThread::waker`]s (weak) live on in the other lane.
+    /// even while [`LaneThread::waker`]s (weak) live on elsewhere (the upload room).
     wake: Option<Arc<mpsc::SyncSender<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LaneThread {
-    /// A handle that wakes this lane from elsewhere (e.g. the other lane), like [`LaneThread::wake`].
+    /// A handle that wakes this lane from elsewhere (the upload room), like [`LaneThread::wake`].
     pub fn waker(&self) -> impl Fn() + Send + Sync + 'static {
         let w = self.wake.as_ref().map(Arc::downgrade);
         move || {
@@ -441,32 +356,23 @@ impl Drop for LaneThread {
 }
 
 /// Runs `uplink` on a thread named after its lane: it pumps when woken, when its back-off
-/// expires, and at least every `poll` (which also carries the states lane's heartbeat). `clock`
+/// expires, and at least every `poll` (which also carries the agent state's heartbeat). `clock`
 /// is the injected wall clock in Unix milliseconds. A store error is logged and retried at the
 /// next poll rather than ending the thread: delivery must outlive a busy database.
 pub fn spawn(mut uplink: Uplink, clock: Arc<dyn Fn() -> i64 + Send + Sync>, poll: Duration) -> std::io::Result<LaneThread> {
     let (tx, rx) = mpsc::sync_channel::<()>(1);
     let name = match uplink.lane {
         Lane::States => "oc-states",
-        Lane::Ingests => "oc-ingests",
     };
     let thread = std::thread::Builder::new().name(name.into()).spawn(move || loop {
-        let waiting = match uplink.pump(&mut || clock()) {
-            Ok(r) => r.waiting_for_states,
-            Err(e) => {
-                log::error!(target: "opencast", "{:?} lane: {e}", uplink.lane);
-                false
-            }
-        };
+        if let Err(e) = uplink.pump(&mut || clock()) {
+            log::error!(target: "opencast", "{:?} lane: {e}", uplink.lane);
+        }
         let now = clock();
-        let mut wait = match uplink.backoff.next_at_ms() {
+        let wait = match uplink.backoff.next_at_ms() {
             Some(at) => Duration::from_millis(at.saturating_sub(now).max(0) as u64).min(poll),
             None => poll,
         };
-        if waiting {
-            // The other lane has no handle on this one; look again soon (one small query).
-            wait = wait.min(WAITING_RECHECK);
-        }
         match rx.recv_timeout(wait) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,

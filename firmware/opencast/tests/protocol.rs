@@ -4,11 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{config, reply, Scripted};
-use lectern_opencast::{AgentState, CalendarFetch, Client, IngestJob, OpencastError, RecordingState, Track};
+use lectern_opencast::fileupload::bytes_body;
+use lectern_opencast::{AgentState, CalendarFetch, Client, OpencastError, RecordingState};
 use md5::{Digest, Md5};
 
 fn md5_hex(s: &str) -> String {
@@ -130,40 +130,44 @@ fn a_server_that_never_answers_hits_the_read_timeout() {
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "read timeout is 1 s, took {took:?}");
 }
 
+/// The answers of the two optional-service lookups `upload_services` makes (ingest is
+/// configured): no fileupload and no workflow service registered.
+fn no_optional_services() -> Vec<common::Reply> {
+    vec![reply(200, &[("Content-Type", "application/json")], br#"{"services":{}}"#); 2]
+}
+
 #[test]
-fn ingest_sequence_streams_the_track_as_multipart() {
-    let dir = tempfile::tempdir().unwrap();
-    let track = dir.path().join("presenter.mp4");
+fn a_streamed_track_is_multipart_and_the_ingest_carries_the_event_and_its_workflow() {
     let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::File::create(&track).unwrap().write_all(&content).unwrap();
     let mp = |n: usize| format!("<mediapackage id=\"mp1\" step=\"{n}\"/>").into_bytes();
-    let s = Scripted::start((0..5).map(|n| reply(200, &[("Content-Type", "text/xml")], &mp(n))).collect());
+    let mut replies = no_optional_services();
+    replies.extend((1..3).map(|n| reply(200, &[("Content-Type", "text/xml")], &mp(n))));
+    let s = Scripted::start(replies);
     let mut c = Client::new(&config(&s.url, "basic"), "a");
-    let job = IngestJob::scheduled(
-        "rec-1",
-        "event-uid-1",
-        "Lecture",
-        Some("<dublincore>ep</dublincore>".into()),
-        Some("<dublincore>se</dublincore>".into()),
-        "org.opencastproject.workflow.definition=fast\norg.opencastproject.workflow.config.straightToPublishing=true\n",
-        vec![Track { path: track.clone(), flavor: "presenter/source".into() }],
-    );
-    let out = c.ingest(&job).unwrap();
-    assert!(out.contains("step=\"4\""));
+    let mp0 = String::from_utf8(mp(0)).unwrap();
+    let out = c.add_track_stream(&mp0, "presenter/source", "presenter.mp4", content.len() as u64, &bytes_body(content.clone())).unwrap();
+    assert!(out.contains("step=\"1\""));
+    let out = c.ingest_media_package(&out, Some("fast"), "event-uid-1", &[("straightToPublishing", "true")]).unwrap();
+    assert!(out.contains("step=\"2\""));
     let r = s.requests();
     let targets: Vec<&str> = r.iter().map(|q| q.target.as_str()).collect();
-    assert_eq!(targets, ["/ingest/createMediaPackage", "/ingest/addDCCatalog", "/ingest/addDCCatalog", "/ingest/addTrack", "/ingest/ingest/fast"]);
-    assert_eq!(r[0].method, "GET");
-    assert!(r[1].body_text().contains("flavor=dublincore%2Fepisode") && r[1].body_text().contains("step%3D%220%22"), "{}", r[1].body_text());
-    assert!(r[2].body_text().contains("flavor=dublincore%2Fseries") && r[2].body_text().contains("dublinCore=%3Cdublincore%3Ese"));
+    assert_eq!(
+        targets,
+        [
+            "/services/available.json?serviceType=org.opencastproject.fileupload",
+            "/services/available.json?serviceType=org.opencastproject.workflow",
+            "/ingest/addTrack",
+            "/ingest/ingest/fast"
+        ]
+    );
     // The multipart body: announced length, fields, then the file byte for byte.
-    let up = &r[3];
+    let up = &r[2];
     let ct = up.header("content-type").unwrap();
     let boundary = ct.strip_prefix("multipart/form-data; boundary=").expect(ct);
     assert_eq!(up.header("content-length").unwrap().parse::<usize>().unwrap(), up.body.len());
     assert!(up.header("transfer-encoding").is_none());
     let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"mediaPackage\"\r\n\r\n<mediapackage id=\"mp1\" step=\"2\"/>\r\n\
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"mediaPackage\"\r\n\r\n<mediapackage id=\"mp1\" step=\"0\"/>\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"flavor\"\r\n\r\npresenter/source\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"BODY\"; filename=\"presenter.mp4\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     );
@@ -171,19 +175,18 @@ fn ingest_sequence_streams_the_track_as_multipart() {
     assert!(up.body.starts_with(head.as_bytes()), "{}", String::from_utf8_lossy(&up.body[..300]));
     assert_eq!(&up.body[head.len()..up.body.len() - tail.len()], &content[..]);
     assert!(up.body.ends_with(tail.as_bytes()));
-    let fin = r[4].body_text();
+    let fin = r[3].body_text();
     assert!(fin.starts_with("mediaPackage=") && fin.contains("&workflowInstanceId=event-uid-1&straightToPublishing=true"), "{fin}");
 }
 
 #[test]
-fn a_missing_track_is_an_io_error_naming_the_file() {
-    let s = Scripted::start(vec![reply(200, &[], b"<mediapackage id=\"x\"/>")]);
+fn a_body_that_cannot_be_opened_is_an_io_error_naming_the_file() {
+    let s = Scripted::start(no_optional_services());
     let mut c = Client::new(&config(&s.url, "basic"), "a");
-    let job = IngestJob::adhoc("rec-2", "a", 0, vec![Track { path: "/nonexistent/t.ts".into(), flavor: "presenter/source".into() }]);
-    let mut job = job;
-    job.episode_dc = None;
-    let e = c.ingest(&job).unwrap_err().to_string();
-    assert!(e.contains("open track /nonexistent/t.ts"), "{e}");
+    let open = || -> std::io::Result<Box<dyn std::io::Read + Send + 'static>> { Err(std::io::Error::from(std::io::ErrorKind::NotFound)) };
+    let e = c.add_track_stream("<mediapackage id=\"x\"/>", "presenter/source", "t.mp4", 10, &open).unwrap_err();
+    assert!(matches!(e, OpencastError::Io { .. }) && e.to_string().contains("t.mp4"), "{e}");
+    assert_eq!(s.requests().len(), 2, "nothing was sent but the service lookups");
 }
 
 #[test]
@@ -215,16 +218,11 @@ fn discovery_over_http_and_overrides() {
 /// (and the recording as `upload_error`) although the server had accepted it.
 #[test]
 fn regression_a_2xx_final_ingest_without_a_mediapackage_is_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let track = dir.path().join("presenter.mp4");
-    std::fs::write(&track, b"0123456789").unwrap();
-    let mp = br#"<mediapackage id="mp1"/>"#;
-    let mut replies: Vec<_> = (0..2).map(|_| reply(200, &[("Content-Type", "text/xml")], mp)).collect();
+    let mut replies = no_optional_services();
     replies.push(reply(200, &[("Content-Type", "text/plain")], b"OK"));
     let s = Scripted::start(replies);
     let mut c = Client::new(&config(&s.url, "basic"), "a");
-    let job = IngestJob::scheduled("rec-1", "uid-1", "L", None, None, "", vec![Track { path: track, flavor: "presenter/source".into() }]);
-    assert_eq!(c.ingest(&job).unwrap(), "OK");
+    assert_eq!(c.ingest_media_package(r#"<mediapackage id="mp1"/>"#, None, "uid-1", &[]).unwrap(), "OK");
 }
 
 #[test]

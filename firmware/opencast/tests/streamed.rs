@@ -1,13 +1,15 @@
-//! The track upload is streamed: measured alone in its own test binary, because peak RSS
-//! (`VmHWM`) is per process and the other client tests running in parallel threads would inflate
-//! it (that made this check flaky while it shared `tests/double.rs`).
+//! A streamed track upload (`addTrack`, the fallback without the chunked upload service) is not
+//! read into memory: measured alone in its own test binary, because peak RSS (`VmHWM`) is per
+//! process and the other client tests running in parallel threads would inflate it (that made
+//! this check flaky while it shared `tests/double.rs`).
 
-use chrono::{TimeZone, Utc};
-use lectern_opencast::{Client, Track};
-use lectern_opencast_double::{Config as DoubleConfig, Double, Event};
+use std::io::Read;
+
+use lectern_opencast::Client;
+use lectern_opencast_double::{Config as DoubleConfig, Double};
 
 mod with_double;
-use with_double::{config, job_for, AGENT};
+use with_double::{config, AGENT};
 
 fn vm_hwm_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -20,19 +22,18 @@ fn vm_hwm_kib() -> u64 {
 #[test]
 fn a_track_upload_is_streamed_not_read_into_memory() {
     let d = Double::start(DoubleConfig::digest("agent", "secret")).unwrap();
-    let start = Utc.timestamp_millis_opt(1_800_000_000_000).unwrap();
-    let ev = Event::new("ev-big", AGENT, start, start + chrono::Duration::minutes(60), "ev-big");
-    d.set_events(vec![ev.clone()]);
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("big.ts");
+    let path = tmp.path().join("big.mp4");
     let f = std::fs::File::create(&path).unwrap();
     f.set_len(64 << 20).unwrap();
     drop(f);
     let mut c = Client::new(&config(&d.url(), "digest"), AGENT);
-    c.endpoints().unwrap();
+    let mp = c.create_media_package_with_id("lectern-adhoc-big").unwrap();
+    let open = || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>);
     let before = vm_hwm_kib();
-    c.ingest(&job_for(&ev, Track { path, flavor: "presenter/source".into() })).unwrap();
+    let mp = c.add_track_stream(&mp, "presenter/source", "big.mp4", 64 << 20, &open).unwrap();
     let grew = vm_hwm_kib().saturating_sub(before);
+    c.ingest_media_package(&mp, None, "lectern-adhoc-big", &[]).unwrap();
     eprintln!("64 MiB upload: peak RSS grew by {grew} KiB");
     assert!(grew < 16 << 10, "peak RSS grew by {grew} KiB for a 64 MiB track");
     let s = d.snapshot();
