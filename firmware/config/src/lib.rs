@@ -530,21 +530,28 @@ impl Validator<'_> {
         }
     }
 
-    /// The password inline, or read from `password_file` (relative to the config's directory),
-    /// where provisioning keeps it apart from the config (docs/provisioning.md). One trailing
-    /// newline is not part of it.
+    /// The password inline, or read from `password_file` ([`Validator::read_secret_file`]).
     fn opencast_password(&self, inline: Option<String>, file: Option<PathBuf>) -> Result<String, ConfigError> {
         match (inline, file) {
             (Some(p), Some(_)) if !p.is_empty() => Err(self.invalid("opencast.password_file", "either opencast.password or opencast.password_file, not both", "both set")),
             (Some(p), None) => Ok(p),
             (None, None) => Ok(String::new()),
-            (_, Some(f)) => {
-                let f = self.path(f);
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| self.invalid("opencast.password_file", "a readable file holding the password", format!("{}: {e}", f.display())))?;
-                Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
-            }
+            (_, Some(f)) => self.read_secret_file("opencast.password_file", f, "the password"),
         }
+    }
+
+    /// The secret in `key`'s file (relative to the config's directory): where provisioning keeps
+    /// secrets apart from the config, one 0600 file each (docs/provisioning.md). One trailing
+    /// newline is not part of it (`echo secret > file`). An unreadable file is an error of `key`
+    /// naming the file; the error never holds the file's contents. Shared by
+    /// `opencast.password_file` and an S3 target's `secret_key_file`.
+    fn read_secret_file(&self, key: &str, file: PathBuf, holding: &str) -> Result<String, ConfigError> {
+        let f = self.path(file);
+        let mut text = std::fs::read_to_string(&f).map_err(|e| self.invalid(key, &format!("a readable file holding {holding}"), format!("{}: {e}", f.display())))?;
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        Ok(text)
     }
 
     /// `key`'s file of CA certificates (relative to the config's directory): read and checked to
@@ -962,25 +969,36 @@ mod tests {
         assert!(e.contains("capture.power_line_hz") && e.contains("50, 60, or 0"), "{e}");
     }
 
+    /// `opencast.ca_file` and an S3 target's `ca_file`: read next to the config and checked to
+    /// hold a PEM certificate; without one, the public roots.
     #[test]
-    fn opencast_ca_file_must_hold_a_pem_certificate() {
+    fn ca_files_must_hold_a_pem_certificate() {
         let dir = std::env::temp_dir().join(format!("lectern-config-cafile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         std::fs::write(dir.join("ca.pem"), pem).unwrap();
         std::fs::write(dir.join("key.pem"), "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").unwrap();
         let config = dir.join("lectern.toml");
-        let load = |ca: &str| {
-            std::fs::write(&config, format!("[opencast]\nurl = \"https://oc.example.edu\"\nca_file = \"{ca}\"\n")).unwrap();
-            Config::load(&config)
+        type Trust = Option<(Option<PathBuf>, Option<Vec<u8>>)>;
+        let opencast: fn(Config) -> Trust = |c| c.opencast.map(|o| (o.ca_file, o.ca_pem));
+        let s3: fn(Config) -> Trust = |c| match c.upload.targets.into_iter().next().map(|t| t.kind) {
+            Some(TargetKind::S3(s)) => Some((s.ca_file, s.ca_pem)),
+            _ => None,
         };
-        let o = load("ca.pem").unwrap().opencast.unwrap();
-        assert_eq!((o.ca_file, o.ca_pem), (Some(dir.join("ca.pem")), Some(pem.as_bytes().to_vec())));
-        for (file, want) in [("nope.pem", "nope.pem"), ("key.pem", "no PEM certificate")] {
-            let e = load(file).unwrap_err().to_string();
-            assert!(e.contains("opencast.ca_file") && e.contains(want), "{file}: {e}");
+        let s3_target = "[[upload.target]]\nkind = \"s3\"\nendpoints = [\"https://minio.campus\"]\nbucket = \"b\"\naccess_key = \"k\"\nsecret_key = \"hush\"\n";
+        for (key, section, trust) in [("opencast.ca_file", "[opencast]\nurl = \"https://oc.example.edu\"\n", opencast), ("upload.target[0].ca_file", s3_target, s3)] {
+            let load = |ca: Option<&str>| {
+                let line = ca.map(|f| format!("ca_file = \"{f}\"\n")).unwrap_or_default();
+                std::fs::write(&config, format!("{section}{line}")).unwrap();
+                Config::load(&config)
+            };
+            assert_eq!(trust(load(Some("ca.pem")).unwrap()), Some((Some(dir.join("ca.pem")), Some(pem.as_bytes().to_vec()))), "{key}: relative to the config");
+            assert_eq!(trust(load(None).unwrap()), Some((None, None)), "{key}: public roots by default");
+            for (file, want) in [("nope.pem", "nope.pem"), ("key.pem", "no PEM certificate")] {
+                let e = load(Some(file)).unwrap_err().to_string();
+                assert!(e.contains(&format!("key `{key}`: expected a readable PEM file of CA certificates")) && e.contains(want), "{key} = {file}: {e}");
+            }
         }
-        assert_eq!(Config::parse("[opencast]\nurl = \"https://oc\"", None).unwrap().opencast.unwrap().ca_pem, None, "public roots by default");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -48,6 +48,7 @@ pub(crate) struct RawTarget {
     access_key: Option<String>,
     secret_key: Option<String>,
     secret_key_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     path_style: Option<bool>,
     same_storage: Option<bool>,
     verify_etag: Option<bool>,
@@ -84,6 +85,11 @@ pub struct S3TargetConfig {
     pub prefix: String,
     pub access_key: String,
     pub secret_key: String,
+    /// `ca_file`: the PEM certificates that replace the public roots (Mozilla's) as the only CAs
+    /// trusted for this target's endpoints, for a campus MinIO or Ceph behind an internal CA (as
+    /// `opencast.ca_file`). Never a way to turn verification off: there is none.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
     /// `https://host/bucket/key` rather than `https://bucket.host/key` (most on-premise stores).
     pub path_style: bool,
     /// The endpoints are gateways of one storage cluster: an upload moves between them with its
@@ -103,6 +109,7 @@ impl std::fmt::Debug for S3TargetConfig {
             .field("prefix", &self.prefix)
             .field("access_key", &self.access_key)
             .field("secret_key", &"<hidden>")
+            .field("ca_file", &self.ca_file)
             .field("path_style", &self.path_style)
             .field("same_storage", &self.same_storage)
             .field("verify_etag", &self.verify_etag)
@@ -253,28 +260,27 @@ impl Validator<'_> {
                 }
                 TargetKind::Opencast { endpoints: urls(t.endpoints, opencast_url)? }
             }
-            "s3" => TargetKind::S3(S3TargetConfig {
-                endpoints: urls(t.endpoints, None)?,
-                bucket: required("bucket", t.bucket)?,
-                region: t.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".to_owned()),
-                prefix: t.prefix.unwrap_or_default(),
-                access_key: required("access_key", t.access_key)?,
-                secret_key: match (t.secret_key.filter(|s| !s.is_empty()), t.secret_key_file) {
-                    (Some(_), Some(_)) => return Err(self.invalid(&key("secret_key_file"), "either secret_key or secret_key_file, not both", "both set")),
-                    (None, Some(f)) => {
-                        // A file (0600) holding the key, relative to the config's directory; what
-                        // provisioning writes (docs/provisioning.md). One trailing newline is not part of it.
-                        let f = self.path(f);
-                        let text = std::fs::read_to_string(&f)
-                            .map_err(|e| self.invalid(&key("secret_key_file"), "a readable file holding the secret key", format!("{}: {e}", f.display())))?;
-                        required("secret_key_file", Some(text.strip_suffix('\n').unwrap_or(&text).to_owned()))?
-                    }
-                    (inline, None) => required("secret_key", inline)?,
-                },
-                path_style: t.path_style.unwrap_or(true),
-                same_storage: t.same_storage.unwrap_or(false),
-                verify_etag: t.verify_etag.unwrap_or(true),
-            }),
+            "s3" => {
+                let (ca_file, ca_pem) = self.ca_pem(&key("ca_file"), t.ca_file)?;
+                TargetKind::S3(S3TargetConfig {
+                    endpoints: urls(t.endpoints, None)?,
+                    bucket: required("bucket", t.bucket)?,
+                    region: t.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".to_owned()),
+                    prefix: t.prefix.unwrap_or_default(),
+                    access_key: required("access_key", t.access_key)?,
+                    secret_key: match (t.secret_key.filter(|s| !s.is_empty()), t.secret_key_file) {
+                        (Some(_), Some(_)) => return Err(self.invalid(&key("secret_key_file"), "either secret_key or secret_key_file, not both", "both set")),
+                        // What provisioning writes (docs/provisioning.md).
+                        (None, Some(f)) => required("secret_key_file", Some(self.read_secret_file(&key("secret_key_file"), f, "the secret key")?))?,
+                        (inline, None) => required("secret_key", inline)?,
+                    },
+                    ca_file,
+                    ca_pem,
+                    path_style: t.path_style.unwrap_or(true),
+                    same_storage: t.same_storage.unwrap_or(false),
+                    verify_etag: t.verify_etag.unwrap_or(true),
+                })
+            }
             "folder" => {
                 let dirs: Vec<PathBuf> = t.dirs.unwrap_or_default().into_iter().map(|d| self.path(d)).collect();
                 if dirs.is_empty() {

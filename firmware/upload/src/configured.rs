@@ -35,6 +35,7 @@ pub fn s3_options(s: &S3TargetConfig, chunk_bytes: u64) -> S3Options {
         timeouts: Timeouts::default(),
         same_storage: s.same_storage,
         verify_etag: s.verify_etag,
+        ca_pem: s.ca_pem.clone(),
     }
 }
 

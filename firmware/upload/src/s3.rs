@@ -112,6 +112,9 @@ pub struct S3Options {
     /// Check every part's ETag against its MD5. Off only for servers whose ETags are not MD5s
     /// (AWS with SSE-KMS or SSE-C).
     pub verify_etag: bool,
+    /// PEM CA certificates that replace the public roots for the endpoints (the target's
+    /// `ca_file`, read and checked by the config); `None`: Mozilla's roots. TLS is always verified.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The job's progress as this target persists it; see the module doc.
@@ -335,8 +338,9 @@ impl S3Target {
             return Err(format!("S3 target: part size {} bytes is outside {min_part_bytes}..={MAX_PART_BYTES}", opts.part_bytes));
         }
         let parsed = opts.endpoints.iter().map(|e| parse_endpoint(e, &opts.bucket, opts.path_style)).collect::<Result<Vec<_>, _>>()?;
-        let t = opts.timeouts;
-        Ok(S3Target { http: agent(t.connect, t.read, t.request, None), upload: agent(t.connect, t.read, t.part, None), parsed, opts, min_part_bytes, trusted: None })
+        let (t, ca) = (opts.timeouts, opts.ca_pem.as_deref());
+        let (http, upload) = (agent(t.connect, t.read, t.request, ca), agent(t.connect, t.read, t.part, ca));
+        Ok(S3Target { http, upload, parsed, opts, min_part_bytes, trusted: None })
     }
 
     /// The MP4's key for `spec`.

@@ -1,7 +1,9 @@
 //! The S3 target against moto's real S3 server on loopback (`lectern-moto`): a full upload read
 //! back, resume after a crash from what ListParts confirms, a lost CompleteMultipartUpload reply,
 //! a server restart that loses the upload, stale uploads, `abandon`, wrong credentials (moto's
-//! IAM authentication checks our SigV4 signatures), a missing bucket, a dead endpoint.
+//! IAM authentication checks our SigV4 signatures), a missing bucket, a dead endpoint, and a
+//! campus store behind an internal CA (moto serving HTTPS with a certificate from a CA the
+//! `openssl` CLI makes for the run: refused without the target's `ca_file`, uploaded with it).
 //!
 //! moto is started with a 256 KiB minimum part size so a few-MB file has many parts; one test
 //! keeps S3's 5 MiB rule and the target's production part-size check, and prints the throughput.
@@ -11,6 +13,7 @@
 //! runner does minus the journal and the retries.
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -85,6 +88,7 @@ fn options(endpoint: &str) -> S3Options {
         timeouts: Timeouts { connect: Duration::from_secs(2), read: Duration::from_secs(10), request: Duration::from_secs(20), part: Duration::from_secs(60) },
         same_storage: false,
         verify_etag: true,
+        ca_pem: None,
     }
 }
 
@@ -354,5 +358,150 @@ fn production_part_sizes_meet_s3s_rule_and_upload() -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     eprintln!("S3 upload to moto on loopback: {} bytes in 5 MiB parts, {secs:.2} s, {:.1} MB/s", f.spec.media.bytes, f.spec.media.bytes as f64 / secs / 1e6);
     check_arrived(&f, run.done.as_deref().unwrap())?;
+    Ok(())
+}
+
+// A campus store behind an internal CA (the target's `ca_file`). The certificates are made the way
+// firmware/opencast/tests/tls.rs makes them; the server is moto itself serving HTTPS
+// (`moto_server --ssl-cert --ssl-key`, from lectern-moto's virtualenv), so the whole S3 exchange
+// runs over the verified TLS connection.
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().context("openssl (apt: openssl)")?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A CA named `name` (`{name}.pem`, `{name}.key`) and a certificate for 127.0.0.1 it signed
+/// (`{name}-server.pem`, `{name}-server.key`).
+fn make_ca(dir: &Path, name: &str) -> Result<()> {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(dir, &[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-keyout", &key, "-out", &pem, "-subj", &format!("/CN=Lectern test {name}"),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    let (spem, skey, csr) = (format!("{name}-server.pem"), format!("{name}-server.key"), format!("{name}-server.csr"));
+    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &skey, "-out", &csr, "-subj", "/CN=127.0.0.1"])?;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")?;
+    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", &pem, "-CAkey", &key, "-CAcreateserial", "-days", "2", "-out", &spem, "-extfile", "ext.cnf"])
+}
+
+/// moto serving HTTPS on a free loopback port with `{name}-server.pem`; killed when dropped.
+struct TlsMoto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for TlsMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsMoto {
+    fn start(venv: &Path, dir: &Path, name: &str, ca: &[u8]) -> Result<TlsMoto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = dir.join("moto.log");
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--ssl-cert", &format!("{name}-server.pem"), "--ssl-key", &format!("{name}-server.key")])
+            .env("S3_UPLOAD_PART_MIN_SIZE", PART.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(dir.join("moto.err"))?)
+            .spawn()
+            .context("moto_server")?;
+        let mut moto = TlsMoto { child, port };
+        let s = Duration::from_secs(5);
+        let http = lectern_opencast::client::agent(s, s, s, Some(ca));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http.get(format!("{}/moto-api/", moto.endpoint())).call().is_ok_and(|r| r.status().is_success()) {
+            if let Some(st) = moto.child.try_wait()? {
+                bail!("moto_server (HTTPS) exited ({st}): {}", std::fs::read_to_string(dir.join("moto.err")).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                bail!("moto_server (HTTPS) did not answer on {port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(moto)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A certificate the box does not trust, as ureq and rustls name it.
+fn is_certificate_error(message: &str) -> bool {
+    message.to_lowercase().contains("certificate") || message.contains("UnknownIssuer")
+}
+
+#[test]
+fn a_store_behind_an_internal_ca_is_trusted_only_with_its_ca_file() -> Result<()> {
+    let venv = lectern_moto::default_venv()?;
+    if !lectern_moto::install(&venv)? {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new().prefix("lectern-s3-tls-").tempdir()?;
+    make_ca(dir.path(), "campus")?;
+    make_ca(dir.path(), "other")?;
+    let campus = std::fs::read(dir.path().join("campus.pem"))?;
+    let other = std::fs::read(dir.path().join("other.pem"))?;
+    let moto = TlsMoto::start(&venv, dir.path(), "campus", &campus)?;
+    let endpoint = moto.endpoint();
+    let s = Duration::from_secs(10);
+    let trusting = lectern_opencast::client::agent(s, s, s, Some(&campus));
+    let r = trusting.put(format!("{endpoint}/{BUCKET}")).header("authorization", lectern_moto::ANY_SIGNATURE).send_empty()?;
+    assert!(r.status().is_success(), "CreateBucket over HTTPS: {}", r.status());
+    let id = "20260105T101500Z-ab12";
+    let media_bytes = media(MEDIA_BYTES, 11);
+    let spec = UploadSpec {
+        recording_id: id.into(),
+        title: "Thermodynamics 3".into(),
+        started_at_ms: 1_767_607_700_000,
+        media: file_ref(&dir.path().join(format!("{id}.mp4")), &media_bytes)?,
+        manifest: Some(file_ref(&dir.path().join(format!("{id}.manifest.json")), br#"{"recording":"20260105T101500Z-ab12","gaps":[]}"#)?),
+        event: None,
+    };
+    let with = |ca_pem: Option<Vec<u8>>| S3Target::with_min_part_bytes(S3Options { ca_pem, ..options(&endpoint) }, PART).expect("valid options");
+
+    // The public roots (the default) and another CA: the handshake fails, nothing is sent.
+    for (what, ca) in [("the public roots", None), ("another CA", Some(other))] {
+        let mut t = with(ca);
+        let e = t.health(0).expect_err(what);
+        assert!(is_certificate_error(&e.message), "{what}: health: {e}");
+        let run = drive(&mut t, &spec, Value::Null, 10);
+        let e = run.error.with_context(|| format!("{what}: a step succeeded"))?;
+        assert!(is_certificate_error(&e.message), "{what}: {e}");
+        assert_eq!((run.sent, run.progress.len()), (0, 0), "{what}");
+    }
+    let key = format!("rooms/hs1/{id}/{id}.mp4");
+    let get = |key: &str| trusting.get(format!("{endpoint}/{BUCKET}/{key}")).header("authorization", lectern_moto::ANY_SIGNATURE).call();
+    assert_eq!(get(&key)?.status(), 404, "nothing reached the server");
+
+    // The campus CA: the whole upload runs over the verified connection and reads back identical.
+    let mut t = with(Some(campus.clone()));
+    t.health(0).map_err(|e| anyhow::anyhow!("health with the campus CA: {e}"))?;
+    let run = to_end(&mut t, &spec, Value::Null)?;
+    assert_eq!(run.done.as_deref(), Some(key.as_str()));
+    let mut obj = get(&key)?;
+    assert_eq!(obj.status(), 200);
+    assert!(obj.body_mut().with_config().limit(64 << 20).read_to_vec()? == media_bytes, "the MP4 on the server differs from the file");
+
+    // The same through the config: the target's `ca_file` next to the config reaches the agents.
+    let config = dir.path().join("lectern.toml");
+    std::fs::write(
+        &config,
+        format!("[[upload.target]]\nkind = \"s3\"\nendpoints = [\"{endpoint}\"]\nbucket = \"{BUCKET}\"\naccess_key = \"k\"\nsecret_key = \"s\"\nca_file = \"campus.pem\"\n"),
+    )?;
+    let config = lectern_config::Config::load(&config)?;
+    let mut t = lectern_upload::configured::make(&config.upload.targets[0], &config).context("the configured S3 target")?;
+    t.health(0).map_err(|e| anyhow::anyhow!("health of the configured target: {e}"))?;
     Ok(())
 }

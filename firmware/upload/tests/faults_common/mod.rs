@@ -258,6 +258,7 @@ pub fn s3_options(endpoints: Vec<String>, access_key: &str, secret_key: &str) ->
         timeouts: Timeouts { connect: Duration::from_secs(1), read: Duration::from_secs(1), request: Duration::from_secs(5), part: Duration::from_secs(10) },
         same_storage: false,
         verify_etag: true,
+        ca_pem: None,
     }
 }
 
