@@ -40,6 +40,32 @@ pub use stats::CaptureStats;
 
 use gstreamer as gst;
 
+/// The environment GStreamer must see in this process, as (name, value) pairs; a daemon sets them
+/// with [`set_process_env`] first thing in `main`.
+///
+/// `GST_V4L2_FORCE_DRAIN`: when a V4L2 camera goes away mid-capture (a USB camera unplugged),
+/// GStreamer 1.22's `v4l2src` stops its buffer pool by "orphaning" it, whose `VIDIOC_REQBUFS`
+/// fails with ENODEV on the dead device; the pool and its duplicate of the device's file
+/// descriptor are then never freed. The process keeps the dead device open: each unplug leaks an
+/// fd and the device's buffers, a camera plugged in again gets another node number (the old one
+/// stays taken until its last fd closes, so a configured `/dev/video0` would not record again),
+/// and vivid cannot reconnect. Seen in the systemd guest (hil-tests/guest/tests/systemd.rs: one `/dev/video0`
+/// fd left after the failed pipeline was set to NULL and dropped, even for `v4l2src ! fakesink`).
+/// With the variable set the pool is drained and freed instead, which is all a capture source
+/// needs when it stops.
+pub const PROCESS_ENV: [(&str, &str); 1] = [("GST_V4L2_FORCE_DRAIN", "1")];
+
+/// Sets [`PROCESS_ENV`] where the environment does not already name it. Call it while the
+/// process has one thread (the start of `main`): changing the environment races with any other
+/// thread reading it.
+pub fn set_process_env() {
+    for (name, value) in PROCESS_ENV {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+}
+
 /// Initialises GStreamer; cheap and idempotent, and called by [`Capture::start`] anyway.
 /// Call it early to fail fast on a broken installation.
 pub fn init() -> Result<(), CaptureError> {

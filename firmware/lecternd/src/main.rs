@@ -40,6 +40,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (lectern_capture::set_process_env says why).
+    lectern_capture::set_process_env();
     // clap prints help and version (exit 0) and usage errors with suggestions (exit 2) itself.
     let args = Args::parse();
     if args.print_default_config {
