@@ -2,8 +2,9 @@
 //! an SD card that fills up. A filler file sets the free space precisely, so the card crosses
 //! the journal's reserve (`journal.min_free_mb`) a few segments into a recording. The part must
 //! end by itself on a segment boundary with every committed segment intact, the box must say so
-//! (status, error LED), the retries must be refused without leaving empty parts behind, and once
-//! the filler is deleted the recording resumes by itself and a new one can start.
+//! (status, error LED, the loss alarms while nothing is captured), the retries must be refused
+//! without leaving empty parts behind, and once the filler is deleted the recording resumes by
+//! itself; stopped, it is stitched at once (it will never resume), and a new one can start.
 //!
 //! Needs root for `mount -t tmpfs`; without it the test says so loudly and skips.
 
@@ -115,6 +116,11 @@ fn a_full_card_ends_the_part_cleanly_and_recording_resumes_once_space_is_freed()
 
     // Retries keep being refused at the open: no empty parts pile up, and logging stays bounded.
     std::thread::sleep(Duration::from_secs(5));
+    // Nothing is captured meanwhile, and the failed part's signal monitor, still ticked, says so
+    // (as for an unplugged camera: the systemd guest). Regression: the alarms went quiet.
+    let status = d.status();
+    let alarms: Vec<&str> = status["signals"]["alarms"].as_array().unwrap().iter().filter_map(|a| a["alarm"].as_str()).collect();
+    assert!(alarms.contains(&"no_video") && alarms.contains(&"no_audio"), "{status:#}");
     assert_eq!(part_rows(&d, &id).len(), 1, "a refused retry left a part behind: {:?}", part_rows(&d, &id));
     let log = d.log_text();
     let lines = log.lines().filter(|l| l.contains("storage full")).count();
@@ -141,6 +147,12 @@ fn a_full_card_ends_the_part_cleanly_and_recording_resumes_once_space_is_freed()
     let (state, reason) = recording_row(&d, &id);
     assert_eq!(state, "interrupted", "{reason:?}");
     assert!(reason.as_deref().is_some_and(|r| r.contains("storage full")), "{reason:?}");
+    // Ended by a capture failure, it never resumes, so it is final at once and stitched while the
+    // box is idle. Regression: it waited out recorder.resume_adhoc_window_minutes (30) first, as
+    // if a start-up could resume it (only crash, shutdown and power ends do).
+    let stitched = || d.db().unwrap().query_row("SELECT state FROM stitches WHERE recording_id = ?1", [&id], |r| r.get::<_, String>(0)).ok();
+    wait_until("the interrupted recording stitched", Duration::from_secs(30), || stitched().as_deref() == Some("done"))
+        .unwrap_or_else(|e| panic!("{e}; stitch {:?}\nlog:\n{}", stitched(), d.log_text()));
 
     // The daemon did not crash, and a new recording starts and commits media.
     let next = d.ctl(Request::RecordStart { title: None }).unwrap()["recording"]["id"].as_str().unwrap().to_owned();

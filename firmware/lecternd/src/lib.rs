@@ -111,6 +111,9 @@ struct Daemon {
     settings: CaptureSettings,
     encoder: EncoderInfo,
     session: Option<Session>,
+    /// While the recorder retries after a capture failure: the failed part's signal watch,
+    /// ticked by `alarm_turn`, so the inputs that stopped (an unplugged camera) raise their loss alarms.
+    retry_signals: Option<signals::SignalWatch>,
     generation: u64,
     last_stats: Option<CaptureStats>,
     power_fail: bool,
@@ -240,6 +243,13 @@ fn control_handler(tx: Sender<Event>) -> Box<lectern_control::Handler> {
         // stop timeout; allow for it.
         reply_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "daemon did not answer".to_string())?
     })
+}
+
+/// Whether an interrupted ad-hoc recording's end is one `resume_adhoc` continues at start-up (a
+/// crash, a shutdown, a power cut). One a capture failure ended ("device error: …") never resumes,
+/// so it is final at once (`maybe_stitch`) rather than after the resume window.
+fn resumes_at_start(end_reason: Option<&str>) -> bool {
+    matches!(end_reason, Some("crash" | "shutdown" | "power"))
 }
 
 fn provisioned(config: &Config) -> bool {
@@ -436,6 +446,7 @@ impl Daemon {
             settings,
             encoder,
             session: None,
+            retry_signals: None,
             generation: 0,
             last_stats: None,
             power_fail: false,
@@ -723,6 +734,7 @@ impl Daemon {
                         Ok(s) => {
                             log::info!(target: "lecternd", "recording {recording_id}: capturing with {}", s.encoder().element);
                             self.session = Some(s);
+                            self.retry_signals = None;
                         }
                         Err(message) => {
                             log::error!(target: "lecternd", "recording {recording_id}: capture did not start: {message}");
@@ -735,6 +747,7 @@ impl Daemon {
                 Action::StopCapture { recording_id, end } => {
                     if let Some(session) = self.session.take() {
                         let watch = session.signals().clone();
+                        self.retry_signals = matches!(end, PartEnd::Failed(_)).then(|| watch.clone());
                         let end = match end {
                             PartEnd::Closed => lectern_journal::PartEnd::Closed,
                             PartEnd::Interrupted(r) => lectern_journal::PartEnd::Interrupted(r),
@@ -996,6 +1009,8 @@ impl Daemon {
             _ => Value::Null,
         };
         let stats = self.session.as_ref().map(|s| s.stats()).or(self.last_stats.clone());
+        let retrying = matches!(state, State::Retrying { .. });
+        let watch = self.session.as_ref().map(Session::signals).or(self.retry_signals.as_ref().filter(|_| retrying));
         let now = self.clock.now_ms();
         let next = self.recorder.schedule().iter().find(|s: &&Slot| s.end_ms > now).map(|s| {
             json!({ "uid": s.uid, "title": s.title, "start": rfc3339(s.start_ms), "end": rfc3339(s.end_ms) })
@@ -1046,7 +1061,7 @@ impl Daemon {
             "uploads": self.uploads.as_ref().map(|u| u.status_json(now)),
             "update": self.updater.status_json(),
             "provision": self.provision_status(),
-            "signals": signals::status_json(&self.config.signals, self.session.as_ref().map(Session::signals), Instant::now()),
+            "signals": signals::status_json(&self.config.signals, watch, Instant::now()),
             "devices": {
                 "camera": self.camera.json(),
                 "mic": self.mic.as_ref().map(DeviceView::json),
@@ -1079,7 +1094,7 @@ impl Daemon {
         let candidate = recordings
             .into_iter()
             .filter(|r| r.kind == lectern_journal::RecordingKind::Adhoc && r.state == lectern_journal::RecordingState::Interrupted)
-            .filter(|r| matches!(r.end_reason.as_deref(), Some("crash" | "shutdown" | "power")))
+            .filter(|r| resumes_at_start(r.end_reason.as_deref()))
             .filter(|r| r.ended_at_ms.is_some_and(|t| t >= now - window))
             .max_by_key(|r| r.ended_at_ms);
         if let Some(r) = candidate {
@@ -1123,8 +1138,9 @@ impl Daemon {
     /// card, and a recording that is about to resume is not final.
     ///
     /// An interrupted recording will not be resumed when it is ad-hoc and older than
-    /// `resume_adhoc_window`, or scheduled and its event (still in the schedule) has ended or is
-    /// gone from the schedule. A power-lost recording is never idle, so never final here.
+    /// `resume_adhoc_window` or ended by a capture failure (`resumes_at_start`), or scheduled and
+    /// its event (still in the schedule) has ended or is gone from the schedule. A power-lost
+    /// recording is never idle, so never final here.
     fn maybe_stitch(&mut self) {
         if self.stitching.is_some() || *self.recorder.state() != State::Idle {
             return;
@@ -1136,7 +1152,7 @@ impl Daemon {
                 for r in list {
                     let resumable = match (&r.kind, &r.event_uid) {
                         (RecordingKind::Scheduled, Some(uid)) => self.recorder.schedule().iter().any(|s| &s.uid == uid && s.end_ms > now),
-                        _ => r.ended_at_ms.is_some_and(|t| t >= now - window) && window > 0,
+                        _ => r.ended_at_ms.is_some_and(|t| t >= now - window) && window > 0 && resumes_at_start(r.end_reason.as_deref()),
                     };
                     if !resumable {
                         log::info!(target: "lecternd", "recording {}: interrupted ({}) and not resumable; final", r.id, r.end_reason.as_deref().unwrap_or("?"));
@@ -1337,6 +1353,10 @@ impl Daemon {
     fn alarm_turn(&mut self) {
         let alarms: Vec<&'static str> = match (self.recorder.state(), self.session.as_ref()) {
             (State::Recording { .. }, Some(s)) => s.signals().active_names(),
+            (State::Retrying { .. }, None) => self.retry_signals.as_ref().map_or_else(Vec::new, |w| {
+                w.tick(Instant::now());
+                w.active_names()
+            }),
             _ => Vec::new(),
         };
         let led = self.board.led.pattern();

@@ -6,6 +6,12 @@
 //! Times in `status` are seconds since this capture session (the recording's current part)
 //! started, the monitor's own clock; the quality report of the part is logged when it ends.
 //!
+//! A part that ends in a capture failure (a camera unplugged) keeps its watch while the recorder
+//! retries: the main loop ticks it each turn, so the inputs that stopped raise `no_video` (and
+//! `no_audio`, when the part had sound) within a turn or two, in `status`, on the server and in
+//! the log, until a new part captures. Nothing is recorded then, so the alarms say what the room
+//! gets; the stretch is not stored (the part's report was), the manifest's gap is that hole.
+//!
 //! Lock order: the monitor's mutex is taken alone, for the length of one reading; the writer
 //! never holds it while it holds the part.
 
