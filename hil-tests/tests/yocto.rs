@@ -369,6 +369,8 @@ const ELEMENTS: &[(&str, Option<&str>)] = &[
     ("crate", None),
     ("enumerate", None),
     ("generate", None),
+    // Named in a comment (capture/src/lib.rs: the v4l2src fd leak shows even with `! fakesink`).
+    ("fakesink", None),
 ];
 
 /// Packages `decodebin` needs besides its own: typefinding of the camera's stream.
