@@ -23,7 +23,7 @@ pub const PYCA_VERSION: &str = "4.4";
 /// Credentials of the Opencast double (pyca sends them with Basic auth).
 pub const OC_USER: &str = "opencast_system_account";
 pub const OC_PASSWORD: &str = "bench-anchor";
-/// What the two Lectern-vs-pyca benchmarks run from `target/release`: the daemon, its CLI and
+/// What the two Lectern-vs-pyca benchmarks run from the target directory's `release/`: the daemon, its CLI and
 /// the Opencast double that serves pyca its calendar (the rest of the workspace need not build).
 pub const BENCH_PACKAGES: &[&str] = &["-p", "lecternd", "-p", "lectern-cli", "-p", "lectern-opencast-double"];
 /// The capture-agent name pyca registers as in the recording benchmark.

@@ -258,7 +258,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let ctx = Ctx {
         root: root.to_owned(),
         out: out.clone(),
-        bin: root.join("target/release"),
+        bin: crate::target_dir(root).join("release"),
         setup,
         seconds: opts.seconds,
         cameras,

@@ -74,7 +74,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     let out = opts.out.canonicalize()?;
 
     crate::cargo_build_release(root, &["-p", "lectern-stitch", "--example", "stitch"])?;
-    let stitcher = root.join("target/release/examples/stitch");
+    let stitcher = crate::target_dir(root).join("release/examples/stitch");
 
     let clip = encode_clip(&out, opts.clip_seconds)?;
     let rec = build_recording(&out, &clip, opts.minutes, opts.clip_seconds)?;

@@ -116,7 +116,7 @@ impl Options {
     pub fn parse(args: &[String], root: &Path) -> Result<Options> {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 % 1_000_000_007;
         let mut o = Options {
-            out: target_dir(root).join("bench-upload"),
+            out: crate::target_dir(root).join("bench-upload"),
             size: 1 << 30,
             cut_every: 16 * MIB,
             rate: 12_500_000,
@@ -169,14 +169,6 @@ impl Options {
     }
 }
 
-/// The Cargo target directory: `$CARGO_TARGET_DIR` or `target/` in the workspace.
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => root.join(d),
-        None => root.join("target"),
-    }
-}
-
 /// What the whole run shares.
 struct Ctx {
     out: PathBuf,
@@ -216,7 +208,7 @@ pub fn run(opts: Options, root: &Path) -> Result<()> {
     if opts.legs.contains(&Leg::Lecture) {
         crate::cargo_build_release(root, &["-p", "lectern-stitch", "--example", "stitch"])?;
     }
-    let bin = target_dir(root).join("release");
+    let bin = crate::target_dir(root).join("release");
     let needs_media = opts.legs.iter().any(|l| *l != Leg::Lecture);
     let media = if needs_media {
         random_media(&out, opts.size)?

@@ -19,9 +19,9 @@ mod bench_upload;
 mod child;
 mod procfs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P]
+const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [--no-anchor] [--interval SECONDS] [--pattern P] [--preview]
        cargo xtask bench-stitch [--minutes N] [--out DIR] [--clip-seconds S]
        cargo xtask bench-kill [--seconds 20] [--trials N] [--out DIR]
        cargo xtask bench-upload [--size 1GiB] [--cut-every 16MiB] [--rate 12.5MB] [--seed N] [--minutes 60]
@@ -31,7 +31,8 @@ const USAGE: &str = "usage: cargo xtask bench-record [--minutes N] [--out DIR] [
                  lecternd on the sim board and, unless --no-anchor, pyca 4.4 + ffmpeg side by side;
                  prints a markdown table (also OUT/report.md; samples in OUT/samples.csv).
                  OUT defaults to target/bench-record; PSS is sampled every --interval s (default 5);
-                 Lectern's sim camera shows videotestsrc pattern P (default smpte, see bench_record.rs).
+                 Lectern's sim camera shows videotestsrc pattern P (default smpte, see bench_record.rs);
+                 --preview keeps the confidence preview open (`lectern preview` every 5 s).
 
   bench-stitch   build a synthetic N-minute recording (default 60) in 3 parts of 2 s segments from a
                  repeated S-second clip (default 60) of 720p30 4000 kbit/s, then time the release
@@ -83,6 +84,15 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{USAGE}");
             std::process::exit(2);
         }
+    }
+}
+
+/// The Cargo target directory: `$CARGO_TARGET_DIR` or `target/` in the workspace. The benchmarks
+/// run the binaries they just built from here, not from `target/` whatever the build used.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target"),
     }
 }
 

@@ -164,6 +164,82 @@ pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
     v
 }
 
+/// Anonymous memory backed by transparent huge pages, in KiB (`AnonHugePages:` of
+/// /proc/PID/smaps_rollup): x86 builds of libx264 ask for them for their frame planes.
+pub fn anon_huge_pages_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| field_kb_or_bytes(&t, "AnonHugePages:"))
+        .unwrap_or(0)
+}
+
+/// glibc's malloc arenas other than the main one (`[heap]`) live in heaps of this size, aligned
+/// to it: the used part read-write, the rest reserved without access (`HEAP_MAX_SIZE`, 64-bit).
+const ARENA_HEAP: u64 = 64 << 20;
+
+/// The anonymous mappings of `pid` (no name in /proc/PID/smaps) by what they most likely are,
+/// with their PSS in KiB and how many there are, largest first:
+///
+/// * a malloc arena: read-write at a 64 MiB boundary, followed by its no-access remainder up to
+///   the next boundary (glibc gives threads their own arenas, up to 8 per core);
+/// * a thread stack: read-write directly above a small no-access guard (glibc's default guard
+///   is one page);
+/// * other: anything else read-write, mostly blocks above malloc's mmap threshold (video frames,
+///   encoder buffers);
+/// * reserved: mappings without access (arena remainders, guards), which cost nothing.
+///
+/// It is a heuristic from addresses and permissions, good enough to say where memory goes.
+pub fn anon_by_kind(pid: u32) -> Vec<(&'static str, (u64, u32))> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps")).map_or_else(|_| Vec::new(), |t| anon_kinds(&t))
+}
+
+/// [`anon_by_kind`] of the text of a /proc/PID/smaps.
+fn anon_kinds(text: &str) -> Vec<(&'static str, (u64, u32))> {
+    // (start, end, perms, anonymous, pss KiB) of every mapping, in address order.
+    let mut maps: Vec<(u64, u64, String, bool, u64)> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                continue;
+            };
+            let perms = words.next().unwrap_or("").to_owned();
+            let anonymous = words.nth(3).is_none();
+            maps.push((start, end, perms, anonymous, 0));
+        } else if first == "Pss:" {
+            if let Some(m) = maps.last_mut() {
+                m.4 += words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+        }
+    }
+    let mut kinds: HashMap<&'static str, (u64, u32)> = HashMap::new();
+    for (i, (start, end, perms, anonymous, pss)) in maps.iter().enumerate() {
+        if !anonymous {
+            continue;
+        }
+        let no_access = |j: usize| maps.get(j).filter(|m| m.3 && m.2.starts_with("---"));
+        let kind = if perms.starts_with("---") {
+            "reserved, no access"
+        } else if start % ARENA_HEAP == 0
+            && (end - start == ARENA_HEAP
+                || no_access(i + 1).is_some_and(|m| m.0 == *end && m.1 == start + ARENA_HEAP))
+        {
+            "malloc arenas of threads"
+        } else if i > 0 && no_access(i - 1).is_some_and(|m| m.1 == *start && m.1 - m.0 <= 64 << 10) {
+            "thread stacks"
+        } else {
+            "other (large mmap'd blocks: video frames, encoder buffers)"
+        };
+        let e = kinds.entry(kind).or_default();
+        e.0 += pss;
+        e.1 += 1;
+    }
+    let mut v: Vec<_> = kinds.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1 .0));
+    v
+}
+
 /// The number after `key` on the line that starts with it (the unit, if any, is ignored).
 fn field_kb_or_bytes(text: &str, key: &str) -> Option<u64> {
     text.lines()
@@ -213,6 +289,35 @@ mod tests {
         assert!(super::counters(me).is_some());
         assert!(super::alive(me));
         assert_eq!(super::ppid(me), Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn anonymous_memory_by_kind() {
+        // A thread's arena (64 MiB aligned, with its remainder), a stack above its guard page,
+        // a large block, a named library and the main heap (named: not anonymous).
+        let smaps = "\
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+Pss:                2000 kB
+7f0000200000-7f0004000000 ---p 00000000 00:00 0
+Pss:                   0 kB
+7f0010000000-7f0010001000 ---p 00000000 00:00 0
+Pss:                   0 kB
+7f0010001000-7f0010801000 rw-p 00000000 00:00 0
+Pss:                  40 kB
+7f0020000000-7f0020152000 rw-p 00000000 00:00 0
+Pss:                1352 kB
+7f0030000000-7f0030100000 r-xp 00000000 08:01 1234    /usr/lib/libx264.so.164
+Pss:                1152 kB
+55d000000000-55d000400000 rw-p 00000000 00:00 0       [heap]
+Pss:                3640 kB
+";
+        let kinds = super::anon_kinds(smaps);
+        let get = |k: &str| kinds.iter().find(|e| e.0.starts_with(k)).map(|e| e.1);
+        assert_eq!(get("malloc arenas"), Some((2000, 1)));
+        assert_eq!(get("thread stacks"), Some((40, 1)));
+        assert_eq!(get("other"), Some((1352, 1)));
+        assert_eq!(get("reserved"), Some((0, 2)));
+        assert_eq!(kinds.len(), 4, "named mappings are not anonymous: {kinds:?}");
     }
 
     #[test]
