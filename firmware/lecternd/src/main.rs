@@ -12,6 +12,8 @@ use clap::Parser;
 use lectern_config::{Config, DEFAULT_CONFIG};
 use lectern_provision::store::{Start, Store, TRIAL_STARTS};
 
+mod memory;
+
 /// Lecture-capture daemon: camera and mic to a crash-safe journal, schedule, uploads.
 #[derive(Debug, Parser)]
 #[command(name = "lecternd", version, about)]
@@ -86,6 +88,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     lecternd::logging::init();
+    for failed in memory::tune() {
+        log::warn!(target: "lecternd", "{failed}: the daemon may hold more memory (memory.rs)");
+    }
     let provisioning = lecternd::Provisioning { store: args.provision_store, enrol: args.enrol, fleet_keys: args.fleet_keys };
     match lecternd::run(config, provisioning) {
         Ok(()) => ExitCode::SUCCESS,
