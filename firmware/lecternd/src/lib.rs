@@ -231,8 +231,6 @@ impl DeviceView {
     }
 }
 
-/// A box with no schedule source at all (no `.ics`, no `ics_url`, no Opencast) records only
-/// when someone presses the button: it is not provisioned, and its idle LED says so.
 /// What the control socket and the status page call: the request goes to the main loop as an
 /// event and the answer comes back on a channel of its own.
 fn control_handler(tx: Sender<Event>) -> Box<lectern_control::Handler> {
@@ -252,6 +250,8 @@ fn resumes_at_start(end_reason: Option<&str>) -> bool {
     matches!(end_reason, Some("crash" | "shutdown" | "power"))
 }
 
+/// A box with no schedule source at all (no `.ics`, no `ics_url`, no Opencast) records only
+/// when someone presses the button: it is not provisioned, and its idle LED says so.
 fn provisioned(config: &Config) -> bool {
     config.schedule.ics.is_some() || config.schedule.ics_url.is_some() || config.opencast.is_some()
 }
