@@ -338,5 +338,10 @@ fn cli_json_shapes_are_the_documented_ones() {
     wait_until("power_fail cleared", Duration::from_secs(5), || d.status()["power_fail"] == false).unwrap();
     let human = d.cli(&["recordings"]).unwrap();
     assert!(human.contains("Shapes") && human.contains("completed"), "{human}");
+    // `--newest N`: the newest N rows (the same shape) and how many there are in all.
+    let newest: Value = serde_json::from_str(&d.cli(&["--json", "recordings", "--newest", "1"]).unwrap()).unwrap();
+    assert_eq!((newest["recordings"][0]["id"].as_str(), newest["recordings"].as_array().map(Vec::len), newest["total"].as_u64()), (r["id"].as_str(), Some(1), Some(1)), "{newest}");
+    let none = d.cli(&["recordings", "--newest", "0"]).unwrap();
+    assert!(none.contains("(no recordings)") && none.contains("(the newest 0 of 1)"), "{none}");
     assert!(d.terminate().unwrap().success());
 }

@@ -924,12 +924,16 @@ _lectern() {
             return 0
             ;;
         lectern__subcmd__recordings)
-            opts="-c -h -V --config --socket --json --help --version"
+            opts="-c -h -V --newest --config --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --newest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -70,6 +70,7 @@ complete -c lectern -n "__fish_lectern_using_subcommand record; and __fish_seen_
 complete -c lectern -n "__fish_lectern_using_subcommand record; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start an ad-hoc recording'
 complete -c lectern -n "__fish_lectern_using_subcommand record; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop the current recording'
 complete -c lectern -n "__fish_lectern_using_subcommand record; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lectern -n "__fish_lectern_using_subcommand recordings" -l newest -d 'Only the newest N (by start), oldest of them first' -r
 complete -c lectern -n "__fish_lectern_using_subcommand recordings" -s c -l config -d 'The daemon\'s config file (for its control socket and the sim board\'s socket)' -r -F
 complete -c lectern -n "__fish_lectern_using_subcommand recordings" -l socket -d 'The control socket, instead of the one the config names' -r -F
 complete -c lectern -n "__fish_lectern_using_subcommand recordings" -l json -d 'Print the daemon\'s reply as JSON, unchanged (docs/control-api.md)'

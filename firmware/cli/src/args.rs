@@ -35,7 +35,11 @@ pub enum Command {
     #[command(subcommand)]
     Record(Record),
     /// Recordings with durations, parts, segments, bytes.
-    Recordings,
+    Recordings {
+        /// Only the newest N (by start), oldest of them first.
+        #[arg(long, value_name = "N")]
+        newest: Option<u32>,
+    },
     /// The segments of one recording.
     Segments {
         /// The recording's id.

@@ -72,7 +72,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Status => ("status", ask(cli, Request::Status)?),
         Command::Record(Record::Start { title }) => ("record", ask(cli, Request::RecordStart { title: title.clone() })?),
         Command::Record(Record::Stop) => ("record", ask(cli, Request::RecordStop)?),
-        Command::Recordings => ("recordings", ask(cli, Request::Recordings)?),
+        Command::Recordings { newest: None } => ("recordings", ask(cli, Request::Recordings)?),
+        Command::Recordings { newest: Some(n) } => ("recordings", ask(cli, Request::NewestRecordings { n: *n })?),
         Command::Segments { id } => ("segments", ask(cli, Request::Segments { recording_id: id.clone() })?),
         Command::Uploads { action: None } => ("uploads", ask(cli, Request::Uploads)?),
         Command::Uploads { action: Some(Uploads::Retry { id }) } => ("uploads retry", ask(cli, Request::UploadRetry { recording_id: id.clone() })?),
@@ -224,6 +225,9 @@ fn human(kind: &str, v: &Value) -> String {
             }
             if list.is_empty() {
                 out_line!(out, "(no recordings)");
+            }
+            if let Some(total) = v["total"].as_u64().filter(|t| *t > list.len() as u64) {
+                out_line!(out, "(the newest {} of {total})", list.len());
             }
         }
         "uploads retry" => {

@@ -49,6 +49,10 @@ pub enum Request {
     RecordStop,
     /// Every recording in the journal with its totals.
     Recordings,
+    /// The newest `n` recordings (by start), in the same shape as `Recordings`, and `total`,
+    /// how many the journal holds: a page or a script that shows the last few need not have
+    /// the daemon build a row for every recording of the year.
+    NewestRecordings { n: u32 },
     /// The segments of one recording.
     Segments { recording_id: String },
     /// Every upload job with its progress, the targets' endpoints and the alarms.
@@ -197,6 +201,7 @@ mod tests {
             (Request::RecordStart { title: Some("T".into()) }, r#"{"cmd":"record_start","title":"T"}"#),
             (Request::RecordStop, r#"{"cmd":"record_stop"}"#),
             (Request::Recordings, r#"{"cmd":"recordings"}"#),
+            (Request::NewestRecordings { n: 20 }, r#"{"cmd":"newest_recordings","n":20}"#),
             (Request::Segments { recording_id: "r".into() }, r#"{"cmd":"segments","recording_id":"r"}"#),
             (Request::Update { bundle: "/data/updates/b.raucb".into() }, r#"{"cmd":"update","bundle":"/data/updates/b.raucb"}"#),
             (Request::Provision { bundle: "/media/usb/hall-a.bundle".into() }, r#"{"cmd":"provision","bundle":"/media/usb/hall-a.bundle"}"#),

@@ -331,6 +331,18 @@ impl Journal {
         self.query_recordings(None, "1")
     }
 
+    /// The newest `n` recordings (by start), oldest of them first, and how many there are in
+    /// all: what a status page or `lectern recordings --newest N` asks for, so a box with a
+    /// year of recordings does not build every row to show twenty.
+    pub fn newest_recordings(&self, n: u32) -> Result<(Vec<RecordingSummary>, u64)> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM recordings", [], |r| r.get(0))
+            .db("count recordings", &self.ctx.db_path)?;
+        let cond = format!("r.id IN (SELECT id FROM recordings ORDER BY started_at_ms DESC, id DESC LIMIT {n})");
+        Ok((self.query_recordings(None, &cond)?, total as u64))
+    }
+
     /// One recording.
     pub fn recording(&self, id: &str) -> Result<Option<RecordingSummary>> {
         Ok(self.query_recordings(Some(id), "1")?.into_iter().next())

@@ -1371,3 +1371,19 @@ fn a_card_filling_mid_part_ends_the_part_at_the_next_cut_with_committed_segments
     journal.finish_recording("filling", Outcome::Interrupted("storage full".into()), T0_MS + 11_000).unwrap();
     assert_eq!(journal.recording("filling").unwrap().unwrap().state, RecordingState::Interrupted);
 }
+
+#[test]
+fn newest_recordings_are_the_last_started_with_the_total() {
+    let (_dir, mut journal) = new_journal();
+    // Started out of id order, so the start time (not the id) must decide.
+    for (i, id) in ["c", "a", "d", "b", "e"].iter().enumerate() {
+        journal.start_recording(&adhoc(id), T0_MS + i as i64 * 1000).unwrap();
+        journal.finish_recording(id, Outcome::Completed, T0_MS + i as i64 * 1000 + 500).unwrap();
+    }
+    let ids = |v: &[RecordingSummary]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let (newest, total) = journal.newest_recordings(2).unwrap();
+    assert_eq!((ids(&newest), total), (vec!["b".to_owned(), "e".to_owned()], 5));
+    let (all, total) = journal.newest_recordings(50).unwrap();
+    assert_eq!((ids(&all), total), (ids(&journal.recordings().unwrap()), 5));
+    assert_eq!(journal.newest_recordings(0).unwrap(), (vec![], 5));
+}

@@ -936,20 +936,11 @@ impl Daemon {
             }
             Request::Recordings => {
                 let list = self.journal.recordings().map_err(|e| e.to_string())?;
-                let mut out = Vec::with_capacity(list.len());
-                for r in list {
-                    let stitch = self.journal.stitch_status(&r.id).map_err(|e| e.to_string())?;
-                    let mut v = serde_json::to_value(&r).map_err(|e| e.to_string())?;
-                    v["stitch"] = stitch.map_or(Value::Null, |s| {
-                        json!({ "state": s.state, "path": s.path, "manifest": s.manifest_path, "bytes": s.bytes, "sha256": s.sha256, "error": s.error })
-                    });
-                    // The signal report's verdict (the manifest's `quality`): ok, flagged, or
-                    // empty_room, with the alarms' names.
-                    let (verdict, alarms) = self.journal.quality(&r.id, r.kind == RecordingKind::Scheduled).map_err(|e| e.to_string())?;
-                    v["quality"] = json!({ "verdict": verdict, "alarms": alarms });
-                    out.push(v);
-                }
-                Ok(json!({ "recordings": out }))
+                Ok(json!({ "recordings": self.recording_rows(list)? }))
+            }
+            Request::NewestRecordings { n } => {
+                let (list, total) = self.journal.newest_recordings(n).map_err(|e| e.to_string())?;
+                Ok(json!({ "recordings": self.recording_rows(list)?, "total": total }))
             }
             Request::Segments { recording_id } => {
                 let segs = self.journal.segments(&recording_id).map_err(|e| e.to_string())?;
@@ -967,6 +958,23 @@ impl Daemon {
             Request::Provision { bundle } => self.provision_request(&bundle),
             Request::Preview => self.preview_request(),
         }
+    }
+
+    /// The `recordings` rows: each recording with its stitch and the signal report's verdict
+    /// (the manifest's `quality`: ok, flagged, or empty_room, with the alarms' names).
+    fn recording_rows(&self, list: Vec<lectern_journal::RecordingSummary>) -> Result<Vec<Value>, String> {
+        let mut out = Vec::with_capacity(list.len());
+        for r in list {
+            let stitch = self.journal.stitch_status(&r.id).map_err(|e| e.to_string())?;
+            let mut v = serde_json::to_value(&r).map_err(|e| e.to_string())?;
+            v["stitch"] = stitch.map_or(Value::Null, |s| {
+                json!({ "state": s.state, "path": s.path, "manifest": s.manifest_path, "bytes": s.bytes, "sha256": s.sha256, "error": s.error })
+            });
+            let (verdict, alarms) = self.journal.quality(&r.id, r.kind == RecordingKind::Scheduled).map_err(|e| e.to_string())?;
+            v["quality"] = json!({ "verdict": verdict, "alarms": alarms });
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// Free space on the media volume against the journal's reserve, read when asked (one

@@ -14,7 +14,7 @@
 //!
 //! Routes (GET and HEAD only; docs/status-page.md):
 //! - `/` the page, `/page.js`, `/page.css` (embedded; no request leaves the box)
-//! - `/api/status` `/api/recordings` (the newest [`RECORDINGS_SHOWN`]) `/api/preview`: the
+//! - `/api/status` `/api/recordings` (the newest [`RECORDINGS_SHOWN`], asked as such) `/api/preview`: the
 //!   control requests' `data`; a refusal is a 409 with `{"error": ...}`
 //! - `/preview.jpg` the newest picture as a JPEG (503 + `Retry-After` while it is coming)
 
@@ -40,7 +40,7 @@ const PAGE_CSS: &str = include_str!("../assets/page.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Answers the daemon's control requests; the daemon passes the same kind of handler it gives
-/// the control socket. Only `Status`, `Recordings` and `Preview` are ever asked.
+/// the control socket. Only `Status`, `NewestRecordings` and `Preview` are ever asked.
 pub type Source = lectern_control::Handler;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ fn route(method: &Method, url: &str, host: Option<&str>, source: &Source) -> Rep
         "/page.js" => Reply::asset("text/javascript; charset=utf-8", PAGE_JS),
         "/page.css" => Reply::asset("text/css; charset=utf-8", PAGE_CSS),
         "/api/status" => api(source(Request::Status)),
-        "/api/recordings" => api(source(Request::Recordings).map(newest_recordings)),
+        "/api/recordings" => api(source(Request::NewestRecordings { n: RECORDINGS_SHOWN as u32 }).map(newest_first)),
         "/api/preview" => api(source(Request::Preview)),
         "/preview.jpg" => jpeg(source(Request::Preview)),
         _ => Reply::text(404, &format!("no such page: {path}")),
@@ -175,13 +175,14 @@ fn api(answer: Result<Value, String>) -> Reply {
     }
 }
 
-/// The newest [`RECORDINGS_SHOWN`] recordings, newest first, and how many there are in all.
-fn newest_recordings(mut v: Value) -> Value {
+/// The daemon's newest [`RECORDINGS_SHOWN`] recordings (oldest of them first), newest first for
+/// the table, with how many there are in all.
+fn newest_first(mut v: Value) -> Value {
     let mut list = match v.get_mut("recordings").map(Value::take) {
         Some(Value::Array(list)) => list,
         _ => Vec::new(),
     };
-    let total = list.len();
+    let total = v.get("total").and_then(Value::as_u64).unwrap_or(list.len() as u64);
     list.sort_by_key(|r| std::cmp::Reverse(r.get("started_at_ms").and_then(Value::as_i64).unwrap_or(i64::MIN)));
     list.truncate(RECORDINGS_SHOWN);
     json!({ "recordings": list, "total": total })
@@ -216,10 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn recordings_are_cut_to_the_newest() {
+    fn recordings_are_newest_first_and_cut() {
         let list: Vec<Value> = (0..30).map(|i| json!({ "id": format!("r{i}"), "started_at_ms": i * 1000 })).collect();
-        let v = newest_recordings(json!({ "recordings": list }));
-        assert_eq!(v["total"], 30);
+        let v = newest_first(json!({ "recordings": list, "total": 31 }));
+        assert_eq!(v["total"], 31);
         let ids: Vec<&str> = v["recordings"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), RECORDINGS_SHOWN);
         assert_eq!((ids[0], ids[RECORDINGS_SHOWN - 1]), ("r29", "r10"));

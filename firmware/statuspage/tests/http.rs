@@ -22,7 +22,8 @@ fn page(preview: Value, asked: Arc<Mutex<Vec<Request>>>) -> StatusPage {
             asked.lock().unwrap().push(req.clone());
             match req {
                 Request::Status => Ok(json!({ "state": "recording" })),
-                Request::Recordings => Ok(json!({ "recordings": (0..25).map(|i| json!({ "id": format!("r{i}"), "started_at_ms": i })).collect::<Vec<_>>() })),
+                // The newest n of 25, oldest of them first, as the journal answers.
+                Request::NewestRecordings { n } => Ok(json!({ "recordings": (25 - n..25).map(|i| json!({ "id": format!("r{i}"), "started_at_ms": i })).collect::<Vec<_>>(), "total": 25 })),
                 Request::Preview if preview.is_null() => Err("not recording: the preview comes from a running capture".into()),
                 Request::Preview => Ok(preview.clone()),
                 other => panic!("the page asked a request it must never ask: {other:?}"),
@@ -77,7 +78,7 @@ fn serves_the_page_and_the_read_only_api() {
     assert!(head.contains("Content-Type: image/jpeg"), "{head}");
     assert_eq!(get(&p, "/api/preview").0, 200);
     assert_eq!(get(&p, "/etc/passwd").0, 404);
-    assert_eq!(*asked.lock().unwrap(), [Request::Status, Request::Recordings, Request::Preview, Request::Preview]);
+    assert_eq!(*asked.lock().unwrap(), [Request::Status, Request::NewestRecordings { n: 20 }, Request::Preview, Request::Preview]);
 }
 
 #[test]
