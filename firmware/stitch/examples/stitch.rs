@@ -41,6 +41,7 @@ fn main() -> Result<()> {
                 "input_start_ns": p.input_start_ns, "input_end_ns": p.input_end_ns,
                 "video_samples": p.video_samples, "audio_samples": p.audio_samples,
                 "dropped_tail_units": p.dropped_tail_units,
+                "dropped_damaged_units": p.dropped_damaged_units,
             })
         })
         .collect();

@@ -149,6 +149,13 @@ pub fn scan_au(au: &[u8], pos: &Pos, params: &mut ParamSets) -> Result<AuInfo> {
     Ok(AuInfo { size, key })
 }
 
+/// Whether an access unit holds an IDR slice (decodes without earlier pictures).
+pub fn is_key(au: &[u8]) -> bool {
+    let mut key = false;
+    for_each_nal(au, |nal| key |= nal[0] & 0x1f == NAL_IDR);
+    key
+}
+
 /// Appends the AVCC form of an access unit to `out`; returns its size.
 pub fn write_avcc(au: &[u8], out: &mut Vec<u8>) -> usize {
     let before = out.len();

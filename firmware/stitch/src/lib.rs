@@ -56,6 +56,15 @@
 //! [`Part::may_be_torn`] drop a trailing unbounded video PES unless its last
 //! packet was padded (see `ts.rs`); bounded PES and ADTS frames that are cut
 //! short are always dropped. That costs at most one frame per stream.
+//!
+//! # Lost packets
+//!
+//! A PES that lost TS packets inside a part (a jump in its PID's continuity
+//! counter, or a bounded PES cut short by the next PES start: bytes the
+//! journal never got) is dropped, and so are the video pictures after it up
+//! to the next keyframe, which refer to it: the file holds the last good
+//! picture for up to a GOP rather than a smeared one, and never a frame that
+//! decodes with errors. [`PartReport::dropped_damaged_units`] counts them.
 
 mod adts;
 mod error;
@@ -109,6 +118,9 @@ pub struct PartReport {
     pub audio_samples: u32,
     /// PES packets or ADTS frames dropped because the part ended inside them.
     pub dropped_tail_units: u32,
+    /// PES packets dropped inside the part because they lost TS packets
+    /// (`ts.rs`): frames the journal is missing bytes of.
+    pub dropped_damaged_units: u32,
 }
 
 /// The outcome of [`stitch`].
@@ -155,6 +167,10 @@ pub fn stitch<W: Write + Send>(parts: &[Part], out: W) -> Result<Report> {
         report.duration_ns as f64 / 1e9,
         bytes
     );
+    let damaged: u32 = report.parts.iter().map(|p| p.dropped_damaged_units).sum();
+    if damaged > 0 {
+        log::warn!(target: "stitch", "left out {damaged} frames that lost bytes in the journal, or referred to one that did");
+    }
     Ok(report)
 }
 
@@ -197,10 +213,22 @@ fn walk_part(
     index: usize,
     part: &Part,
     mut f: impl FnMut(Sample<'_>, &Pos) -> Result<()>,
-) -> Result<u32> {
+) -> Result<Dropped> {
     let mut unwrap = Unwrap::default();
     let mut dropped = 0;
+    // After a video PES was dropped for lost packets, the pictures up to the
+    // next keyframe refer to it: they are dropped too, so the file shows the
+    // last good picture for up to a GOP instead of a smeared one.
+    let mut await_key = false;
+    let mut skipped_to_key = 0;
     let stats = ts::demux_part(&part.segments, part.may_be_torn, |pes| {
+        if pes.kind == Kind::Video && (await_key || pes.after_loss) {
+            await_key = !h264::is_key(pes.data);
+            if await_key {
+                skipped_to_key += 1;
+                return Ok(());
+            }
+        }
         let pts = pes
             .pts
             .ok_or_else(|| error::malformed(pes.pos, format!("{:?} PES without PTS", pes.kind)))?;
@@ -249,7 +277,19 @@ fn walk_part(
             first_file: part.segments[0].clone(),
         });
     }
-    Ok(dropped + stats.dropped_tail)
+    Ok(Dropped {
+        tail: dropped + stats.dropped_tail,
+        damaged: stats.dropped_damaged + skipped_to_key,
+    })
+}
+
+/// Samples [`walk_part`] left out of a part.
+#[derive(Default, Clone, Copy)]
+struct Dropped {
+    /// Cut short at the part's end.
+    tail: u32,
+    /// Lost packets inside the part, or referred to a picture that did.
+    damaged: u32,
 }
 
 /// The result of pass 1.
@@ -275,7 +315,7 @@ struct PartScan {
     audio: Vec<(i64, u32)>,
     /// Track (0 video, 1 audio) of each sample in stream order.
     order: Vec<u8>,
-    dropped: u32,
+    dropped: Dropped,
     params: h264::ParamSets,
     audio_config: Option<(adts::Config, Pos)>,
 }
@@ -286,7 +326,7 @@ fn scan_part(index: usize, part: &Part) -> Result<PartScan> {
         video: Vec::new(),
         audio: Vec::new(),
         order: Vec::new(),
-        dropped: 0,
+        dropped: Dropped::default(),
         params: h264::ParamSets::default(),
         audio_config: None,
     };
@@ -391,7 +431,8 @@ fn plan(parts: &[Part]) -> Result<Plan> {
             .as_ref()
             .map_or(48_000, |(c, _)| c.sample_rate());
         let mut r = tl.add_part(&scan.video, &scan.audio, rate);
-        r.dropped_tail_units = scan.dropped;
+        r.dropped_tail_units = scan.dropped.tail;
+        r.dropped_damaged_units = scan.dropped.damaged;
         log::debug!(target: "stitch", "part {index}: {r:?}");
         order.extend_from_slice(&scan.order);
         part_ends.push(order.len());
@@ -542,6 +583,7 @@ impl Timeline {
             video_samples: video.len() as u32,
             audio_samples: audio.len() as u32,
             dropped_tail_units: 0,
+            dropped_damaged_units: 0,
         };
         self.offset += end - base;
         report

@@ -4,6 +4,14 @@
 //! (0x0f) PIDs, and reassembles PES packets, handing each complete one to a
 //! sink with its raw 33-bit PTS/DTS. It knows nothing about timelines or MP4.
 //!
+//! A PES that lost packets inside the part is dropped, never handed on: the
+//! decoder would show it as a damaged picture (or a burst of noise) in the
+//! middle of the stitched file. Lost packets show as a jump of the packet's
+//! 4-bit continuity counter (a muxer counts every packet of a PID that carries
+//! payload) or as a bounded PES that a new PES start cuts short. One muxer
+//! session never loses packets, so either means the journal lost bytes (a
+//! chunk the writer could not take in time); the rest of the part stitches.
+//!
 //! A PES ends when its declared length is reached or, for unbounded PES
 //! (length 0, how muxers carry video), when the next PES of that PID starts.
 //! At the end of a part the pending PES of each stream is complete only if it
@@ -44,6 +52,9 @@ pub struct Pes<'a> {
     pub data: &'a [u8],
     /// Where the PES started.
     pub pos: &'a Pos,
+    /// The PES of this stream before this one was dropped for lost packets,
+    /// so a picture this one refers to may be missing.
+    pub after_loss: bool,
 }
 
 /// What the demuxer found besides the PES packets.
@@ -53,6 +64,8 @@ pub struct DemuxStats {
     pub has_video: bool,
     /// Trailing PES packets dropped because they were cut short.
     pub dropped_tail: u32,
+    /// PES packets dropped inside the part because they lost packets.
+    pub dropped_damaged: u32,
 }
 
 #[derive(Default)]
@@ -62,6 +75,12 @@ struct Assembler {
     pos: Option<Pos>,
     /// The last packet appended carried adaptation-field stuffing.
     last_stuffed: bool,
+    /// The continuity counter of this PID's last packet with payload.
+    cc: Option<u8>,
+    /// The pending PES lost packets (a continuity counter jump).
+    damaged: bool,
+    /// The last PES of this stream was dropped as damaged.
+    lost_before: bool,
 }
 
 impl Assembler {
@@ -210,6 +229,9 @@ impl Demuxer {
             _ => return Ok(()),
         };
         let payload = &pkt[payload_start..];
+        // The adaptation field's discontinuity_indicator: the counter may restart.
+        let discontinuity = afc == 0b11 && pkt[4] > 0 && pkt[5] & 0x80 != 0;
+        let cc = pkt[3] & 0x0f;
         if pid == 0 {
             if pusi {
                 self.pmt_pid = parse_pat(payload, &loc.pos())?.or(self.pmt_pid);
@@ -227,7 +249,18 @@ impl Demuxer {
                 None
             };
             if let Some((asm, kind)) = stream {
-                push(asm, kind, pusi, payload, stuffed, loc, sink)?;
+                match asm.cc.replace(cc) {
+                    // A duplicate packet (the standard allows one): already taken.
+                    Some(last) if last == cc && !discontinuity => return Ok(()),
+                    Some(last) if (last + 1) & 0x0f != cc && !discontinuity => {
+                        // Packets are missing before this one: they belonged to the
+                        // pending PES (its middle, or its end when this one starts a
+                        // new PES).
+                        asm.damaged = asm.active;
+                    }
+                    _ => {}
+                }
+                push(asm, kind, pusi, payload, stuffed, loc, sink, &mut self.stats)?;
             }
         }
         Ok(())
@@ -271,6 +304,10 @@ impl Demuxer {
             if !asm.active {
                 continue;
             }
+            if asm.damaged {
+                drop_damaged(asm, kind, &mut self.stats);
+                continue;
+            }
             // A bounded PES still pending never reached its length.
             let complete = asm.declared_len().is_none() && (!may_be_torn || asm.last_stuffed);
             if complete {
@@ -289,7 +326,10 @@ impl Demuxer {
 }
 
 /// Appends one packet's payload to a PES being assembled, emitting the
-/// previous PES when a new one starts and a bounded PES once it is whole.
+/// previous PES when a new one starts and a bounded PES once it is whole. A
+/// previous PES that lost packets, or that the new start cuts short of its
+/// declared length, is dropped instead.
+#[allow(clippy::too_many_arguments)]
 fn push(
     asm: &mut Assembler,
     kind: Kind,
@@ -298,11 +338,18 @@ fn push(
     stuffed: bool,
     loc: Loc<'_>,
     sink: &mut impl FnMut(Pes<'_>) -> Result<()>,
+    stats: &mut DemuxStats,
 ) -> Result<()> {
     if pusi {
         if asm.active {
-            emit(asm, kind, sink)?;
+            let short = asm.declared_len().is_some_and(|len| asm.buf.len() < len);
+            if asm.damaged || short {
+                drop_damaged(asm, kind, stats);
+            } else {
+                emit(asm, kind, sink)?;
+            }
         }
+        asm.damaged = false;
         asm.buf.clear();
         asm.active = true;
         asm.pos = Some(loc.pos());
@@ -316,10 +363,28 @@ fn push(
     if let Some(len) = asm.declared_len() {
         if asm.buf.len() >= len {
             asm.buf.truncate(len);
-            emit(asm, kind, sink)?;
+            if asm.damaged {
+                drop_damaged(asm, kind, stats);
+            } else {
+                emit(asm, kind, sink)?;
+            }
         }
     }
     Ok(())
+}
+
+/// Drops the pending PES, which lost packets inside the part.
+fn drop_damaged(asm: &mut Assembler, kind: Kind, stats: &mut DemuxStats) {
+    log::warn!(
+        target: "stitch",
+        "dropping a {kind:?} PES that lost packets ({}, {} bytes kept): the journal is missing bytes there",
+        asm.pos.as_ref().map(ToString::to_string).unwrap_or_default(),
+        asm.buf.len()
+    );
+    asm.active = false;
+    asm.damaged = false;
+    asm.lost_before = true;
+    stats.dropped_damaged += 1;
 }
 
 fn emit(
@@ -348,12 +413,14 @@ fn emit(
     } else {
         pts
     };
+    let after_loss = std::mem::take(&mut asm.lost_before);
     sink(Pes {
         kind,
         pts,
         dts,
         data: &b[header_len..],
         pos,
+        after_loss,
     })
 }
 

@@ -216,12 +216,16 @@ fn frame_hashes(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// ffmpeg decodes the whole file with no error output at all.
+/// ffmpeg decodes the whole file with no error output at all. Frames pass
+/// through with their own times (`-fps_mode passthrough`, in the file's
+/// time base: `-enc_time_base -1`): a hole in the
+/// video (frames left out) is the file's timing, not a decoding error, and
+/// ffmpeg's constant-rate output would complain about it.
 fn decodes_cleanly(path: &Path) -> Result<()> {
     let out = run(Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-xerror", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"]))?;
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-"]))?;
     ensure!(
         out.stderr.is_empty(),
         "ffmpeg said: {}",
@@ -371,6 +375,56 @@ fn torn_tail_still_stitches_and_decodes() -> Result<()> {
         vn + 1 >= vn_in + vn_in2 && vn <= vn_in + vn_in2,
         "{vn} of {vn_in}+{vn_in2}"
     );
+    Ok(())
+}
+
+/// Packets lost inside a part (a chunk the journal never got): the frame
+/// that lost them, and the frames up to the next keyframe that refer to it,
+/// are left out, so the file decodes without a damaged picture; a lost audio
+/// packet costs its own frames only. Without the continuity check the torn
+/// frame went into the MP4.
+#[test]
+fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
+    if !have_tools() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let rec = make_recording(dir.path(), &[90, 45], &[900_000, 5_000_000])?;
+    let seg = rec.parts[0].segments[1].clone();
+    let bytes = std::fs::read(&seg)?;
+    let pkts: Vec<&[u8]> = bytes.chunks_exact(188).collect();
+    let pid = |p: &[u8]| u16::from_be_bytes([p[1] & 0x1f, p[2]]);
+    let pusi = |p: &[u8]| p[1] & 0x40 != 0;
+    // random_access_indicator: mpegtsmux sets it on a keyframe's first packet.
+    let key = |p: &[u8]| p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0;
+    // The second packet of the third non-key picture in the segment.
+    let starts: Vec<usize> = (0..pkts.len()).filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i]) && !key(pkts[i])).collect();
+    let start = *starts.get(2).context("three P pictures in the segment")?;
+    let lost_video = (start + 1..pkts.len())
+        .find(|&i| pid(pkts[i]) == 0x41)
+        .filter(|&i| !pusi(pkts[i]))
+        .context("a picture of more than one packet")?;
+    // And one audio packet a few packets further on.
+    let lost_audio = (lost_video + 1..pkts.len()).find(|&i| pid(pkts[i]) == 0x42).context("audio after it")?;
+    let kept: Vec<u8> = pkts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lost_video && *i != lost_audio)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    std::fs::write(&seg, kept)?;
+
+    let (out, report) = stitch_to(dir.path(), &rec.parts)?;
+    decodes_cleanly(&out)?;
+    let (vn_in, an_in, _) = probe_counts(&rec.whole[0])?;
+    let p = &report.parts[0];
+    // The damaged picture and the rest of its GOP (keyframes every 30): at
+    // least the picture itself, at most a GOP.
+    assert!((1..=30).contains(&p.dropped_damaged_units), "{p:?}");
+    assert_eq!(u64::from(p.video_samples) + u64::from(p.dropped_damaged_units), vn_in, "{p:?}");
+    // One AAC frame lost (one PES); no other dropped.
+    assert_eq!(u64::from(p.audio_samples), an_in - 1, "{p:?}");
+    assert_eq!((p.dropped_tail_units, report.parts[1].dropped_damaged_units), (0, 0), "{report:?}");
     Ok(())
 }
 
