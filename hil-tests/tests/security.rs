@@ -69,3 +69,48 @@ fn the_daemon_listens_on_no_network_socket_and_its_control_socket_is_private() {
     d.cli(&["record", "stop"]).unwrap();
     assert!(d.terminate().unwrap().success());
 }
+
+/// The plugin files process `pid` has mapped, as plugin names (`…/gstreamer-1.0/libgstNAME.so`).
+fn mapped_plugins(pid: u32) -> BTreeSet<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.contains("/gstreamer-1.0/"))
+        .filter_map(|p| p.rsplit('/').next()?.strip_prefix("libgst")?.strip_suffix(".so").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_daemon_loads_only_the_plugins_on_its_allow_list() {
+    let mut d = Daemon::start(&format!("{SMALL}preview_width = 160\n")).unwrap();
+    d.cli(&["record", "start"]).unwrap();
+    wait_until("recording", Duration::from_secs(10), || d.status()["state"] == "recording").unwrap();
+    // The preview branch loads its plugins too once it is open.
+    wait_until("a preview picture", Duration::from_secs(20), || d.cli(&["preview", "--out", d.dir.path().join("p.jpg").to_str().unwrap()]).is_ok()).unwrap();
+    let mapped = mapped_plugins(d.pid().unwrap());
+    assert!(mapped.contains("x264") && mapped.contains("coreelements"), "the scan finds the daemon's plugins: {mapped:?}");
+    let allowed = lectern_capture::plugins::plugins();
+    let other: Vec<&String> = mapped.iter().filter(|p| !allowed.contains(&p.as_str())).collect();
+    assert!(other.is_empty(), "lecternd loaded plugins off its allow-list (firmware/capture/src/plugins.rs): {other:?}");
+    d.cli(&["record", "stop"]).unwrap();
+    assert!(d.terminate().unwrap().success());
+}
+
+/// An operator's own `GST_PLUGIN_LOADING_WHITELIST` wins over the daemon's, and an element whose
+/// plugin it leaves out is reported as the existing missing-element error, with its purpose.
+#[test]
+fn a_plugin_left_off_the_allow_list_is_a_missing_element_named_with_its_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let without_level: Vec<&str> = lectern_capture::plugins::plugins().into_iter().filter(|p| *p != "level").collect();
+    let list = without_level.join(",");
+    // A registry of its own: made for another list, the shared one would be scanned again.
+    let registry = dir.path().join("gstreamer-registry.bin");
+    let env = [("GST_PLUGIN_LOADING_WHITELIST", std::path::Path::new(&list)), ("GST_REGISTRY", registry.as_path())];
+    let mut d = Daemon::start_in_env(dir, &format!("{SMALL}retry_initial_s = 1\nretry_max_s = 2\n"), &env).unwrap();
+    d.cli(&["record", "start"]).unwrap();
+    let want = "GStreamer element \"level\" (needed for audio level metering) is not installed";
+    wait_until("the missing element", Duration::from_secs(10), || d.status()["recording"]["last_error"].as_str().is_some_and(|e| e.contains(want))).unwrap();
+    assert!(registry.exists(), "the daemon used the registry file it was given");
+    d.cli(&["record", "stop"]).unwrap();
+    assert!(d.terminate().unwrap().success());
+}

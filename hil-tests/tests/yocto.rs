@@ -5,7 +5,7 @@
 //!   `LECTERN_UPDATE_CRATES=1 cargo test -p lectern-hil-tests --test yocto`);
 //! - the recipe installs the tested unit, config and sysusers file from packaging/ (no copies),
 //!   creates the user packaging/lectern.sysusers declares, and RDEPENDS on exactly the GStreamer
-//!   plugins of the elements firmware/capture asks for;
+//!   plugins the daemon may load (firmware/capture/src/plugins.rs, its plugin allow-list);
 //! - the A/B slot layout agrees across the wic kickstart, RAUC's system.conf, U-Boot's script and
 //!   the bundle; the boot partition gets board/overlays/ and its config.txt lines; the licence
 //!   is Cargo.toml's;
@@ -317,89 +317,86 @@ fn useradd_matches_packaging_sysusers() {
     }
 }
 
-/// Every GStreamer element firmware/capture names, and the Yocto package that holds it; `None`
-/// for fallbacks and test sources the image deliberately leaves out, and for words of the source
-/// that look like element names but are not.
-const ELEMENTS: &[(&str, Option<&str>)] = &[
-    ("v4l2src", Some("gstreamer1.0-plugins-good-video4linux2")),
-    ("v4l2h264enc", Some("gstreamer1.0-plugins-good-video4linux2")),
-    ("v4l2jpegdec", Some("gstreamer1.0-plugins-good-video4linux2")),
-    ("x264enc", Some("gstreamer1.0-plugins-ugly-x264")),
-    ("h264parse", Some("gstreamer1.0-plugins-bad-videoparsersbad")),
-    ("voaacenc", Some("gstreamer1.0-plugins-bad-voaacenc")),
-    ("aacparse", Some("gstreamer1.0-plugins-good-audioparsers")),
-    ("mpegtsmux", Some("gstreamer1.0-plugins-bad-mpegtsmux")),
-    ("alsasrc", Some("gstreamer1.0-plugins-base-alsa")),
-    ("level", Some("gstreamer1.0-plugins-good-level")),
+/// The Yocto package of each GStreamer plugin the daemon may load. The elements and their plugins
+/// are firmware/capture's (`lectern_capture::plugins`, which is also the daemon's plugin
+/// allow-list); `None` for fallbacks and test sources the image deliberately leaves out.
+const PLUGIN_PACKAGES: &[(&str, Option<&str>)] = &[
+    ("video4linux2", Some("gstreamer1.0-plugins-good-video4linux2")),
+    ("alsa", Some("gstreamer1.0-plugins-base-alsa")),
+    ("coreelements", Some("gstreamer1.0")),
+    ("playback", Some("gstreamer1.0-plugins-base-playback")),
+    ("typefindfunctions", Some("gstreamer1.0-plugins-base-typefindfunctions")),
+    ("jpeg", Some("gstreamer1.0-plugins-good-jpeg")),
+    ("x264", Some("gstreamer1.0-plugins-ugly-x264")),
+    ("videoparsersbad", Some("gstreamer1.0-plugins-bad-videoparsersbad")),
     ("audioconvert", Some("gstreamer1.0-plugins-base-audioconvert")),
     ("audioresample", Some("gstreamer1.0-plugins-base-audioresample")),
-    ("videoconvert", Some("gstreamer1.0-plugins-base-videoconvertscale")),
-    // The signal analysis branch (firmware/capture, issue 11) lowers the rate it analyses.
+    ("level", Some("gstreamer1.0-plugins-good-level")),
+    ("voaacenc", Some("gstreamer1.0-plugins-bad-voaacenc")),
+    ("audioparsers", Some("gstreamer1.0-plugins-good-audioparsers")),
+    ("videoconvertscale", Some("gstreamer1.0-plugins-base-videoconvertscale")),
+    // The signal analysis branch (issue 11) lowers the rate it analyses; the preview too.
     ("videorate", Some("gstreamer1.0-plugins-base-videorate")),
-    ("appsink", Some("gstreamer1.0-plugins-base-app")),
-    ("decodebin", Some("gstreamer1.0-plugins-base-playback")),
-    ("jpegdec", Some("gstreamer1.0-plugins-good-jpeg")),
-    // The confidence preview (issue 11): JPEGs behind a valve (coreelements).
-    ("jpegenc", Some("gstreamer1.0-plugins-good-jpeg")),
-    ("valve", Some("gstreamer1.0")),
-    ("queue", Some("gstreamer1.0")),
-    ("capsfilter", Some("gstreamer1.0")),
+    ("mpegtsmux", Some("gstreamer1.0-plugins-bad-mpegtsmux")),
+    ("app", Some("gstreamer1.0-plugins-base-app")),
     // Fallbacks the probe tries when the first choice is missing; the image ships the first choice.
-    ("vaapih264enc", None),
-    ("openh264enc", None),
-    ("opusenc", None),
-    ("avenc_aac", None),
-    // Test sources and test-only elements (capture.video = "test"; unit tests).
+    ("vaapi", None),
+    ("openh264", None),
+    ("opus", None),
+    ("libav", None),
+    // Test sources (capture.video = "test", the sim board).
     ("videotestsrc", None),
     ("audiotestsrc", None),
-    ("filesink", None),
-    // Element *names* inside the pipeline (name=vsrc ...) and other words, not elements.
-    ("vsrc", None),
-    ("asrc", None),
-    ("venc", None),
-    ("aenc", None),
-    ("vdec", None),
-    ("vmux", None),
-    ("amux", None),
-    ("odec", None),
-    ("aacenc", None),
-    ("codec", None),
-    ("bitrate", None),
-    ("framerate", None),
-    ("crate", None),
-    ("enumerate", None),
-    ("generate", None),
-    // Named in a comment (capture/src/lib.rs: the v4l2src fd leak shows even with `! fakesink`).
-    ("fakesink", None),
 ];
 
-/// Packages `decodebin` needs besides its own: typefinding of the camera's stream.
-const ALSO_NEEDED: &[&str] = &["gstreamer1.0-plugins-base-typefindfunctions"];
+/// Words of firmware/capture/src that look like element names but are none the daemon creates.
+const NOT_ELEMENTS: &[&str] = &[
+    // Test-only elements (the crate's unit tests).
+    "filesink",
+    // Element *names* inside the pipeline (name=vsrc ...) and other words.
+    "vsrc", "asrc", "venc", "aenc", "vdec", "vmux", "amux", "odec", "aacenc", "codec", "bitrate", "framerate", "crate", "enumerate", "generate",
+    // Named in a comment (capture/src/lib.rs: the v4l2src fd leak shows even with `! fakesink`).
+    "fakesink",
+];
 
 #[test]
 fn gstreamer_rdepends_are_the_pipelines_elements() {
+    use lectern_capture::plugins::{plugins, ELEMENTS, NOT_ALLOWED};
     let src = repo().join("firmware/capture/src");
     let mut text = String::new();
     for e in std::fs::read_dir(&src).unwrap().flatten() {
         text.push_str(&std::fs::read_to_string(e.path()).unwrap());
     }
+    let known = |t: &str| ELEMENTS.iter().chain(NOT_ALLOWED).any(|(e, _)| *e == t);
     let suffixes = ["src", "sink", "enc", "dec", "parse", "mux", "convert", "resample", "bin", "filter", "rate"];
     let tokens: BTreeSet<&str> = text
         .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-        .filter(|t| (!t.contains('_') && suffixes.iter().any(|s| t.len() > s.len() + 1 && t.ends_with(s))) || ELEMENTS.iter().any(|(e, _)| e == t))
+        .filter(|t| (!t.contains('_') && suffixes.iter().any(|s| t.len() > s.len() + 1 && t.ends_with(s))) || known(t))
         .collect();
-    let unknown: Vec<&&str> = tokens.iter().filter(|t| !ELEMENTS.iter().any(|(e, _)| e == *t)).collect();
+    let unknown: Vec<&&str> = tokens.iter().filter(|t| !known(t) && !NOT_ELEMENTS.contains(t)).collect();
     assert!(
         unknown.is_empty(),
-        "firmware/capture names {unknown:?}: add each to ELEMENTS in hil-tests/tests/yocto.rs with its Yocto package \
-         (and to RDEPENDS in {RECIPE}), or with None if the image does not need it"
+        "firmware/capture names {unknown:?}: add each element to ELEMENTS in firmware/capture/src/plugins.rs with its plugin \
+         (and the plugin's Yocto package to PLUGIN_PACKAGES in hil-tests/tests/yocto.rs and RDEPENDS in {RECIPE}), \
+         or to NOT_ELEMENTS there if it is no element the daemon creates"
     );
-    let mut want: BTreeSet<&str> = ELEMENTS.iter().filter(|(e, _)| tokens.contains(e)).filter_map(|(_, p)| *p).collect();
-    want.extend(ALSO_NEEDED);
+    let package = |plugin: &str| {
+        PLUGIN_PACKAGES
+            .iter()
+            .find(|(p, _)| *p == plugin)
+            .unwrap_or_else(|| panic!("plugin {plugin} (firmware/capture/src/plugins.rs) has no entry in PLUGIN_PACKAGES"))
+            .1
+    };
+    for (_, plugin) in NOT_ALLOWED {
+        assert_eq!(package(plugin), None, "{plugin} is not on the daemon's allow-list; the image must not need it");
+    }
+    let want: BTreeSet<&str> = plugins().into_iter().filter_map(package).collect();
     let recipe = read(RECIPE);
     let have: BTreeSet<String> = words(&recipe, "RDEPENDS:${PN}").into_iter().filter(|w| w.starts_with("gstreamer1.0")).collect();
     let have: BTreeSet<&str> = have.iter().map(String::as_str).collect();
-    assert_eq!(have, want, "{RECIPE} RDEPENDS (left) vs the packages of the elements firmware/capture uses (right)");
+    assert_eq!(have, want, "{RECIPE} RDEPENDS (left) vs the packages of the plugins firmware/capture may load (right)");
+    let stale: Vec<&str> = PLUGIN_PACKAGES.iter().map(|(p, _)| *p).filter(|p| !plugins().contains(p) && !NOT_ALLOWED.iter().any(|(_, n)| n == p)).collect();
+    assert!(stale.is_empty(), "PLUGIN_PACKAGES names plugins firmware/capture does not list: {stale:?}");
 }
 
 #[test]

@@ -662,9 +662,23 @@ pub(crate) fn pack_rows(data: &[u8], width: usize, height: usize) -> Option<Vec<
 }
 
 /// Fails early, with the element's purpose, if something the description needs is missing;
-/// `parse::launch` would only say "no element".
+/// `parse::launch` would only say "no element". An element whose plugin is installed but not on
+/// the daemon's allow-list (plugins.rs) is missing too: the registry only describes allowed ones.
 fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
-    let mut needed: Vec<(&str, &'static str)> = vec![
+    for (element, purpose) in needed_elements(s) {
+        if gst::ElementFactory::find(element).is_none() {
+            return Err(CaptureError::MissingElement {
+                element: element.into(),
+                purpose,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The elements the description of `s` needs besides its encoders, each with its purpose.
+pub(crate) fn needed_elements(s: &CaptureSettings) -> Vec<(&'static str, &'static str)> {
+    let mut needed: Vec<(&'static str, &'static str)> = vec![
         ("videoconvert", "video conversion"),
         ("queue", "thread decoupling"),
         ("h264parse", "H.264 parsing"),
@@ -697,15 +711,7 @@ fn require_elements(s: &CaptureSettings) -> Result<(), CaptureError> {
             ("level", "audio level metering"),
         ]);
     }
-    for (element, purpose) in needed {
-        if gst::ElementFactory::find(element).is_none() {
-            return Err(CaptureError::MissingElement {
-                element: element.into(),
-                purpose,
-            });
-        }
-    }
-    Ok(())
+    needed
 }
 
 /// What a V4L2 camera may deliver at the configured size and rate, raw first, then MJPEG

@@ -16,7 +16,7 @@ use crate::error::CaptureError;
 use crate::settings::{CaptureSettings, EncoderChoice};
 
 /// The H.264 encoders we know how to configure, best first, with why each is where it is.
-const VIDEO_ENCODERS: &[(&str, &str)] = &[
+pub(crate) const VIDEO_ENCODERS: &[(&str, &str)] = &[
     ("v4l2h264enc", "hardware H.264 block (Raspberry Pi 4)"),
     ("vaapih264enc", "VA-API hardware encoder"),
     (
@@ -32,7 +32,7 @@ const VIDEO_ENCODERS: &[(&str, &str)] = &[
 /// (gst-plugins-bad, libvo-aacenc) comes first: `avenc_aac` lives in gst-libav, and loading it
 /// maps all of FFmpeg's libraries and their dependencies (about 160 shared objects, ≈ 24 MB of
 /// PSS for a recording daemon that uses one AAC encoder from them; docs/decisions.md D15).
-const AUDIO_ENCODERS: &[(&str, Option<&str>)] = &[
+pub(crate) const AUDIO_ENCODERS: &[(&str, Option<&str>)] = &[
     ("voaacenc", Some("aacparse")),
     ("avenc_aac", Some("aacparse")),
     ("opusenc", None),

@@ -15,7 +15,8 @@
 //! Module map: `settings` (what may be asked, validated), `encoder` (registry probe and
 //! per-encoder configuration), `capture` (pipeline lifecycle and delivery), `bus` (bus thread,
 //! retry decision), `probe` (can the camera and mic be opened now, checked while idle),
-//! `chunker` and `level` (pure helpers), `stats`, `error`.
+//! `plugins` (every element the crate may create and its plugin: the daemon's plugin
+//! allow-list), `chunker` and `level` (pure helpers), `stats`, `error`.
 
 mod bus;
 mod capture;
@@ -24,6 +25,7 @@ mod encoder;
 mod error;
 pub mod level;
 pub mod mixer;
+pub mod plugins;
 pub mod v4l2;
 mod probe;
 mod settings;
@@ -37,6 +39,9 @@ pub use error::CaptureError;
 pub use probe::{probe_inputs, DeviceReport, Input, InputCheck};
 pub use settings::{AudioSource, CaptureSettings, EncoderChoice, VideoSource};
 pub use stats::CaptureStats;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use gstreamer as gst;
 
@@ -53,13 +58,37 @@ use gstreamer as gst;
 /// fd left after the failed pipeline was set to NULL and dropped, even for `v4l2src ! fakesink`).
 /// With the variable set the pool is drained and freed instead, which is all a capture source
 /// needs when it stops.
-pub const PROCESS_ENV: [(&str, &str); 1] = [("GST_V4L2_FORCE_DRAIN", "1")];
+///
+/// `GST_PLUGIN_LOADING_WHITELIST`: only the plugins of [`plugins::ELEMENTS`] are loaded or
+/// described in the registry ([`plugins`] says why; docs/decisions.md D26).
+///
+/// `GST_REGISTRY`: the registry of an allow-listed process differs from everyone else's, so it
+/// gets a file of its own: the systemd unit names one under the daemon's cache directory, and
+/// elsewhere it is `lectern/gstreamer-registry.bin` in the user's cache directory
+/// (`$XDG_CACHE_HOME`, else `~/.cache`). Sharing GStreamer's default file would make the daemon
+/// and every other GStreamer program rescan all plugins each time the other one ran. Without
+/// either variable (no home) GStreamer's default stays.
+pub fn process_env() -> Vec<(&'static str, OsString)> {
+    let mut env = vec![
+        ("GST_V4L2_FORCE_DRAIN", OsString::from("1")),
+        ("GST_PLUGIN_LOADING_WHITELIST", OsString::from(plugins::allow_list())),
+    ];
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".cache")));
+    if let Some(cache) = cache {
+        env.push(("GST_REGISTRY", cache.join("lectern").join("gstreamer-registry.bin").into_os_string()));
+    }
+    env
+}
 
-/// Sets [`PROCESS_ENV`] where the environment does not already name it. Call it while the
-/// process has one thread (the start of `main`): changing the environment races with any other
-/// thread reading it.
+/// Sets [`process_env`] where the environment does not already name it: a value the environment
+/// gives wins (an operator's wider plugin list, an empty one for every plugin, the unit's
+/// registry file). Call it while the process has one thread (the start of `main`): changing the
+/// environment races with any other thread reading it.
 pub fn set_process_env() {
-    for (name, value) in PROCESS_ENV {
+    for (name, value) in process_env() {
         if std::env::var_os(name).is_none() {
             std::env::set_var(name, value);
         }

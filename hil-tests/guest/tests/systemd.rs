@@ -245,7 +245,7 @@ wait_for "the camera recording resumed" 120 state_is recording
 # user has closed them; the script holds one open meanwhile, so the camera stays away until it lets
 # go. The part fails, the recorder retries with back-off, and the camera-gone alarm is raised while
 # nothing is captured; the daemon must not keep the dead device open (GStreamer's v4l2 pool leaked
-# its fd: lectern_capture::PROCESS_ENV). Once the camera is back the next retry captures into a
+# its fd: lectern_capture::process_env). Once the camera is back the next retry captures into a
 # new part, with the control set on the camera again (the script moved it meanwhile); stopped,
 # the recording ends (interrupted: device error), is stitched at once, and it decodes.
 step_t=$(now)
@@ -412,9 +412,16 @@ fn packaged_unit_under_real_systemd() {
     let bins = bin_dir();
     let unit = packaging("lecternd.service");
     // GStreamer's registry, made here: scanning every plugin under TCG takes minutes. The guest
-    // sees the same plugin files (same sizes and times) over 9p, so it is valid there.
+    // sees the same plugin files (same sizes and times) over 9p, so it is valid there. Made with
+    // the daemon's plugin allow-list, or the daemon would find it made for another list and
+    // scan again.
     let registry = dir.path().join("gstreamer-registry.bin");
-    let out = std::process::Command::new("gst-inspect-1.0").arg("coreelements").env("GST_REGISTRY", &registry).output().expect("gst-inspect-1.0 (apt: gstreamer1.0-tools)");
+    let out = std::process::Command::new("gst-inspect-1.0")
+        .arg("coreelements")
+        .env("GST_REGISTRY", &registry)
+        .env("GST_PLUGIN_LOADING_WHITELIST", lectern_capture::plugins::allow_list())
+        .output()
+        .expect("gst-inspect-1.0 (apt: gstreamer1.0-tools)");
     assert!(out.status.success() && registry.exists(), "gst-inspect-1.0 made no registry: {}", String::from_utf8_lossy(&out.stderr));
     // The AV team's key and two bundles (lectern-fleet, as docs/provisioning.md says): version 1
     // is this test's config under another agent name; version 2 names a media directory this box
@@ -541,7 +548,7 @@ fn packaged_unit_under_real_systemd() {
     assert!(ulog.len() == 2 && ulog[0].contains("capture failed: ") && ulog[1].contains("alarm no_video raised"), "{ulog:#?}");
     let uptime = |l: &str| -> f64 { l.trim_start_matches('[').split(']').next().unwrap().trim().parse().unwrap_or_else(|_| panic!("{l}")) };
     let failure_to_alarm_s = uptime(ulog[1]) - uptime(ulog[0]);
-    assert_eq!(get(&r, "unplug-daemon-fds", console), "0", "the daemon still holds the unplugged camera open (GStreamer's v4l2 pool: lectern_capture::PROCESS_ENV)");
+    assert_eq!(get(&r, "unplug-daemon-fds", console), "0", "the daemon still holds the unplugged camera open (GStreamer's v4l2 pool: lectern_capture::process_env)");
     let replug_s: f64 = get(&r, "replug-recording-s", console).parse().unwrap();
     // The back-off (capture.retry_initial_s = 2, doubling): the camera is back a few seconds
     // after the unplug, so the retry due 6 or 14 s after it captures.
