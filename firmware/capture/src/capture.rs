@@ -41,6 +41,12 @@ const PIPELINE_NAME: &str = "lectern-capture";
 
 /// However the stop timeout was spent, `End` gets at least this long to be queued.
 const END_GRACE: Duration = Duration::from_millis(500);
+/// How long [`Capture::stop`] lets the rest of a pipeline drain after one element failed (a
+/// camera or mic gone): EOS from the sources still running, and the failed source's own EOS,
+/// carry what the encoder and the muxer hold into the journal. For an unplugged camera that takes
+/// a few tens of milliseconds; a pipeline that cannot drain (the encoder or the muxer failed)
+/// costs this much more before the retry.
+const FAILED_DRAIN: Duration = Duration::from_millis(1500);
 
 /// How long a streaming thread sleeps between attempts on a full media channel. std's
 /// `SyncSender` has no stable `send_timeout`, and a plain `send` could block forever, which
@@ -115,6 +121,8 @@ pub(crate) struct Shared {
     pub consumer_gone: AtomicBool,
     phase: Mutex<Phase>,
     phase_cv: Condvar,
+    /// EOS reached the sink (whatever the phase: also after a failure).
+    sink_eos: Mutex<bool>,
     end_sent: Mutex<bool>,
     /// Its own `Arc` so a [`FrameCounter`] can outlive nothing else (it must not hold the
     /// media sender, or the consumer would never see the channel close).
@@ -148,6 +156,7 @@ impl Shared {
             consumer_gone: AtomicBool::new(false),
             phase: Mutex::new(Phase::Running),
             phase_cv: Condvar::new(),
+            sink_eos: Mutex::new(false),
             end_sent: Mutex::new(false),
             frames_in: Arc::new(AtomicU64::new(0)),
             chunks: AtomicU64::new(0),
@@ -178,6 +187,30 @@ impl Shared {
 
     fn phase(&self) -> Phase {
         self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// EOS reached the sink and `End` was queued: the phase becomes `SinkEos` unless it failed
+    /// before, and [`Shared::wait_sink_eos`] returns either way.
+    fn reached_sink_eos(&self) {
+        self.set_phase(Phase::SinkEos);
+        let _phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        *self.sink_eos.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.phase_cv.notify_all();
+    }
+
+    /// Waits until EOS reached the sink or `deadline` passes; true if it did.
+    fn wait_sink_eos(&self, deadline: Instant) -> bool {
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *self.sink_eos.lock().unwrap_or_else(|e| e.into_inner()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            p = self.phase_cv.wait_timeout(p, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     /// Waits until the phase leaves `Running` or `deadline` passes.
@@ -409,7 +442,9 @@ impl Capture {
     }
 
     /// Sends EOS and waits (at most `timeout`) until it reached the appsink, i.e. every buffered
-    /// byte was delivered, then sets the pipeline to NULL. On every path, `End` has been sent
+    /// byte was delivered, then sets the pipeline to NULL. After an element failed, the rest of
+    /// the pipeline gets the same EOS, for at most [`FAILED_DRAIN`], and the result is still the
+    /// failure. On every path, `End` has been sent
     /// exactly once when this returns (unless the consumer stalled, which is reported as
     /// [`CaptureError::ConsumerStalled`], or hung up, when there is nobody to send it to).
     pub fn stop(mut self, timeout: Duration) -> Result<CaptureStats, CaptureError> {
@@ -425,6 +460,18 @@ impl Capture {
                     warn!(target: "capture", "the pipeline did not accept EOS; tearing down without it");
                 }
                 self.shared.wait_phase(deadline)
+            }
+            failed @ Phase::Failed { .. } if !self.shared.consumer_gone.load(Ordering::SeqCst) => {
+                // One element failed (a camera or mic gone); the rest still runs. Without a
+                // drain, NULL would cut the muxer's output mid-frame and lose what the encoder
+                // holds; with it the part ends on a whole frame.
+                let until = deadline.min(Instant::now() + FAILED_DRAIN);
+                // Not every source takes it (the failed one may not), but EOS reaches the sink
+                // once each branch has one: the failed source sent its own downstream.
+                let accepted = self.pipeline.send_event(gst::event::Eos::new());
+                let drained = self.shared.wait_sink_eos(until);
+                info!(target: "capture", "a pipeline element failed: {} the rest before tearing down (EOS accepted by every source: {accepted})", if drained { "drained" } else { "could not drain" });
+                failed
             }
             other => other,
         };
@@ -601,7 +648,7 @@ fn install_sink_callbacks(
                     let _ = s_eos.send_chunk(chunk);
                 }
                 match s_eos.send_end(None, true) {
-                    Ok(()) => s_eos.set_phase(Phase::SinkEos),
+                    Ok(()) => s_eos.reached_sink_eos(),
                     Err(_) => warn!(target: "capture", "EOS reached the sink but End could not be queued before teardown"),
                 }
             })

@@ -16,8 +16,9 @@
 //!    `status` shows the camera-gone alarm (`no_video`) while nothing is captured, the daemon
 //!    holds no fd of the dead device, and once the camera is back a new part records with its
 //!    control set again; stopped, it is stitched at once, and every segment (alone) and the MP4
-//!    decode with ffmpeg in the guest, frame counts matching the manifest, the MP4 without a
-//!    single decoder error (a torn last frame stays in its segment only); and a real sound card's
+//!    decode with ffmpeg in the guest, frame counts matching the manifest, the MP4 and the
+//!    unplugged (drained) part without a single decoder error (a torn last frame stays in the
+//!    crashed part's last segment only); and a real sound card's
 //!    mixer (`snd-dummy`) whose Mic capture switch is off is turned on by the next recording;
 //! 4. provisioning under systemd (docs/provisioning.md): `lectern provision` of a good bundle
 //!    makes the daemon stop itself and systemd start it on the store's version; a bundle whose
@@ -279,24 +280,28 @@ rec=$(L --json recordings | jq -c --arg id "$cam_id" '.recordings[] | select(.id
 say "unplug-recording $(echo "$rec" | jq -c '{state, end_reason, parts, segments, media_duration_ns, stitch: .stitch.state}')"
 manifest=/var/lib/lectern/$(echo "$rec" | jq -r .stitch.manifest)
 say "unplug-manifest $(jq -c . "$manifest")"
-# Every segment alone (its video: each must start with what a decoder needs), all in one ffmpeg
-# run (one process: a start costs seconds under TCG), then the stitched MP4 (video and audio) in a
-# second, so its errors are its own; decoded to the null muxer, whose summary counts packets and
-# frames per input.
+# Every segment alone (its video: each must start with what a decoder needs), in one ffmpeg run
+# (one process: a start costs seconds under TCG) for the crashed part (the stall's SIGABRT) and
+# one for the others, then the stitched MP4 (video and audio) in a third, so errors are told
+# apart by run; decoded to the null muxer, whose summary counts packets and frames per input.
 t=$(now)
-args=(); maps=(); i=0
-for f in $(jq -r '.parts[].segments[].path' "$manifest"); do
-    args+=(-i "/var/lib/lectern/$f"); maps+=(-map "$i:v"); i=$((i + 1))
-done
 decode() { # log, ffmpeg inputs and maps
     local log=$1; shift
     ffmpeg -nostdin -hide_banner -nostats -loglevel level+verbose "$@" -fps_mode passthrough -f null - > "$log" 2>&1 \
         || die "ffmpeg could not decode the recording: $(tail -n 5 "$log" | tr '\n' ' ')"
 }
-decode /tmp/decode.log "${args[@]}" "${maps[@]}"
+decode_segments() { # log, jq filter selecting parts
+    local log=$1 args=() maps=() i=0 f
+    for f in $(jq -r ".parts[] | select($2) | .segments[].path" "$manifest"); do
+        args+=(-i "/var/lib/lectern/$f"); maps+=(-map "$i:v"); i=$((i + 1))
+    done
+    decode "$log" "${args[@]}" "${maps[@]}"
+}
+decode_segments /tmp/decode-crashed.log '.end_reason == "crash"'
+decode_segments /tmp/decode.log '.end_reason != "crash"'
 decode /tmp/decode-mp4.log -i "/var/lib/lectern/$(echo "$rec" | jq -r .stitch.path)" -map 0:v -map 0:a
 say "decode-s $(since "$t")"
-sed 's/^\[[a-z]*\] //' /tmp/decode.log /tmp/decode-mp4.log | awk '
+sed 's/^\[[a-z]*\] //' /tmp/decode-crashed.log /tmp/decode.log /tmp/decode-mp4.log | awk '
 /^Input #[0-9]+, .* from / { n = $2; sub(/,$/, "", n); sub(/^#/, "", n); if (n == 0) fi++; n = fi ":" n }
 /^  Duration: / { d = $2; sub(/,$/, "", d); dur[n] = d }
 /^Input file #[0-9]+ \(/ { x = $3; sub(/^#/, "", x); x = fi ":" x; f = $4; sub(/^\(/, "", f); sub(/\):$/, "", f); order[++k] = x; path[x] = f }
@@ -304,15 +309,17 @@ sed 's/^\[[a-z]*\] //' /tmp/decode.log /tmp/decode-mp4.log | awk '
 END { for (j = 1; j <= k; j++) { x = order[j]; printf "LECTERN-GUEST decode %s dur=%s v=%s a=%s\n", path[x], dur[x], got[x, "v"], got[x, "a"] } }
 '
 # Errors from the demuxers and decoders (the null muxer's own complaints about the camera's uneven
-# frame times are not about the recording). A part that did not end cleanly (the unplug, the
-# stall's SIGABRT) may end in a torn frame in its last segment: printed. The stitcher leaves such
-# a frame out (and any frame that lost packets inside a part), so the MP4 must have none.
+# frame times are not about the recording). The crashed part may end in a torn frame in its last
+# segment: printed. The unplugged part was drained (the capture's EOS after a failure), so its
+# segments, like the others', must have none; the stitcher leaves a torn frame out (and any
+# frame that lost packets inside a part), so the MP4 must have none either.
 decode_errors() { grep -E '(^|\] )\[(error|fatal)\]' "$1" | grep -v '^\[null @' | head -n 10; }
-decode_errors /tmp/decode.log | sed 's/^/LECTERN-GUEST decode-error /'
+decode_errors /tmp/decode-crashed.log | sed 's/^/LECTERN-GUEST crashed-decode-error /'
+decode_errors /tmp/decode.log | sed 's/^/LECTERN-GUEST segment-decode-error /'
 decode_errors /tmp/decode-mp4.log | sed 's/^/LECTERN-GUEST mp4-decode-error /'
-if [ -n "$(decode_errors /tmp/decode-mp4.log)" ]; then
-    say "mp4-decode-error-parts $(jq -c '[.parts[] | del(.segments)]' "$manifest")"
-    journalctl -b -o cat -u lecternd.service | grep 'target=stitch\|PES\|stitched' | tail -n 8 | sed 's/^/LECTERN-GUEST mp4-decode-error-stitch /'
+if [ -n "$(decode_errors /tmp/decode.log)$(decode_errors /tmp/decode-mp4.log)" ]; then
+    say "decode-error-parts $(jq -c '[.parts[] | del(.segments)]' "$manifest")"
+    journalctl -b -o cat -u lecternd.service | grep 'PES\|stitched\|drain' | tail -n 8 | sed 's/^/LECTERN-GUEST decode-error-log /'
 fi
 say "unplug-step-s $(since "$step_t")"
 cp /etc/lectern/test-sources.toml /etc/lectern/lectern.toml
@@ -607,10 +614,11 @@ fn packaged_unit_under_real_systemd() {
     let media_s: f64 = um_parts.iter().map(|p| p["stitched_end_s"].as_f64().unwrap() - p["stitched_start_s"].as_f64().unwrap()).sum();
     assert!((mp4_s - stitched["duration_s"].as_f64().unwrap()).abs() < 0.5 && mp4_s > 8.0, "the MP4 lasts {mp4_s} s, its manifest says {stitched}");
     assert!((mp4_s - media_s).abs() < 1.0, "the MP4 lasts {mp4_s} s, its parts {media_s} s");
-    let decode_errors: Vec<&str> = r.iter().filter(|(k, _)| k == "decode-error").map(|(_, v)| v.as_str()).collect();
-    // A torn last frame may stay in a segment (printed above); the stitcher leaves it out.
-    let mp4_diag: Vec<String> = r.iter().filter(|(k, _)| k.starts_with("mp4-decode-error")).map(|(k, v)| format!("{k} {v}")).collect();
-    assert!(mp4_diag.is_empty(), "the stitched MP4 decodes with errors: {mp4_diag:#?}");
+    let decode_errors: Vec<&str> = r.iter().filter(|(k, _)| k == "crashed-decode-error").map(|(_, v)| v.as_str()).collect();
+    // A torn last frame may stay in the crashed part's last segment (printed above); the
+    // unplugged part was drained, and the stitcher leaves a torn frame out.
+    let diag: Vec<String> = r.iter().filter(|(k, _)| k.starts_with("segment-decode-error") || k.starts_with("mp4-decode-error") || k.starts_with("decode-error-")).map(|(k, v)| format!("{k} {v}")).collect();
+    assert!(diag.is_empty(), "the unplugged part's segments or the stitched MP4 decode with errors: {diag:#?}");
 
     // 3c. The muted capture switch of a real (virtual) sound card, turned on before the recording.
     assert!(get(&r, "mixer-before", console).contains("[off]"), "the test did not mute the Mic capture switch");
