@@ -403,6 +403,9 @@ impl Capture {
                 .downcast::<gst_app::AppSink>()
                 .map_err(|_| build_err("element \"analysis\" is not an appsink".into()))?;
             install_analysis_callbacks(&analysis, &shared);
+            let queue = by_name("analysis_queue")?;
+            let pad = queue.static_pad("sink").ok_or_else(|| build_err("the analysis queue has no sink pad".into()))?;
+            install_analysis_rate(&pad, settings.analysis_fps);
         }
         if settings.preview_width > 0 {
             let preview = by_name("preview")?
@@ -656,6 +659,32 @@ fn install_sink_callbacks(
     );
 }
 
+/// Lets `fps` frames a second through `pad` (the analysis queue's sink) and drops the rest there,
+/// in the tee's thread, by their timestamps: frame `n` passes once its PTS reaches the slot after
+/// the previous one's (half a frame's jitter forgiven); after a gap the slots start again from
+/// the next frame. A frame without a PTS passes.
+fn install_analysis_rate(pad: &gst::Pad, fps: u32) {
+    let slot = gst::ClockTime::SECOND / u64::from(fps.max(1));
+    let jitter = gst::ClockTime::from_mseconds(5);
+    let next: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+        match *next {
+            Some(due) if pts + jitter < due => gst::PadProbeReturn::Drop,
+            due => {
+                *next = Some(match due {
+                    Some(due) if pts < due + slot => due + slot,
+                    _ => pts + slot,
+                });
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+}
+
 /// Wires the analysis branch's appsink: each frame's luma rows are copied out packed and offered
 /// to the media channel with `try_send`. The branch sits behind a leaky queue, so nothing here can
 /// hold up the encoder; a full channel costs an analysed frame, never a recorded one.
@@ -747,7 +776,6 @@ pub(crate) fn needed_elements(s: &CaptureSettings) -> Vec<(&'static str, &'stati
     if s.analysis_fps > 0 {
         needed.extend([
             ("tee", "the video analysis branch"),
-            ("videorate", "the video analysis rate"),
             ("videoscale", "downscaling analysed frames"),
         ]);
     }
@@ -794,13 +822,14 @@ pub(crate) fn describe(
         ),
     };
     // The analysis branch leaves the recording branch through a tee and a leaky one-buffer
-    // queue: when it falls behind it loses analysed frames, never recorded ones. videorate
-    // drops down to `analysis_fps` before anything is scaled, so the cost is the scaling of a
-    // few frames a second.
+    // queue: when it falls behind it loses analysed frames, never recorded ones. A probe on the
+    // queue's sink pad (`install_analysis_rate`) lets only `analysis_fps` frames a second in, so
+    // the cost is the scaling of a few frames a second, and no element of the branch keeps a
+    // full-size frame between them (a rate element would hold its previous frame, one more raw
+    // frame in the camera's buffer pool for the whole recording).
     let mut analysis = if s.analysis_fps > 0 {
         format!(
-            "  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! video/x-raw,width={ANALYSIS_WIDTH},height={ANALYSIS_HEIGHT} ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false",
-            s.analysis_fps
+            "  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videoscale ! video/x-raw,width={ANALYSIS_WIDTH},height={ANALYSIS_HEIGHT} ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false"
         )
     } else {
         String::new()
@@ -931,7 +960,7 @@ mod tests {
         let d = describe(&s, "x264enc", None);
         assert!(d.contains("video/x-raw,format=I420 ! tee name=vtee ! queue name=venc_queue ! x264enc"), "{d}");
         assert!(
-            d.ends_with("  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate=5 ! videoscale ! video/x-raw,width=64,height=36 ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false"),
+            d.ends_with("  vtee. ! queue name=analysis_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! videoscale ! video/x-raw,width=64,height=36 ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=analysis sync=false async=false max-buffers=1 drop=true emit-signals=false"),
             "{d}"
         );
     }
