@@ -673,7 +673,12 @@ fn install_analysis_rate(pad: &gst::Pad, fps: u32) {
         };
         let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
         match *next {
-            Some(due) if pts + jitter < due => gst::PadProbeReturn::Drop,
+            Some(due) if pts + jitter < due => {
+                // Taken and dropped here, then `Handled`: with `Drop` GStreamer 1.22 and the
+                // bindings both unref the buffer (a GStreamer-CRITICAL per dropped frame).
+                drop(info.data.take());
+                gst::PadProbeReturn::Handled
+            }
             due => {
                 *next = Some(match due {
                     Some(due) if pts < due + slot => due + slot,
