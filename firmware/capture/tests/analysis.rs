@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lectern_capture::{AudioSource, Capture, CaptureSettings, EncoderChoice, MediaEvent, VideoSource, ANALYSIS_HEIGHT, ANALYSIS_WIDTH};
 
-const NEEDED: [&str; 7] = ["videotestsrc", "x264enc", "mpegtsmux", "tee", "videorate", "videoscale", "videoconvert"];
+const NEEDED: [&str; 6] = ["videotestsrc", "x264enc", "mpegtsmux", "tee", "videoscale", "videoconvert"];
 
 /// Runs the camera `pattern` for `secs` with the branch at `fps` and returns the luma planes.
 fn run(pattern: &str, fps: u32, secs: u64) -> Vec<Vec<u8>> {
@@ -23,6 +23,9 @@ fn run(pattern: &str, fps: u32, secs: u64) -> Vec<Vec<u8>> {
         analysis_fps: fps,
         ..Default::default()
     };
+    // A GLib critical (GStreamer's complaint about a wrong unref, say) aborts the test: the
+    // branch's rate probe drops 25 frames a second, and once logged a critical for each.
+    gstreamer::glib::log_set_always_fatal(gstreamer::glib::LogLevels::LEVEL_CRITICAL | gstreamer::glib::LogLevels::LEVEL_ERROR);
     let (tx, collector) = common::collect(1024);
     let (_status, status_fn) = common::status_log();
     let cap = Capture::start(&settings, tx, status_fn).expect("start");
