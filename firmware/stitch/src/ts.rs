@@ -255,8 +255,12 @@ impl Demuxer {
                     Some(last) if (last + 1) & 0x0f != cc && !discontinuity => {
                         // Packets are missing before this one: they belonged to the
                         // pending PES (its middle, or its end when this one starts a
-                        // new PES).
-                        asm.damaged = asm.active;
+                        // new PES), or, with none pending, to whole PES now gone.
+                        if asm.active {
+                            asm.damaged = true;
+                        } else {
+                            asm.lost_before = true;
+                        }
                     }
                     _ => {}
                 }

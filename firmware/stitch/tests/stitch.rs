@@ -425,6 +425,33 @@ fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
     // One AAC frame lost (one PES); no other dropped.
     assert_eq!(u64::from(p.audio_samples), an_in - 1, "{p:?}");
     assert_eq!((p.dropped_tail_units, report.parts[1].dropped_damaged_units), (0, 0), "{report:?}");
+
+    // A whole picture lost (every packet of one bounded PES, so no PES is left cut short):
+    // the pictures after it up to the keyframe refer to it and are left out.
+    let seg = rec.parts[1].segments[1].clone();
+    let bytes = std::fs::read(&seg)?;
+    let pkts: Vec<&[u8]> = bytes.chunks_exact(188).collect();
+    let starts: Vec<usize> = (0..pkts.len()).filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i])).collect();
+    let (from, to) = starts
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|&(a, _)| !key(pkts[a]))
+        .nth(2)
+        .context("three P pictures in a segment of part 2")?;
+    let kept: Vec<u8> = pkts
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !((from..to).contains(i) && pid(p) == 0x41))
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    std::fs::write(&seg, kept)?;
+    let (out, report) = stitch_to(dir.path(), &rec.parts)?;
+    decodes_cleanly(&out)?;
+    let (vn_in2, _, _) = probe_counts(&rec.whole[1])?;
+    let p2 = &report.parts[1];
+    // The lost picture is not counted (nothing of it is left); what refers to it is.
+    assert!((1..=30).contains(&p2.dropped_damaged_units), "{p2:?}");
+    assert_eq!(u64::from(p2.video_samples) + u64::from(p2.dropped_damaged_units) + 1, vn_in2, "{p2:?}");
     Ok(())
 }
 
