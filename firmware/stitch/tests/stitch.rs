@@ -378,6 +378,17 @@ fn torn_tail_still_stitches_and_decodes() -> Result<()> {
     Ok(())
 }
 
+/// Writes `pkts` to `path` without the packets `lost` picks (by index and bytes).
+fn write_without(path: &Path, pkts: &[&[u8]], lost: impl Fn(usize, &[u8]) -> bool) -> Result<()> {
+    let kept: Vec<u8> = pkts
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !lost(*i, p))
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    Ok(std::fs::write(path, kept)?)
+}
+
 /// Packets lost inside a part (a chunk the journal never got): the frame
 /// that lost them, and the frames up to the next keyframe that refer to it,
 /// are left out, so the file decodes without a damaged picture; a lost audio
@@ -406,13 +417,7 @@ fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
         .context("a picture of more than one packet")?;
     // And one audio packet a few packets further on.
     let lost_audio = (lost_video + 1..pkts.len()).find(|&i| pid(pkts[i]) == 0x42).context("audio after it")?;
-    let kept: Vec<u8> = pkts
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != lost_video && *i != lost_audio)
-        .flat_map(|(_, p)| p.iter().copied())
-        .collect();
-    std::fs::write(&seg, kept)?;
+    write_without(&seg, &pkts, |i, _| i == lost_video || i == lost_audio)?;
 
     let (out, report) = stitch_to(dir.path(), &rec.parts)?;
     decodes_cleanly(&out)?;
@@ -438,13 +443,7 @@ fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
         .filter(|&(a, _)| !key(pkts[a]))
         .nth(2)
         .context("three P pictures in a segment of part 2")?;
-    let kept: Vec<u8> = pkts
-        .iter()
-        .enumerate()
-        .filter(|(i, p)| !((from..to).contains(i) && pid(p) == 0x41))
-        .flat_map(|(_, p)| p.iter().copied())
-        .collect();
-    std::fs::write(&seg, kept)?;
+    write_without(&seg, &pkts, |i, p| (from..to).contains(&i) && pid(p) == 0x41)?;
     let (out, report) = stitch_to(dir.path(), &rec.parts)?;
     decodes_cleanly(&out)?;
     let (vn_in2, _, _) = probe_counts(&rec.whole[1])?;
