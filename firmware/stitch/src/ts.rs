@@ -81,6 +81,8 @@ struct Assembler {
     damaged: bool,
     /// The last PES of this stream was dropped as damaged.
     lost_before: bool,
+    /// PES of this stream dropped as damaged so far.
+    dropped_damaged: u32,
 }
 
 impl Assembler {
@@ -264,7 +266,7 @@ impl Demuxer {
                     }
                     _ => {}
                 }
-                push(asm, kind, pusi, payload, stuffed, loc, sink, &mut self.stats)?;
+                push(asm, kind, pusi, payload, stuffed, loc, sink)?;
             }
         }
         Ok(())
@@ -309,7 +311,7 @@ impl Demuxer {
                 continue;
             }
             if asm.damaged {
-                drop_damaged(asm, kind, &mut self.stats);
+                drop_damaged(asm, kind);
                 continue;
             }
             // A bounded PES still pending never reached its length.
@@ -325,6 +327,7 @@ impl Demuxer {
                 self.stats.dropped_tail += 1;
             }
         }
+        self.stats.dropped_damaged = self.video.dropped_damaged + self.audio.dropped_damaged;
         Ok(self.stats)
     }
 }
@@ -333,7 +336,6 @@ impl Demuxer {
 /// previous PES when a new one starts and a bounded PES once it is whole. A
 /// previous PES that lost packets, or that the new start cuts short of its
 /// declared length, is dropped instead.
-#[allow(clippy::too_many_arguments)]
 fn push(
     asm: &mut Assembler,
     kind: Kind,
@@ -342,16 +344,10 @@ fn push(
     stuffed: bool,
     loc: Loc<'_>,
     sink: &mut impl FnMut(Pes<'_>) -> Result<()>,
-    stats: &mut DemuxStats,
 ) -> Result<()> {
     if pusi {
         if asm.active {
-            let short = asm.declared_len().is_some_and(|len| asm.buf.len() < len);
-            if asm.damaged || short {
-                drop_damaged(asm, kind, stats);
-            } else {
-                emit(asm, kind, sink)?;
-            }
+            hand_on(asm, kind, sink)?;
         }
         asm.damaged = false;
         asm.buf.clear();
@@ -367,18 +363,30 @@ fn push(
     if let Some(len) = asm.declared_len() {
         if asm.buf.len() >= len {
             asm.buf.truncate(len);
-            if asm.damaged {
-                drop_damaged(asm, kind, stats);
-            } else {
-                emit(asm, kind, sink)?;
-            }
+            hand_on(asm, kind, sink)?;
         }
     }
     Ok(())
 }
 
+/// Emits the pending PES, or drops it if it lost packets or is shorter than
+/// its declared length (cut short by the next PES start).
+fn hand_on(
+    asm: &mut Assembler,
+    kind: Kind,
+    sink: &mut impl FnMut(Pes<'_>) -> Result<()>,
+) -> Result<()> {
+    let short = asm.declared_len().is_some_and(|len| asm.buf.len() < len);
+    if asm.damaged || short {
+        drop_damaged(asm, kind);
+        Ok(())
+    } else {
+        emit(asm, kind, sink)
+    }
+}
+
 /// Drops the pending PES, which lost packets inside the part.
-fn drop_damaged(asm: &mut Assembler, kind: Kind, stats: &mut DemuxStats) {
+fn drop_damaged(asm: &mut Assembler, kind: Kind) {
     log::warn!(
         target: "stitch",
         "dropping a {kind:?} PES that lost packets ({}, {} bytes kept): the journal is missing bytes there",
@@ -388,7 +396,7 @@ fn drop_damaged(asm: &mut Assembler, kind: Kind, stats: &mut DemuxStats) {
     asm.active = false;
     asm.damaged = false;
     asm.lost_before = true;
-    stats.dropped_damaged += 1;
+    asm.dropped_damaged += 1;
 }
 
 fn emit(

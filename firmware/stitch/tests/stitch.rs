@@ -225,7 +225,15 @@ fn decodes_cleanly(path: &Path) -> Result<()> {
     let out = run(Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-xerror", "-i"])
         .arg(path)
-        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-"]))?;
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base",
+            "-1",
+            "-f",
+            "null",
+            "-",
+        ]))?;
     ensure!(
         out.stderr.is_empty(),
         "ffmpeg said: {}",
@@ -409,14 +417,18 @@ fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
     // random_access_indicator: mpegtsmux sets it on a keyframe's first packet.
     let key = |p: &[u8]| p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0;
     // The second packet of the third non-key picture in the segment.
-    let starts: Vec<usize> = (0..pkts.len()).filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i]) && !key(pkts[i])).collect();
+    let starts: Vec<usize> = (0..pkts.len())
+        .filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i]) && !key(pkts[i]))
+        .collect();
     let start = *starts.get(2).context("three P pictures in the segment")?;
     let lost_video = (start + 1..pkts.len())
         .find(|&i| pid(pkts[i]) == 0x41)
         .filter(|&i| !pusi(pkts[i]))
         .context("a picture of more than one packet")?;
     // And one audio packet a few packets further on.
-    let lost_audio = (lost_video + 1..pkts.len()).find(|&i| pid(pkts[i]) == 0x42).context("audio after it")?;
+    let lost_audio = (lost_video + 1..pkts.len())
+        .find(|&i| pid(pkts[i]) == 0x42)
+        .context("audio after it")?;
     write_without(&seg, &pkts, |i, _| i == lost_video || i == lost_audio)?;
 
     let (out, report) = stitch_to(dir.path(), &rec.parts)?;
@@ -426,31 +438,47 @@ fn packets_lost_inside_a_part_drop_the_damaged_frames_only() -> Result<()> {
     // The damaged picture and the rest of its GOP (keyframes every 30): at
     // least the picture itself, at most a GOP.
     assert!((1..=30).contains(&p.dropped_damaged_units), "{p:?}");
-    assert_eq!(u64::from(p.video_samples) + u64::from(p.dropped_damaged_units), vn_in, "{p:?}");
+    assert_eq!(
+        u64::from(p.video_samples) + u64::from(p.dropped_damaged_units),
+        vn_in,
+        "{p:?}"
+    );
     // One AAC frame lost (one PES); no other dropped.
     assert_eq!(u64::from(p.audio_samples), an_in - 1, "{p:?}");
-    assert_eq!((p.dropped_tail_units, report.parts[1].dropped_damaged_units), (0, 0), "{report:?}");
+    assert_eq!(
+        (p.dropped_tail_units, report.parts[1].dropped_damaged_units),
+        (0, 0),
+        "{report:?}"
+    );
 
     // A whole picture lost (every packet of one bounded PES, so no PES is left cut short):
     // the pictures after it up to the keyframe refer to it and are left out.
     let seg = rec.parts[1].segments[1].clone();
     let bytes = std::fs::read(&seg)?;
     let pkts: Vec<&[u8]> = bytes.chunks_exact(188).collect();
-    let starts: Vec<usize> = (0..pkts.len()).filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i])).collect();
+    let starts: Vec<usize> = (0..pkts.len())
+        .filter(|&i| pid(pkts[i]) == 0x41 && pusi(pkts[i]))
+        .collect();
     let (from, to) = starts
         .windows(2)
         .map(|w| (w[0], w[1]))
         .filter(|&(a, _)| !key(pkts[a]))
         .nth(2)
         .context("three P pictures in a segment of part 2")?;
-    write_without(&seg, &pkts, |i, p| (from..to).contains(&i) && pid(p) == 0x41)?;
+    write_without(&seg, &pkts, |i, p| {
+        (from..to).contains(&i) && pid(p) == 0x41
+    })?;
     let (out, report) = stitch_to(dir.path(), &rec.parts)?;
     decodes_cleanly(&out)?;
     let (vn_in2, _, _) = probe_counts(&rec.whole[1])?;
     let p2 = &report.parts[1];
     // The lost picture is not counted (nothing of it is left); what refers to it is.
     assert!((1..=30).contains(&p2.dropped_damaged_units), "{p2:?}");
-    assert_eq!(u64::from(p2.video_samples) + u64::from(p2.dropped_damaged_units) + 1, vn_in2, "{p2:?}");
+    assert_eq!(
+        u64::from(p2.video_samples) + u64::from(p2.dropped_damaged_units) + 1,
+        vn_in2,
+        "{p2:?}"
+    );
     Ok(())
 }
 
