@@ -335,7 +335,7 @@ const PLUGIN_PACKAGES: &[(&str, Option<&str>)] = &[
     ("voaacenc", Some("gstreamer1.0-plugins-bad-voaacenc")),
     ("audioparsers", Some("gstreamer1.0-plugins-good-audioparsers")),
     ("videoconvertscale", Some("gstreamer1.0-plugins-base-videoconvertscale")),
-    // The signal analysis branch (issue 11) lowers the rate it analyses; the preview too.
+    // The confidence preview (issue 11) lowers its rate to about a picture a second.
     ("videorate", Some("gstreamer1.0-plugins-base-videorate")),
     ("mpegtsmux", Some("gstreamer1.0-plugins-bad-mpegtsmux")),
     ("app", Some("gstreamer1.0-plugins-base-app")),

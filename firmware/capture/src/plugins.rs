@@ -43,8 +43,8 @@ pub const ELEMENTS: &[(&str, &str)] = &[
     ("voaacenc", "voaacenc"),
     ("opusenc", "opus"),
     ("aacparse", "audioparsers"),
-    // Video conversion, the analysis and preview branches (tee, leaky queues, valve, rate,
-    // scaler, JPEG), the mux and the appsinks.
+    // Video conversion, the analysis and preview branches (tee, leaky queues, the preview's
+    // valve and rate, scaler, JPEG), the mux and the appsinks.
     ("videoconvert", "videoconvertscale"),
     ("videoscale", "videoconvertscale"),
     ("videorate", "videorate"),
