@@ -121,8 +121,9 @@ pub(crate) struct Shared {
     pub consumer_gone: AtomicBool,
     phase: Mutex<Phase>,
     phase_cv: Condvar,
-    /// EOS reached the sink (whatever the phase: also after a failure).
-    sink_eos: Mutex<bool>,
+    /// EOS reached the sink (whatever the phase: also after a failure). Set and waited for
+    /// under `phase`'s lock, with `phase_cv`.
+    sink_eos: AtomicBool,
     end_sent: Mutex<bool>,
     /// Its own `Arc` so a [`FrameCounter`] can outlive nothing else (it must not hold the
     /// media sender, or the consumer would never see the channel close).
@@ -156,7 +157,7 @@ impl Shared {
             consumer_gone: AtomicBool::new(false),
             phase: Mutex::new(Phase::Running),
             phase_cv: Condvar::new(),
-            sink_eos: Mutex::new(false),
+            sink_eos: AtomicBool::new(false),
             end_sent: Mutex::new(false),
             frames_in: Arc::new(AtomicU64::new(0)),
             chunks: AtomicU64::new(0),
@@ -192,25 +193,23 @@ impl Shared {
     /// EOS reached the sink and `End` was queued: the phase becomes `SinkEos` unless it failed
     /// before, and [`Shared::wait_sink_eos`] returns either way.
     fn reached_sink_eos(&self) {
-        self.set_phase(Phase::SinkEos);
-        let _phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        *self.sink_eos.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if *p == Phase::Running {
+            *p = Phase::SinkEos;
+        }
+        self.sink_eos.store(true, Ordering::SeqCst);
         self.phase_cv.notify_all();
     }
 
     /// Waits until EOS reached the sink or `deadline` passes; true if it did.
     fn wait_sink_eos(&self, deadline: Instant) -> bool {
-        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if *self.sink_eos.lock().unwrap_or_else(|e| e.into_inner()) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            p = self.phase_cv.wait_timeout(p, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
+        let p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _p = self
+            .phase_cv
+            .wait_timeout_while(p, timeout, |_| !self.sink_eos.load(Ordering::SeqCst))
+            .unwrap_or_else(|e| e.into_inner());
+        self.sink_eos.load(Ordering::SeqCst)
     }
 
     /// Waits until the phase leaves `Running` or `deadline` passes.
